@@ -1,0 +1,1 @@
+"""Data building: SPARQL endpoints, the embedded store, offline facts and dataset importers."""
