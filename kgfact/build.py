@@ -1,0 +1,139 @@
+"""``kgfact build``: from a SPARQL endpoint (or EntityQuestions files) to a run directory.
+
+Writes ``triples.parquet``, ``entities.parquet``, ``qa.parquet`` and ``qa_two_hop.parquet`` and
+records the configuration and every filter count in the manifest's ``build`` stage. Work units are
+checkpointed under ``<run>/checkpoints/build``, so a killed build resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import pandas as pd
+
+from kgfact.data.fetch import FetchConfig, GraphFetcher
+from kgfact.data.sparql import USER_AGENT, EndpointConfig, SparqlClient
+from kgfact.errors import KgfactError
+from kgfact.qa import (QA_COLUMNS, QAConfig, build_qa, build_two_hop, drop_ambiguous,
+                       drop_leakage, finish, sample_per_group)
+from kgfact.rundir import RunDir
+
+STAGE = "build"
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    """Where the facts come from and how they become QA data."""
+
+    qa: QAConfig = field(metadata={"help": "Question building, filters and splits."})
+    endpoint: str | None = field(default=None, metadata={
+        "help": "SPARQL endpoint URL; None uses the embedded Oxigraph store."})
+    entityquestions: str | None = field(default=None, metadata={
+        "help": "Import an EntityQuestions folder instead of querying an endpoint."})
+    page_size: int = field(default=10_000, metadata={"help": "Rows per SPARQL page."})
+    max_triples_per_relation: int | None = field(default=None, metadata={
+        "help": "Cap on fetched triples per relation (useful on Wikidata)."})
+    expand_hops: int = field(default=1, metadata={
+        "help": "Neighbourhood hops fetched from objects to complete multi-hop paths."})
+    timeout: float = field(default=60.0, metadata={"help": "SPARQL request timeout (s)."})
+    user_agent: str = field(default=USER_AGENT, metadata={"help": "SPARQL User-Agent."})
+
+    def __post_init__(self) -> None:
+        if self.endpoint and self.entityquestions:
+            raise KgfactError("give either an endpoint or an EntityQuestions folder, not both")
+
+
+def build(run: RunDir | str | Path, config: BuildConfig, *, force: bool = False,
+          progress: bool = True, cache_dir: Path | None | str = "default") -> dict:
+    """Build QA data into ``run``; returns the build report.
+
+    A build whose stage is already complete with the same configuration is not repeated; a
+    different configuration needs ``force=True`` (or another run directory).
+    """
+    run = run if isinstance(run, RunDir) else RunDir(run)
+    manifest = run.manifest()
+    previous = manifest.get("stages", {}).get(STAGE, {})
+    same = previous.get("config") == _config_json(config)
+    if previous.get("status") == "complete" and not force:
+        if same and all(run.has_table(t) for t in ("triples", "entities", "qa", "qa_two_hop")):
+            return {**previous.get("report", {}), "skipped": True}
+        if not same:
+            raise KgfactError(f"{run.path} was built with a different configuration; "
+                              "use --force to rebuild it or choose another --run")
+    checkpoints = run.path / "checkpoints" / STAGE
+    with run.stage(STAGE, _config_json(config), seed=config.qa.seed) as info:
+        if config.entityquestions:
+            triples, entities, qa, source_report = _from_entityquestions(config)
+        else:
+            url = config.endpoint or _embedded_endpoint()
+            endpoint = EndpointConfig(url=url, timeout=config.timeout,
+                                      user_agent=config.user_agent)
+            if cache_dir != "default":
+                endpoint = replace(endpoint, cache_dir=Path(cache_dir) if cache_dir else None)
+            fetch = FetchConfig(relations=config.qa.relations, page_size=config.page_size,
+                                max_triples_per_relation=config.max_triples_per_relation,
+                                expand_hops=config.expand_hops)
+            result = GraphFetcher(SparqlClient(endpoint), fetch, checkpoints, progress).run()
+            triples, entities, source_report = result.triples, result.entities, result.report
+            qa, qa_report = build_qa(triples, entities, config.qa)
+            source_report = {"fetch": source_report, "qa": qa_report}
+        two_hop, two_hop_report = build_two_hop(triples, entities, config.qa)
+        if len(qa) == 0:
+            raise KgfactError("no questions survived the filters; see the report with "
+                              f"'kgfact info {run.path}'")
+        for name, table in (("triples", triples), ("entities", entities), ("qa", qa),
+                            ("qa_two_hop", two_hop)):
+            run.write_table(name, table)
+        report = {**source_report, "two_hop": two_hop_report,
+                  "questions": _split_counts(qa), "two_hop_questions": _split_counts(two_hop)}
+        info["report"] = report
+    shutil.rmtree(checkpoints, ignore_errors=True)  # the tables now hold everything
+    return report
+
+
+def _config_json(config: BuildConfig) -> dict:
+    return _lists(asdict(config))
+
+
+def _lists(value):
+    # JSON has no tuples; compare configs in the form the manifest stores them.
+    if isinstance(value, dict):
+        return {k: _lists(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_lists(v) for v in value]
+    return value
+
+
+def _split_counts(qa: pd.DataFrame) -> dict:
+    counts = qa.groupby(["relation", "split"]).size()
+    return {rel: {split: int(n) for split, n in counts[rel].items()}
+            for rel in counts.index.get_level_values(0).unique()}
+
+
+def _embedded_endpoint() -> str:
+    from kgfact.data.store import OxigraphStore
+
+    store = OxigraphStore()
+    if store.status() is None:
+        raise KgfactError("the embedded store is not running: start it with 'kgfact store "
+                          "start', or pass --endpoint URL")
+    return store.query_url
+
+
+def _from_entityquestions(config: BuildConfig):
+    from kgfact.data.entityquestions import load_entityquestions
+
+    imported = load_entityquestions(Path(config.entityquestions),
+                                    relations=list(config.qa.relations))
+    report = {"import": imported.report}
+    in_dist = set(config.qa.in_distribution)
+    qa = imported.qa.assign(distribution=imported.qa["relation"].map(
+        lambda pid: "id" if pid in in_dist else "ood"))
+    qa = drop_ambiguous(qa, report)
+    if config.qa.max_questions_per_relation is not None:
+        qa = sample_per_group(qa, ["relation", "split"], config.qa.max_questions_per_relation,
+                              config.qa.seed)
+    qa = drop_leakage(qa, config.qa.leakage_filter, report)
+    return imported.triples, imported.entities, finish(qa, QA_COLUMNS), report

@@ -1,0 +1,186 @@
+"""The ``kgfact`` command line.
+
+User mistakes (bad input, unreachable endpoint, missing runs) end with a one-line
+``kgfact: error: ...`` and exit status 2; only bugs show a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from kgfact.errors import KgfactError
+
+DEFAULT_RUNS = Path("runs")
+
+
+def _pids(text: str) -> tuple[str, ...]:
+    return tuple(p.strip() for p in text.split(",") if p.strip())
+
+
+def _store(args: argparse.Namespace):
+    from kgfact.data.store import OxigraphStore, StoreConfig
+
+    kw = {}
+    if args.location:
+        kw["location"] = Path(args.location)
+    if args.port is not None:
+        kw["port"] = args.port
+    return OxigraphStore(StoreConfig(**kw))
+
+
+def cmd_store(args: argparse.Namespace) -> int:
+    store = _store(args)
+    if args.action == "start":
+        fresh = store.status() is None
+        if fresh and store.is_empty() and not args.empty:
+            print("kgfact: first start: building and loading the offline default dataset "
+                  "(GeoNames facts, about a minute)", file=sys.stderr)
+        state = store.start(load_default=not args.empty)
+        print(f"{'started' if fresh else 'already running'}: {state['url']} "
+              f"(pid {state['pid']}, data in {store.location})")
+    elif args.action == "stop":
+        print("stopped" if store.stop() else "not running")
+    elif args.action == "status":
+        state = store.status()
+        if state is None:
+            print(f"not running (data in {store.location})")
+            return 3
+        print(f"running: {state['url']} (pid {state['pid']}, {store.count_triples()} triples, "
+              f"data in {store.location})")
+    elif args.action == "load":
+        if not args.files:
+            raise KgfactError("store load needs at least one RDF file")
+        store.load(args.files)
+        print(f"loaded {len(args.files)} file(s) into {store.location}")
+    return 0
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from kgfact.build import BuildConfig, build
+    from kgfact.qa import QAConfig
+    from kgfact.relations import SPLITS
+
+    if args.entityquestions:
+        default_split, default_run = "slick", "entityquestions"
+    elif args.endpoint:
+        default_split, default_run = "slick", "endpoint"
+    else:
+        default_split, default_run = "geonames", "geonames"
+    split = SPLITS.get(args.split or default_split)
+    in_dist = args.relations or split.in_distribution
+    ood = args.ood if args.ood is not None else (() if args.relations else split.out_of_distribution)
+    if args.entityquestions and not args.relations:
+        from kgfact.data.entityquestions import available_relations
+
+        present = set(available_relations(Path(args.entityquestions)))
+        in_dist = tuple(p for p in in_dist if p in present)
+        ood = tuple(p for p in ood if p in present)
+    if not args.endpoint and not args.entityquestions:
+        _ensure_embedded_store()
+    qa = QAConfig(in_distribution=tuple(in_dist), out_of_distribution=tuple(ood),
+                  max_questions_per_relation=args.max_questions, seed=args.seed,
+                  leakage_filter=args.leakage_filter)
+    config = BuildConfig(qa=qa, endpoint=args.endpoint, entityquestions=args.entityquestions,
+                         page_size=args.page_size, max_triples_per_relation=args.max_triples,
+                         timeout=args.timeout)
+    run = Path(args.run) if args.run else DEFAULT_RUNS / default_run
+    report = build(run, config, force=args.force, progress=not args.quiet,
+                   cache_dir=None if args.no_cache else "default")
+    questions = report.get("questions", {})
+    total = sum(sum(s.values()) for s in questions.values())
+    verb = "already built" if report.get("skipped") else "built"
+    print(f"{verb} {run}: {total} questions over {len(questions)} relations "
+          f"(tables: triples, entities, qa, qa_two_hop; report: kgfact info {run})")
+    return 0
+
+
+def _ensure_embedded_store() -> None:
+    from kgfact.data.store import OxigraphStore
+
+    store = OxigraphStore()
+    if store.status() is None:
+        print("kgfact: starting the embedded store (first start loads the offline default "
+              "dataset)", file=sys.stderr)
+        state = store.start()
+        print(f"kgfact: embedded store running at {state['url']}", file=sys.stderr)
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from kgfact.rundir import RunDir
+
+    run = RunDir(args.run)
+    if not run.manifest_path.exists():
+        raise KgfactError(f"{args.run} is not a kgfact run (no manifest.json)")
+    print(json.dumps(run.manifest(), indent=2, sort_keys=True))
+    return 0
+
+
+def cmd_relations(args: argparse.Namespace) -> int:
+    from kgfact.relations import RELATIONS
+
+    for pid in RELATIONS:
+        rel = RELATIONS.get(pid)
+        print(f"{rel.pid:6} {rel.label:50} {rel.question}")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="kgfact", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("store", help="run the embedded Oxigraph SPARQL endpoint")
+    s.add_argument("action", choices=["start", "stop", "status", "load"])
+    s.add_argument("files", nargs="*", help="RDF files for 'load' (.nt, .ttl, ...)")
+    s.add_argument("--location", help="store directory (default $KGFACT_HOME/store)")
+    s.add_argument("--port", type=int, help="port on 127.0.0.1 (default 7878)")
+    s.add_argument("--empty", action="store_true", help="start without the default dataset")
+    s.set_defaults(func=cmd_store)
+
+    b = sub.add_parser("build", help="build QA data into a run directory")
+    b.add_argument("--run", help="run directory (default runs/<source>)")
+    src = b.add_mutually_exclusive_group()
+    src.add_argument("--endpoint", help="SPARQL endpoint URL (default: the embedded store)")
+    src.add_argument("--entityquestions", metavar="PATH",
+                     help="import an EntityQuestions folder, e.g. ../shared/data/entityquestions")
+    b.add_argument("--split", help="named relation split: slick or geonames")
+    b.add_argument("--relations", type=_pids, help="in-distribution relations, e.g. P17,P36")
+    b.add_argument("--ood", type=_pids, help="out-of-distribution relations, e.g. P30")
+    b.add_argument("--max-questions", type=int, help="questions per relation (sampled)")
+    b.add_argument("--max-triples", type=int, help="triples fetched per relation")
+    b.add_argument("--page-size", type=int, default=10_000, help="rows per SPARQL page")
+    b.add_argument("--timeout", type=float, default=60.0, help="SPARQL timeout in seconds")
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--leakage-filter", default="test_subjects",
+                   choices=["test_subjects", "test_entities", "none"])
+    b.add_argument("--force", action="store_true", help="rebuild a complete run")
+    b.add_argument("--no-cache", action="store_true",
+                   help="do not read or write the SPARQL response cache")
+    b.add_argument("--quiet", action="store_true", help="no progress bars")
+    b.set_defaults(func=cmd_build)
+
+    i = sub.add_parser("info", help="print a run's manifest (config, versions, reports)")
+    i.add_argument("run")
+    i.set_defaults(func=cmd_info)
+
+    r = sub.add_parser("relations", help="list the relation registry")
+    r.set_defaults(func=cmd_relations)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except KgfactError as exc:
+        print(f"kgfact: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("kgfact: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,56 @@
+"""Shared fixtures: an isolated KGFACT_HOME, and a real Oxigraph server on loopback."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tests import miniworld
+
+SHARED_EQ = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "entityquestions"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def kgfact_home(tmp_path_factory) -> Path:
+    """Every test session gets its own cache root, so tests never touch ~/.cache/kgfact."""
+    home = tmp_path_factory.mktemp("kgfact-home")
+    old = os.environ.get("KGFACT_HOME")
+    os.environ["KGFACT_HOME"] = str(home)
+    yield home
+    if old is None:
+        os.environ.pop("KGFACT_HOME", None)
+    else:
+        os.environ["KGFACT_HOME"] = old
+
+
+@pytest.fixture(scope="session")
+def miniworld_nt(tmp_path_factory) -> Path:
+    from kgfact.graph import KnowledgeGraph
+
+    path = tmp_path_factory.mktemp("miniworld") / "miniworld.nt"
+    KnowledgeGraph.from_tables(*miniworld.tables()).write_rdf(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def mini_store(tmp_path_factory, miniworld_nt):
+    """A real Oxigraph server on a free loopback port, loaded with the mini world."""
+    from kgfact.data.store import OxigraphStore, StoreConfig
+
+    store = OxigraphStore(StoreConfig(location=tmp_path_factory.mktemp("store"), port=0))
+    store.load([miniworld_nt])
+    store.start(load_default=False)
+    yield store
+    store.stop()
+
+
+@pytest.fixture
+def eq_root() -> Path:
+    """The shared EntityQuestions copy: required in CI, skipped with a reason elsewhere."""
+    if not SHARED_EQ.is_dir():
+        if os.environ.get("CI"):
+            pytest.fail(f"EntityQuestions must be present in CI at {SHARED_EQ}")
+        pytest.skip(f"EntityQuestions not found at {SHARED_EQ}")
+    return SHARED_EQ

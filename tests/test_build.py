@@ -1,0 +1,157 @@
+"""``kgfact build`` end to end: real store, real proxy, real kills; and its one-line errors."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from kgfact.cli import main
+from kgfact.rundir import RunDir
+from tests.faultproxy import Fault, FaultProxy
+
+TABLES = ("triples", "entities", "qa", "qa_two_hop")
+MINI = ["--relations", "P17,P36,P1376", "--ood", "P30"]
+
+
+def kgfact(*args: str, env: dict | None = None, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "kgfact.cli", *args], capture_output=True,
+                          text=True, env={**os.environ, **(env or {})}, **kw)
+
+
+def tables(run: Path) -> dict[str, pd.DataFrame]:
+    return {name: RunDir(run).read_table(name) for name in TABLES}
+
+
+def assert_same_tables(a: Path, b: Path) -> None:
+    ta, tb = tables(a), tables(b)
+    for name in TABLES:
+        pd.testing.assert_frame_equal(ta[name], tb[name], obj=name)
+
+
+def test_build_from_endpoint_writes_run(mini_store, tmp_path):
+    run = tmp_path / "run"
+    assert main(["build", "--endpoint", mini_store.query_url, "--run", str(run), "--quiet",
+                 *MINI]) == 0
+    t = tables(run)
+    assert len(t["triples"]) == 70 and len(t["entities"]) == 64
+    # the default leakage rule drops train questions about entities asked about in ID test
+    counts = t["qa"]["relation"].value_counts().to_dict()
+    assert counts["P30"] == 3 and counts["P17"] <= 56 and set(counts) == {"P17", "P36", "P1376",
+                                                                         "P30"}
+    stage = RunDir(run).manifest()["stages"]["build"]
+    assert stage["status"] == "complete" and stage["config"]["endpoint"] == mini_store.query_url
+    assert stage["report"]["qa"]["ambiguous_question"] == {"P17": 2}
+    assert stage["versions"]["pandas"] == pd.__version__
+    assert not (run / "checkpoints").exists() or not any((run / "checkpoints").rglob("*.parquet"))
+    # a second build with the same config is skipped; a different one needs --force
+    assert main(["build", "--endpoint", mini_store.query_url, "--run", str(run), "--quiet",
+                 *MINI]) == 0
+    assert main(["build", "--endpoint", mini_store.query_url, "--run", str(run), "--quiet",
+                 "--relations", "P17"]) == 2
+
+
+def test_build_killed_midway_resumes_with_identical_tables(mini_store, tmp_path):
+    upstream = mini_store.query_url.rsplit("/", 1)[0]
+    args = ["build", "--page-size", "4", "--no-cache", "--quiet", *MINI]
+    reference = tmp_path / "reference"
+    with FaultProxy(upstream) as proxy:
+        done = kgfact(*args, "--endpoint", proxy.url + "/query", "--run", str(reference))
+        assert done.returncode == 0, done.stderr
+        total_requests = len(proxy.requests)
+
+    run = tmp_path / "killed"
+    with FaultProxy(upstream, [Fault.every(1, "slow", delay=0.15)]) as proxy:
+        proc = subprocess.Popen([sys.executable, "-m", "kgfact.cli", *args, "--endpoint",
+                                 proxy.url + "/query", "--run", str(run)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        while len(proxy.requests) < total_requests // 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert RunDir(run).stage_status("build") == "running"  # really killed mid-build
+    assert any((run / "checkpoints" / "build").glob("*.parquet"))
+
+    with FaultProxy(upstream) as proxy:
+        done = kgfact(*args, "--endpoint", proxy.url + "/query", "--run", str(run))
+        assert done.returncode == 0, done.stderr
+        resumed_requests = len(proxy.requests)
+    assert 0 < resumed_requests < total_requests  # finished units were not fetched again
+    assert_same_tables(run, reference)
+    assert not tables(run)["triples"].duplicated().any()
+
+
+def test_build_through_faults_gives_identical_tables(mini_store, tmp_path):
+    upstream = mini_store.query_url.rsplit("/", 1)[0]
+    clean, faulty = tmp_path / "clean", tmp_path / "faulty"
+    common = ["--page-size", "5", "--no-cache", "--quiet", "--timeout", "1", *MINI]
+    assert main(["build", "--endpoint", mini_store.query_url, "--run", str(clean), *common]) == 0
+    # faults early (relation partitions) and late (label batches); a passthrough after each
+    # lets every fault hit a different query instead of compounding one query's backoff
+    faults = [Fault("429", retry_after=1), None, Fault("slow", delay=2.5), None, Fault("drop"),
+              None, Fault("500"), None, Fault("truncate"), *[None] * 20, Fault("drop"), None,
+              Fault("503", retry_after=0)]
+    with FaultProxy(upstream, faults) as proxy:
+        assert main(["build", "--endpoint", proxy.url + "/query", "--run", str(faulty),
+                     *common]) == 0
+        assert sum(r.fault is not None for r in proxy.requests) == 7
+        assert len(proxy.requests) > 30
+    assert_same_tables(faulty, clean)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["build", "--relations", "P17,P99999", "--endpoint", "http://127.0.0.1:9/query"],
+     "unknown relation(s) P99999"),
+    (["build", "--relations", "P17", "--endpoint", "http://127.0.0.1:9/query"],
+     "cannot reach http://127.0.0.1:9/query"),
+    (["build", "--relations", "country", "--endpoint", "http://127.0.0.1:9/query"],
+     "'country' is not a Wikidata property id"),
+    (["info", "/nonexistent/run"], "is not a kgfact run"),
+    (["store", "load", "/nonexistent/file.nt"], "does not exist"),
+])
+def test_user_mistakes_are_one_line_errors(argv, message, tmp_path, capsys):
+    extra = ["--run", str(tmp_path / "r"), "--quiet"] if argv[0] == "build" else []
+    assert main([*argv, *extra]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("kgfact: error: ") and message in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_empty_result_is_one_line_error(mini_store, tmp_path, capsys):
+    assert main(["build", "--endpoint", mini_store.query_url, "--relations", "P50", "--quiet",
+                 "--run", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert "returned no triples for P50" in err and err.count("\n") == 1
+
+
+def test_malformed_entityquestions_is_one_line_error(tmp_path):
+    root = tmp_path / "eq"
+    for split in ("train", "dev", "test"):
+        (root / split).mkdir(parents=True)
+        (root / split / f"P17.{split}.json").write_text(
+            '[{"question": "Where is Foo?", "answers": ["Bar"]}]')
+    (root / "relation_query_templates.json").write_text('{"P17": "Where is [X]?"}')
+    (root / "train" / "P17.train.json").write_text('[{"question": "Where is Foo?"')
+    done = kgfact("build", "--entityquestions", str(root), "--relations", "P17",
+                  "--run", str(tmp_path / "r"))
+    assert done.returncode == 2
+    assert done.stderr.startswith("kgfact: error: ") and "P17.train.json" in done.stderr
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+
+
+def test_entityquestions_build(eq_root, tmp_path):
+    run = tmp_path / "eq"
+    assert main(["build", "--entityquestions", str(eq_root), "--run", str(run),
+                 "--max-questions", "50", "--quiet"]) == 0
+    qa = RunDir(run).read_table("qa")
+    assert set(qa.loc[qa["relation"] == "P50", "distribution"]) == {"ood"}
+    assert set(qa.loc[qa["relation"] == "P17", "distribution"]) == {"id"}
+    assert qa.groupby(["relation", "split"]).size().max() <= 50
+    assert "P175" not in set(qa["relation"])  # not in the local copy: left out, not an error
