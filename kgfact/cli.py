@@ -37,7 +37,7 @@ def cmd_store(args: argparse.Namespace) -> int:
         fresh = store.status() is None
         if fresh and store.is_empty() and not args.empty:
             print("kgfact: first start: building and loading the offline default dataset "
-                  "(GeoNames facts, about a minute)", file=sys.stderr)
+                  "(GeoNames facts, under a minute)", file=sys.stderr)
         state = store.start(load_default=not args.empty)
         print(f"{'started' if fresh else 'already running'}: {state['url']} "
               f"(pid {state['pid']}, data in {store.location})")

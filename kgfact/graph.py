@@ -63,8 +63,6 @@ _POPULATION = URIRef(property_iri(POPULATION))
 _SUFFIX_FORMATS = {".nt": "nt", ".ttl": "turtle"}
 _FORMAT_NAMES = {"nt": "nt", "ntriples": "nt", "ttl": "turtle", "turtle": "turtle"}
 _FORMAT_TITLES = {"nt": "N-Triples", "turtle": "Turtle"}
-_PAGERANK_TOL = 1e-10
-_PAGERANK_MAX_ITER = 10_000
 _SHOW = 5  # how many offending values an error message lists
 
 
@@ -434,23 +432,17 @@ class KnowledgeGraph:
         Degrees count edges, so two relations between the same pair count twice.
         """
         ids = sorted(self._graph)
-        ins = [self._graph.in_degree(n) for n in ids]
-        outs = [self._graph.out_degree(n) for n in ids]
-        return pd.DataFrame({
-            "id": pd.Series(ids, dtype=str), "label": self._labels(ids),
-            "in_degree": np.array(ins, dtype=np.int64), "out_degree": np.array(outs, dtype=np.int64),
-            "degree": np.array(ins, dtype=np.int64) + np.array(outs, dtype=np.int64),
-        })
+        ins = np.array([self._graph.in_degree(n) for n in ids], dtype=np.int64)
+        outs = np.array([self._graph.out_degree(n) for n in ids], dtype=np.int64)
+        return pd.DataFrame({"id": pd.Series(ids, dtype=str), "label": self._labels(ids),
+                             "in_degree": ins, "out_degree": outs, "degree": ins + outs})
 
     def pagerank_table(self, alpha: float = 0.85) -> pd.DataFrame:
         """``id``, ``label``, ``pagerank`` per entity, by id; the scores sum to 1.
 
-        PageRank of the graph collapsed to a ``DiGraph`` whose edge ``u -> v`` weighs as many as
-        the relations from ``u`` to ``v``: an entity linked to another by several statements
-        passes on more of its rank there, as a multigraph random walk would. Teleportation is
-        uniform and a node without out-edges spreads its rank over all nodes, as in
-        ``networkx.pagerank``; the power iteration is done here with numpy because networkx's
-        implementation needs scipy, which kgfact does not depend on.
+        ``networkx.pagerank`` on the graph collapsed to a ``DiGraph`` whose edge ``u -> v`` weighs
+        as many as the relations from ``u`` to ``v``: an entity linked to another by several
+        statements passes on more of its rank there, as a multigraph random walk would.
 
         Parameters
         ----------
@@ -465,34 +457,18 @@ class KnowledgeGraph:
         if not 0 <= alpha < 1:
             raise KgfactError(f"alpha must be in [0, 1), got {alpha}")
         ids = sorted(self._graph)
-        n = len(ids)
-        if n == 0:
-            return pd.DataFrame({"id": pd.Series([], dtype=str), "label": pd.Series([], dtype=str),
-                                 "pagerank": np.zeros(0)})
-        index = {node: i for i, node in enumerate(ids)}
-        src, dst, weight = [], [], []
-        for u, nbrs in self._graph.succ.items():
-            for v, relations in nbrs.items():
-                src.append(index[u])
-                dst.append(index[v])
-                weight.append(len(relations))
-        src_a = np.array(src, dtype=np.int64)
-        dst_a = np.array(dst, dtype=np.int64)
-        out_weight = np.bincount(src_a, weights=weight, minlength=n)
-        share = np.array(weight, dtype=float) / out_weight[src_a]  # u's rank sent along u -> v
-        dangling = out_weight == 0
-        rank = np.full(n, 1.0 / n)
-        for _ in range(_PAGERANK_MAX_ITER):
-            previous = rank
-            spread = (alpha * previous[dangling].sum() + 1 - alpha) / n
-            rank = alpha * np.bincount(dst_a, weights=previous[src_a] * share, minlength=n) + spread
-            if np.abs(rank - previous).sum() < n * _PAGERANK_TOL:
-                break
-        else:
-            raise KgfactError(f"PageRank did not converge in {_PAGERANK_MAX_ITER} iterations "
-                              f"with alpha={alpha}; use a smaller alpha")
+        collapsed = nx.DiGraph()
+        collapsed.add_nodes_from(ids)
+        collapsed.add_weighted_edges_from(
+            (u, v, len(relations)) for u, nbrs in self._graph.succ.items()
+            for v, relations in nbrs.items())
+        try:
+            rank = nx.pagerank(collapsed, alpha=alpha, weight="weight", tol=1e-12, max_iter=1000)
+        except nx.PowerIterationFailedConvergence:
+            raise KgfactError(f"PageRank did not converge with alpha={alpha}; "
+                              "use a smaller alpha") from None
         return pd.DataFrame({"id": pd.Series(ids, dtype=str), "label": self._labels(ids),
-                             "pagerank": rank})
+                             "pagerank": np.array([rank[i] for i in ids], dtype=float)})
 
     def relation_counts(self) -> pd.DataFrame:
         """Per relation: ``relation``, ``label``, ``edges``, distinct ``subjects`` and ``objects``.
@@ -568,7 +544,8 @@ def _check_ids(ids: pd.Series, where: str) -> None:
 def _entity_nodes(entities: pd.DataFrame) -> list[tuple[str, dict[str, Any]]]:
     """Check an entities table and turn its rows into networkx node records."""
     if "id" not in entities.columns:
-        raise KgfactError(f"entities table has no 'id' column; expected {', '.join(ENTITY_COLUMNS)}")
+        raise KgfactError("entities table has no 'id' column; "
+                          f"expected {', '.join(ENTITY_COLUMNS)}")
     ids = entities["id"]
     _check_ids(ids, "entities column 'id'")
     repeated = ids[ids.duplicated()].unique()

@@ -205,7 +205,8 @@ def test_subgraph_keeps_edges_and_attributes(kg):
 
 
 def test_subgraph_missing_edges(kg):
-    with pytest.raises(KgfactError, match=r"^1 edge\(s\) not in the graph: \('Q90', 'P36', 'Q142'\)$"):
+    only = r"^1 edge\(s\) not in the graph: \('Q90', 'P36', 'Q142'\)$"
+    with pytest.raises(KgfactError, match=only):
         kg.subgraph([("Q456", "P17", "Q142"), ("Q90", "P36", "Q142")])
     missing = [(f"Q{i}", "P17", "Q142") for i in range(1, 8)]
     with pytest.raises(KgfactError, match=r"^7 edge\(s\) .*'Q5', 'P17', 'Q142'\) and 2 more$"):
@@ -412,7 +413,8 @@ def test_non_q_ids_get_kgfact_iris(tmp_path):
     kg = KnowledgeGraph.from_tables(frame([("eq:São Paulo", "P17", "Q155")]))
     text = kg.write_rdf(tmp_path / "g.nt").read_text("utf-8")
     assert text == ("<urn:kgfact:entity:eq%3AS%C3%A3o%20Paulo> "
-                    "<http://www.wikidata.org/prop/direct/P17> <http://www.wikidata.org/entity/Q155> .\n")
+                    "<http://www.wikidata.org/prop/direct/P17> "
+                    "<http://www.wikidata.org/entity/Q155> .\n")
 
 
 def test_turtle_binds_prefixes(tmp_path):
@@ -482,7 +484,8 @@ def test_reader_rejects_conflicting_labels(tmp_path):
 
 def test_reader_rejects_fractional_population(tmp_path):
     path = tmp_path / "g.nt"
-    path.write_text('<http://www.wikidata.org/entity/Q1> <http://www.wikidata.org/prop/direct/P1082>'
+    path.write_text('<http://www.wikidata.org/entity/Q1> '
+                    '<http://www.wikidata.org/prop/direct/P1082>'
                     ' "2.5"^^<http://www.w3.org/2001/XMLSchema#decimal> .\n', "utf-8")
     with pytest.raises(KgfactError, match="population of Q1 is not a whole number: '2.5'"):
         KnowledgeGraph.read_rdf(path)

@@ -8,6 +8,7 @@ from dataclasses import replace
 import re
 from urllib.parse import parse_qs
 
+import pandas as pd
 import pyoxigraph
 import pytest
 
@@ -93,7 +94,7 @@ def test_fetch_labels_and_popularity(mini_store, tmp_path):
     assert list(ent.loc["Q100", "aliases"]) == ["Republic of Atlantis"]
     assert ent.loc["Q100", "population"] == 1_000_000
     assert ent.loc["Q1020", "label"] == miniworld.INJECTION
-    assert ent.loc["Q1030", "label"] is None  # the town without a label
+    assert pd.isna(ent.loc["Q1030", "label"])  # the town without a label
     assert len(ent) == 3 + 1 + miniworld.N_TOWNS
 
 
