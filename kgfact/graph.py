@@ -28,9 +28,9 @@ from typing import Any, Literal as TypingLiteral
 import networkx as nx
 import numpy as np
 import pandas as pd
+import pyoxigraph as ox
 import rdflib
 from rdflib import Literal, URIRef
-from rdflib.namespace import XSD
 
 from kgfact.errors import KgfactError
 from kgfact.relations import RELATIONS
@@ -56,10 +56,9 @@ Direction = TypingLiteral["both", "out", "in"]
 TRIPLE_COLUMNS = ("subject", "relation", "object")
 ENTITY_COLUMNS = ("id", "label", "aliases", "sitelinks", "population")
 
-_LABEL = URIRef(RDFS_LABEL)
-_ALT_LABEL = URIRef(SKOS_ALT_LABEL)
-_SITELINKS = URIRef(WIKIBASE_SITELINKS)
-_POPULATION = URIRef(property_iri(POPULATION))
+_POPULATION = property_iri(POPULATION)
+_DECIMAL = PREFIXES["xsd"] + "decimal"
+_INTEGER = PREFIXES["xsd"] + "integer"
 _SUFFIX_FORMATS = {".nt": "nt", ".ttl": "turtle"}
 _FORMAT_NAMES = {"nt": "nt", "ntriples": "nt", "ttl": "turtle", "turtle": "turtle"}
 _FORMAT_TITLES = {"nt": "N-Triples", "turtle": "Turtle"}
@@ -184,8 +183,30 @@ class KnowledgeGraph:
         return sorted({r for _, _, r in self._graph.edges(keys=True)})
 
     # -- RDF ------------------------------------------------------------------------------------
+    # Files are read and written with Oxigraph's Rust parser and serializer (tens of times faster
+    # than rdflib on large dumps); to_rdflib/from_rdflib are for interoperating with rdflib code.
+    # Both paths go through the same plain-string statements, so they cannot disagree.
+
+    def _statements(self) -> Iterable[tuple[str, str, tuple[str, ...]]]:
+        """The graph as (subject IRI, predicate IRI, object) with objects ``("iri", value)`` or
+        ``("literal", value, language, datatype)``."""
+        iris = {n: entity_iri(n) for n in self._graph}
+        predicates = {r: property_iri(r) for r in self.relations()}
+        for s, o, r in self._graph.edges(keys=True):
+            yield iris[s], predicates[r], ("iri", iris[o])
+        for n, data in self._graph.nodes(data=True):
+            if data["label"] is not None:
+                yield iris[n], RDFS_LABEL, ("literal", data["label"], "en", None)
+            for alias in data["aliases"]:
+                yield iris[n], SKOS_ALT_LABEL, ("literal", alias, "en", None)
+            if data["population"] is not None:
+                yield iris[n], _POPULATION, ("literal", str(data["population"]), None, _DECIMAL)
+            if data["sitelinks"] is not None:
+                yield iris[n], WIKIBASE_SITELINKS, ("literal", str(data["sitelinks"]), None,
+                                                    _INTEGER)
+
     def to_rdflib(self) -> rdflib.Graph:
-        """The graph as RDF in Wikidata's vocabulary.
+        """The graph as an :class:`rdflib.Graph` in Wikidata's vocabulary.
 
         An edge becomes ``wd:S wdt:P wd:O``; a label ``rdfs:label "…"@en``; each alias
         ``skos:altLabel "…"@en``; population ``wdt:P1082`` as ``xsd:decimal`` (Wikidata's type for
@@ -196,59 +217,55 @@ class KnowledgeGraph:
         g = rdflib.Graph(bind_namespaces="none")
         for prefix, namespace in PREFIXES.items():
             g.bind(prefix, namespace)
-        iris = {n: URIRef(entity_iri(n)) for n in self._graph}
-        predicates = {r: URIRef(property_iri(r)) for r in self.relations()}
-        add = g.add
-        for s, o, r in self._graph.edges(keys=True):
-            add((iris[s], predicates[r], iris[o]))
-        for n, data in self._graph.nodes(data=True):
-            if data["label"] is not None:
-                add((iris[n], _LABEL, Literal(data["label"], lang="en")))
-            for alias in data["aliases"]:
-                add((iris[n], _ALT_LABEL, Literal(alias, lang="en")))
-            if data["population"] is not None:
-                add((iris[n], _POPULATION, Literal(str(data["population"]), datatype=XSD.decimal)))
-            if data["sitelinks"] is not None:
-                add((iris[n], _SITELINKS, Literal(str(data["sitelinks"]), datatype=XSD.integer)))
+        for s, p, o in self._statements():
+            obj = (URIRef(o[1]) if o[0] == "iri" else
+                   Literal(o[1], lang=o[2], datatype=URIRef(o[3]) if o[3] else None))
+            g.add((URIRef(s), URIRef(p), obj))
         return g
 
     @classmethod
     def from_rdflib(cls, g: rdflib.Graph) -> KnowledgeGraph:
-        """Read a graph from RDF in Wikidata's vocabulary (the inverse of :meth:`to_rdflib`).
+        """Read a graph from an :class:`rdflib.Graph` (the inverse of :meth:`to_rdflib`).
 
-        Only ``wdt:`` edges between entity IRIs, English (``@en``) labels and aliases, population
-        and sitelinks are read; every other statement is ignored. RDF has no order, so aliases come
-        back sorted. Wikidata can state several current populations; the largest is kept.
-
-        Raises
-        ------
-        KgfactError
-            If an entity has two different English labels or sitelinks counts, or a population or
-            sitelinks literal is not a whole number.
+        See :meth:`read_rdf` for what is read and what is ignored.
         """
+        def plain(term: rdflib.term.Node) -> tuple[str, ...] | None:
+            if isinstance(term, URIRef):
+                return ("iri", str(term))
+            if isinstance(term, Literal):
+                return ("literal", str(term), term.language,
+                        str(term.datatype) if term.datatype else None)
+            return None  # blank node
+        return cls._from_statements(
+            (str(s) if isinstance(s, URIRef) else None, str(p), plain(o)) for s, p, o in g)
+
+    @classmethod
+    def _from_statements(cls, statements: Iterable[tuple[str | None, str, tuple | None]]
+                         ) -> KnowledgeGraph:
         edges: list[tuple[str, str, str]] = []
         labels: dict[str, str] = {}
         aliases: defaultdict[str, set[str]] = defaultdict(set)
         sitelinks: dict[str, int] = {}
         populations: dict[str, int] = {}
-        for s, p, o in g:
+        for s, p, o in statements:
             subject = _rdf_entity(s)
-            if subject is None:
+            if subject is None or o is None:
                 continue
-            if isinstance(o, Literal):
-                if p == _LABEL and _is_english(o):
-                    _set_once(labels, subject, str(o), "English labels")
-                elif p == _ALT_LABEL and _is_english(o):
-                    aliases[subject].add(str(o))
-                elif p == _SITELINKS:
-                    _set_once(sitelinks, subject, _whole_number(o, "sitelinks", subject),
+            if o[0] == "literal":
+                english = (o[2] or "").lower() == "en"
+                if p == RDFS_LABEL and english:
+                    _set_once(labels, subject, o[1], "English labels")
+                elif p == SKOS_ALT_LABEL and english:
+                    aliases[subject].add(o[1])
+                elif p == WIKIBASE_SITELINKS:
+                    _set_once(sitelinks, subject, _whole_number(o[1], "sitelinks", subject),
                               "sitelinks counts")
                 elif p == _POPULATION:
-                    value = _whole_number(o, "population", subject)
+                    value = _whole_number(o[1], "population", subject)
                     populations[subject] = max(value, populations.get(subject, value))
                 continue
-            relation = property_id(str(p))
-            obj = _rdf_entity(o)
+            relation = property_id(p)
+            obj = _rdf_entity(o[1])
             if relation is not None and obj is not None:
                 edges.append((subject, relation, obj))
         ids = sorted(labels.keys() | aliases.keys() | sitelinks.keys() | populations.keys())
@@ -261,6 +278,8 @@ class KnowledgeGraph:
     def write_rdf(self, path: str | os.PathLike[str], format: str | None = None) -> Path:
         """Write the graph as N-Triples or Turtle, atomically, and return the path.
 
+        N-Triples lines are sorted, so the same graph always gives the same file.
+
         Parameters
         ----------
         path : str or Path
@@ -270,17 +289,28 @@ class KnowledgeGraph:
         """
         path = Path(path)
         fmt = _rdf_format(path, format)
-        text = self.to_rdflib().serialize(format=fmt)
+        triples = [ox.Triple(ox.NamedNode(s), ox.NamedNode(p),
+                             ox.NamedNode(o[1]) if o[0] == "iri" else
+                             ox.Literal(o[1], language=o[2]) if o[2] else
+                             ox.Literal(o[1], datatype=ox.NamedNode(o[3])))
+                   for s, p, o in self._statements()]
         if fmt == "nt":
-            # One statement per line, so sorting makes the file reproducible and diffable. Split
-            # on "\n" only: str.splitlines would also split on characters N-Triples leaves raw.
+            text = ox.serialize(triples, format=ox.RdfFormat.N_TRIPLES).decode("utf-8")
+            # One statement per line; split on "\n" only, as N-Triples may hold other breaks raw.
             text = "".join(line + "\n" for line in sorted(text.split("\n")) if line)
+        else:
+            text = ox.serialize(triples, format=ox.RdfFormat.TURTLE,
+                                prefixes=dict(PREFIXES)).decode("utf-8")
         atomic_write_text(path, text)
         return path
 
     @classmethod
     def read_rdf(cls, path: str | os.PathLike[str], format: str | None = None) -> KnowledgeGraph:
         """Read a graph from an N-Triples (``.nt``) or Turtle (``.ttl``) file.
+
+        Only ``wdt:`` edges between entity IRIs, English (``@en``) labels and aliases, population
+        and sitelinks are read; every other statement is ignored. RDF has no order, so aliases come
+        back sorted. Wikidata can state several current populations; the largest is kept.
 
         Parameters
         ----------
@@ -292,20 +322,28 @@ class KnowledgeGraph:
         Raises
         ------
         KgfactError
-            If the format is unknown, the file is missing or does not parse.
+            If the format is unknown, the file is missing or does not parse, an entity has two
+            different English labels or sitelinks counts, or a population or sitelinks literal is
+            not a whole number.
         """
         path = Path(path)
         fmt = _rdf_format(path, format)
         if not path.is_file():
             raise KgfactError(f"{path} does not exist")
-        g = rdflib.Graph(bind_namespaces="none")
+        rdf_format = ox.RdfFormat.N_TRIPLES if fmt == "nt" else ox.RdfFormat.TURTLE
+
+        def statements():
+            for t in ox.parse(path=path, format=rdf_format):
+                s, o = t.subject, t.object
+                yield (s.value if isinstance(s, ox.NamedNode) else None, t.predicate.value,
+                       ("iri", o.value) if isinstance(o, ox.NamedNode) else
+                       ("literal", o.value, o.language, o.datatype.value)
+                       if isinstance(o, ox.Literal) else None)
         try:
-            with open(path, "rb") as fh:
-                g.parse(fh, format=fmt)
-        except Exception as exc:  # rdflib's parsers raise many unrelated types for bad input
-            detail = " ".join(str(exc).split())[:300] or type(exc).__name__
+            return cls._from_statements(statements())
+        except SyntaxError as exc:
+            detail = " ".join(str(exc).split())[:300]
             raise KgfactError(f"{path} is not valid {_FORMAT_TITLES[fmt]}: {detail}") from None
-        return cls.from_rdflib(g)
 
     # -- neighbourhoods and subgraphs -----------------------------------------------------------
     def neighbourhood(self, nodes: str | Iterable[str], hops: int,
@@ -618,28 +656,23 @@ def _rdf_format(path: Path, format: str | None) -> str:
     return _SUFFIX_FORMATS[path.suffix.lower()]
 
 
-def _rdf_entity(term: rdflib.term.Node) -> str | None:
+def _rdf_entity(iri: str | None) -> str | None:
     """Entity id of an item or kgfact IRI; ``None`` for anything else."""
-    if not isinstance(term, URIRef):
+    if iri is None:
         return None
-    iri = str(term)
     # wd: also names properties, lexemes and statement nodes, which are not graph entities.
     if iri.startswith(LOCAL) or (iri.startswith(WD) and QID_RE.match(iri[len(WD):])):
         return entity_id(iri)
     return None
 
 
-def _is_english(literal: Literal) -> bool:
-    return (literal.language or "").lower() == "en"
-
-
-def _whole_number(literal: Literal, what: str, entity: str) -> int:
+def _whole_number(text: str, what: str, entity: str) -> int:
     try:
-        value = Decimal(str(literal))
+        value = Decimal(text)
     except InvalidOperation:
-        raise KgfactError(f"{what} of {entity} is not a number: {str(literal)!r}") from None
+        raise KgfactError(f"{what} of {entity} is not a number: {text!r}") from None
     if not value.is_finite() or value != value.to_integral_value():
-        raise KgfactError(f"{what} of {entity} is not a whole number: {str(literal)!r}")
+        raise KgfactError(f"{what} of {entity} is not a whole number: {text!r}")
     return int(value)
 
 
