@@ -106,31 +106,41 @@ def _single_valued(triples: pd.DataFrame, pid: str, report: dict) -> pd.DataFram
     return rel[counts == 1]
 
 
+def _questions(name: str, subjects: pd.Series, objects: pd.Series, ask, entities: pd.DataFrame
+               ) -> tuple[pd.DataFrame, pd.Series]:
+    """Question rows for (subject, object) pairs with both labels known, and the mask of those.
+
+    ``name`` is the relation (or two-hop path) and prefixes every qid; ``ask`` turns a subject
+    label into the question text.
+    """
+    ent = entities.set_index("id")
+    s_label, o_label = subjects.map(ent["label"]), objects.map(ent["label"])
+    ok = s_label.notna() & o_label.notna()
+    frame = pd.DataFrame({
+        "qid": name + "/" + subjects[ok],
+        "relation": name,
+        "subject": subjects[ok],
+        "subject_label": s_label[ok],
+        "object": objects[ok],
+        "answer": o_label[ok],
+        "aliases": objects[ok].map(ent["aliases"]).map(list),
+        "question": [ask(label) for label in s_label[ok]],
+        "popularity": subjects[ok].map(popularity(entities).set_axis(entities["id"]))
+                                  .astype("float64"),
+    })
+    return frame, ok
+
+
 def candidate_questions(triples: pd.DataFrame, entities: pd.DataFrame, relations: tuple[str, ...],
                         report: dict) -> pd.DataFrame:
     """One question per single-valued (subject, relation), without splits."""
-    ent = entities.set_index("id")
-    pop = popularity(entities).set_axis(entities["id"])
     rows = []
     for pid in relations:
-        rel = RELATIONS.get(pid)
         edges = _single_valued(triples, pid, report)
-        s_label = edges["subject"].map(ent["label"])
-        o_label = edges["object"].map(ent["label"])
-        ok = s_label.notna() & o_label.notna()
+        frame, ok = _questions(pid, edges["subject"], edges["object"], RELATIONS.get(pid).ask,
+                               entities)
         report["missing_label"][pid] = int((~ok).sum())
-        edges = edges[ok]
-        rows.append(pd.DataFrame({
-            "qid": pid + "/" + edges["subject"],
-            "relation": pid,
-            "subject": edges["subject"],
-            "subject_label": s_label[ok],
-            "object": edges["object"],
-            "answer": o_label[ok],
-            "aliases": edges["object"].map(ent["aliases"]).map(list),
-            "question": [rel.ask(s) for s in s_label[ok]],
-            "popularity": edges["subject"].map(pop).astype("float64"),
-        }))
+        rows.append(frame)
     return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=QA_COLUMNS[:-2])
 
 
@@ -224,8 +234,6 @@ def build_two_hop(triples: pd.DataFrame, entities: pd.DataFrame, config: QAConfi
     (subject, intermediate entity, answer), the chain a CoT prompt spells out.
     """
     report: dict = {"multiple_answers": {}, "paths": {}}
-    ent = entities.set_index("id")
-    pop = popularity(entities).set_axis(entities["id"])
     present = set(triples["relation"])
     rows = []
     for name in TWO_HOPS:
@@ -237,25 +245,13 @@ def build_two_hop(triples: pd.DataFrame, entities: pd.DataFrame, config: QAConfi
         b = _single_valued(triples, second, report)
         joined = a.merge(b, left_on="object", right_on="subject", suffixes=("", "_2"))
         joined = joined[joined["object_2"] != joined["subject"]]
-        s_label = joined["subject"].map(ent["label"])
-        o_label = joined["object_2"].map(ent["label"])
-        ok = s_label.notna() & o_label.notna()
+        frame, ok = _questions(name, joined["subject"], joined["object_2"], hop.ask, entities)
         joined = joined[ok]
-        report["paths"][name] = int(len(joined))
-        rows.append(pd.DataFrame({
-            "qid": name + "/" + joined["subject"],
-            "relation": name,
-            "subject": joined["subject"],
-            "subject_label": s_label[ok],
-            "object": joined["object_2"],
-            "answer": o_label[ok],
-            "aliases": joined["object_2"].map(ent["aliases"]).map(list),
-            "question": [hop.ask(s) for s in s_label[ok]],
-            "popularity": joined["subject"].map(pop).astype("float64"),
-            "path": [list(hop.path)] * int(ok.sum()),
-            "path_entities": [list(t) for t in zip(joined["subject"], joined["object"],
-                                                   joined["object_2"])],
-        }))
+        report["paths"][name] = len(frame)
+        frame["path"] = [list(hop.path)] * len(frame)
+        frame["path_entities"] = [list(t) for t in zip(joined["subject"], joined["object"],
+                                                       joined["object_2"])]
+        rows.append(frame)
     if not rows:
         return pd.DataFrame(columns=TWO_HOP_COLUMNS), report
     qa = drop_ambiguous(pd.concat(rows, ignore_index=True), report)

@@ -8,7 +8,7 @@ pipeline.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Generic, TypeVar
 
 from kgfact.errors import KgfactError
@@ -43,10 +43,6 @@ class Registry(Generic[T]):
             raise KgfactError(f"{self.kind} {name!r} is already registered")
         self._items[name] = item
         return item
-
-    def decorator(self, name: str) -> Callable[[T], T]:
-        """Register the decorated object under ``name``."""
-        return lambda item: self.register(name, item)
 
     def get(self, name: str) -> T:
         """Return the component registered under ``name`` or raise a :class:`KgfactError`."""

@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from kgfact.qa import QA_COLUMNS
 from kgfact.errors import KgfactError
+from kgfact.qa import QA_COLUMNS
 from kgfact.relations import SPLITS, get_relations
 from kgfact.wikidata import PID_RE
 
@@ -36,7 +36,6 @@ __all__ = ["ENTITY_PREFIX", "EQ_SPLITS", "EntityQuestionsImport", "available_rel
 ENTITY_PREFIX = "eq:"
 EQ_SPLITS = ("train", "dev", "test")
 TEMPLATES = "relation_query_templates.json"
-# The QA table contract shared with kgfact.qa (which holds the same list).
 _WHERE = ("point --entityquestions PATH at the EntityQuestions dataset (Sciavolino et al. 2021), "
           "the folder holding relation_query_templates.json and train/, dev/, test/")
 
