@@ -108,6 +108,32 @@ def _ensure_embedded_store() -> None:
         print(f"kgfact: embedded store running at {state['url']}", file=sys.stderr)
 
 
+def cmd_slick(args: argparse.Namespace) -> int:
+    from kgfact.models import ModelConfig
+    from kgfact.rundir import RunDir
+    from kgfact.sampling import SamplingConfig
+    from kgfact.slick import SlickConfig, run_slick
+
+    run = RunDir(args.run)
+    if not run.manifest_path.exists():
+        raise KgfactError(f"{args.run} is not a kgfact run (no manifest.json): "
+                          "build it first with 'kgfact build --run RUN'")
+    sampling = SamplingConfig(n_samples=args.samples, temperature=args.temperature,
+                              top_k=args.top_k, max_new_tokens=args.max_new_tokens,
+                              seed=args.seed)
+    config = SlickConfig(n_prompts=args.prompts, shots=args.shots, sampling=sampling,
+                         splits=args.splits, relations=args.relations,
+                         max_questions_per_relation=args.max_questions, seed=args.seed)
+    model = ModelConfig(name=args.model, device=args.device, dtype=args.dtype)
+    table = run_slick(run, config, model, backend=args.backend, chunk_size=args.chunk,
+                      max_batch=args.batch, force=args.force, progress=not args.quiet)
+    mix = table["category"].value_counts().reindex(
+        ["HighlyKnown", "MaybeKnown", "WeaklyKnown", "Unknown"], fill_value=0)
+    print(f"SliCK: {len(table)} questions in {args.run}/slick.parquet: "
+          + ", ".join(f"{c} {n}" for c, n in mix.items()))
+    return 0
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     from kgfact.rundir import RunDir
 
@@ -160,6 +186,30 @@ def parser() -> argparse.ArgumentParser:
                    help="do not read or write the SPARQL response cache")
     b.add_argument("--quiet", action="store_true", help="no progress bars")
     b.set_defaults(func=cmd_build)
+
+    k = sub.add_parser("slick", help="SliCK knowledge categories for a run's questions")
+    k.add_argument("run", help="run directory built by 'kgfact build'")
+    k.add_argument("--model", default="gemma3-270m",
+                   help="HF model id, local path, or gemma3-270m (embedded default)")
+    k.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    k.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float16", "float32"])
+    k.add_argument("--backend", default="kgfact", help="sampling backend: kgfact or vllm")
+    k.add_argument("--relations", type=_pids, help="relations to categorise (default: all)")
+    k.add_argument("--splits", type=lambda s: tuple(x for x in s.split(",") if x),
+                   default=("train", "dev", "test"), help="splits to categorise")
+    k.add_argument("--max-questions", type=int, help="questions per relation and split")
+    k.add_argument("--prompts", type=int, default=10, help="few-shot prompts per question")
+    k.add_argument("--shots", type=int, default=4, help="exemplars per prompt")
+    k.add_argument("--samples", type=int, default=16, help="samples per prompt")
+    k.add_argument("--temperature", type=float, default=0.5)
+    k.add_argument("--top-k", type=int, default=40)
+    k.add_argument("--max-new-tokens", type=int, default=16)
+    k.add_argument("--seed", type=int, default=0)
+    k.add_argument("--batch", type=int, default=32, help="prompts prefilled together")
+    k.add_argument("--chunk", type=int, default=64, help="questions per checkpoint")
+    k.add_argument("--force", action="store_true", help="replace existing SliCK results")
+    k.add_argument("--quiet", action="store_true", help="no progress bar")
+    k.set_defaults(func=cmd_slick)
 
     i = sub.add_parser("info", help="print a run's manifest (config, versions, reports)")
     i.add_argument("run")

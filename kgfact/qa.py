@@ -85,7 +85,7 @@ def _rng(seed: int, *names: str) -> np.random.Generator:
     return np.random.default_rng(int.from_bytes(digest[:8], "little"))
 
 
-def _shuffled(group: pd.DataFrame, seed: int, *names: str) -> pd.DataFrame:
+def shuffled(group: pd.DataFrame, seed: int, *names: str) -> pd.DataFrame:
     """``group`` in a seeded random order that depends only on its rows and ``names``."""
     group = group.sort_values("qid")
     return group.iloc[_rng(seed, *names).permutation(len(group))]
@@ -93,7 +93,7 @@ def _shuffled(group: pd.DataFrame, seed: int, *names: str) -> pd.DataFrame:
 
 def sample_per_group(qa: pd.DataFrame, by: list[str], cap: int, seed: int) -> pd.DataFrame:
     """At most ``cap`` seeded-random rows of each group of ``qa`` (grouped by columns ``by``)."""
-    parts = [_shuffled(group, seed, *map(str, key)).head(cap)
+    parts = [shuffled(group, seed, *map(str, key)).head(cap)
              for key, group in qa.groupby(by, sort=True)]
     return pd.concat(parts, ignore_index=True) if parts else qa
 
@@ -166,7 +166,7 @@ def assign_splits(qa: pd.DataFrame, config: QAConfig, report: dict, group: str =
     """Sample and split each relation (or two-hop path) with its own seeded stream."""
     parts = []
     for name, rel in qa.groupby(group, sort=True):
-        rel = _shuffled(rel, config.seed, str(name)).head(config.max_questions_per_relation)
+        rel = shuffled(rel, config.seed, str(name)).head(config.max_questions_per_relation)
         rel = rel.copy()
         first = str(name).split("/")[0]
         in_dist = first in config.in_distribution

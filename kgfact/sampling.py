@@ -1,0 +1,279 @@
+"""Short-answer generation for many prompts that share prefixes: the SliCK workload, made fast.
+
+SliCK asks every question under 10 fixed few-shot prefixes per relation, once greedily and 16
+times at temperature 0.5. The built-in engine exploits that shape:
+
+- **Prefix KV cache.** Each distinct prefix (an exemplar set) is run through the model once; its
+  key/value cache is reused by every question that uses it.
+- **One prefill per prompt.** A question's suffix is prefilled once (only the last position's
+  logits are computed) and that cache serves the greedy answer and all the samples.
+- **Shared decoding of identical continuations.** Sequences of one prompt that have produced the
+  same tokens so far have the same next-token distribution, so the model runs once per distinct
+  continuation, not once per sequence; each sequence still draws its own token from that
+  distribution with its own random stream. At temperature 0.5 most samples agree, so far fewer
+  rows reach the model than there are sequences. The distribution sampled is exactly the same.
+- **Batching without padding.** Prompts are batched across questions in buckets of equal prefix
+  and equal suffix length, so no row is padded and every row is computed the same way whatever
+  else is in its batch: greedy answers do not depend on batch size.
+- **Stop and retire.** A sequence stops at a newline (or EOS, or ``max_new_tokens``) and leaves
+  the batch at once.
+- **Seeds.** Sample ``i`` of request ``key`` draws from its own stream seeded by
+  ``(seed, key, i)``: distinct per sample, reproducible, and independent of batching.
+
+Backends share one interface (:class:`SamplingBackend`) and are registered by name in
+:data:`BACKENDS`: ``"kgfact"`` (this engine; CPU and CUDA) and ``"vllm"`` (when vLLM is installed).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict, defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from kgfact.errors import KgfactError
+from kgfact.models import LoadedModel, ModelConfig, load_model
+from kgfact.registry import Registry
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """How each prompt is answered: one greedy answer plus ``n_samples`` samples."""
+
+    n_samples: int = field(default=16, metadata={"help": "Sampled answers per prompt."})
+    temperature: float = field(default=0.5, metadata={"help": "Sampling temperature (> 0)."})
+    top_k: int = field(default=40, metadata={"help": "Sample among the k most likely tokens."})
+    greedy: bool = field(default=True, metadata={"help": "Also produce the greedy answer."})
+    max_new_tokens: int = field(default=16, metadata={"help": "Longest answer in tokens."})
+    stop: tuple[str, ...] = field(default=("\n",), metadata={
+        "help": "An answer ends before the first of these strings."})
+    seed: int = field(default=0, metadata={"help": "Seed of the per-sample random streams."})
+
+    def __post_init__(self) -> None:
+        if self.n_samples < 0 or self.max_new_tokens < 1 or self.top_k < 1:
+            raise KgfactError("n_samples must be >= 0, max_new_tokens and top_k >= 1")
+        if self.n_samples and self.temperature <= 0:
+            raise KgfactError("temperature must be > 0 when sampling")
+        if not self.greedy and not self.n_samples:
+            raise KgfactError("nothing to generate: greedy is off and n_samples is 0")
+
+
+@dataclass(frozen=True)
+class Request:
+    """One prompt: a shared ``prefix`` (cached) followed by its own ``suffix``."""
+
+    key: str = field(metadata={"help": "Unique id of the prompt; seeds its samples."})
+    prefix: str = field(metadata={"help": "Text shared by many prompts (few-shot exemplars)."})
+    suffix: str = field(metadata={"help": "The prompt's own text (the question)."})
+
+
+@dataclass(frozen=True)
+class Generation:
+    """The answers to one :class:`Request`."""
+
+    key: str
+    greedy: str | None
+    samples: tuple[str, ...]
+
+
+class SamplingBackend(Protocol):
+    """What every generation backend provides."""
+
+    def generate(self, requests: Sequence[Request], config: SamplingConfig,
+                 on_done: Callable[[Generation], None] | None = None) -> list[Generation]:
+        """Answer every request; ``on_done`` is called as each one finishes."""
+
+
+BACKENDS: Registry[Callable[..., SamplingBackend]] = Registry("sampling backend")
+
+
+def sample_stream(seed: int, key: str, index: int) -> np.random.Generator:
+    """The random stream of sample ``index`` of request ``key``."""
+    digest = hashlib.sha256(f"{seed}\x1f{key}\x1f{index}".encode()).digest()
+    return np.random.Generator(np.random.PCG64(int.from_bytes(digest[:16], "little")))
+
+
+def cut_at_stop(text: str, stop: Sequence[str]) -> str:
+    """``text`` up to the first stop string."""
+    cut = min((i for i in (text.find(s) for s in stop) if i >= 0), default=len(text))
+    return text[:cut]
+
+
+@dataclass
+class _Node:
+    """A distinct continuation of one prompt, and the sequences that share it."""
+
+    request: int                    # index into the batch's requests
+    tokens: tuple[int, ...]         # generated so far
+    members: list[int]              # -1 is the greedy sequence, 0..n-1 the samples
+
+
+class KgfactEngine:
+    """The built-in engine (see the module docstring).
+
+    Parameters
+    ----------
+    loaded : LoadedModel
+        Model, tokenizer, device and dtype from :func:`kgfact.models.load_model`.
+    max_batch : int
+        Most prompts prefilled together (also bounds rows decoded together to
+        ``max_batch * (n_samples + 1)``).
+    prefix_cache_size : int
+        How many prefix KV caches to keep (SliCK uses 10 per relation).
+    """
+
+    @classmethod
+    def from_config(cls, model: ModelConfig, max_batch: int = 32) -> KgfactEngine:
+        """Load ``model`` and wrap it."""
+        return cls(load_model(model), max_batch=max_batch)
+
+    def __init__(self, loaded: LoadedModel, max_batch: int = 32,
+                 prefix_cache_size: int = 64) -> None:
+        self.loaded = loaded
+        self.max_batch = max_batch
+        self.prefix_cache_size = prefix_cache_size
+        self._prefixes: OrderedDict[tuple[int, ...], object] = OrderedDict()
+        self._stop_ids: dict[tuple[str, ...], frozenset[int]] = {}
+        self.stats = {"forwards": 0, "rows": 0, "prefill_tokens": 0, "prefix_tokens": 0}
+
+    # -- tokens -----------------------------------------------------------------------------------
+    def _encode(self, text: str, first: bool) -> tuple[int, ...]:
+        ids = self.loaded.tokenizer(text, add_special_tokens=first)["input_ids"]
+        return tuple(ids)
+
+    def stop_ids(self, stop: tuple[str, ...]) -> frozenset[int]:
+        """Token ids whose text contains a stop string, plus end-of-sequence ids."""
+        if stop not in self._stop_ids:
+            tok = self.loaded.tokenizer
+            texts = tok.batch_decode([[i] for i in range(len(tok))])
+            ids = {i for i, t in enumerate(texts) if any(s in t for s in stop)}
+            eos = self.loaded.model.generation_config.eos_token_id
+            ids |= set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+            ids.add(tok.eos_token_id)
+            self._stop_ids[stop] = frozenset(i for i in ids if i is not None)
+        return self._stop_ids[stop]
+
+    # -- model calls ------------------------------------------------------------------------------
+    def _forward(self, input_ids, cache):
+        import torch
+
+        with torch.inference_mode():
+            out = self.loaded.model(input_ids=input_ids, past_key_values=cache, use_cache=True,
+                                    logits_to_keep=1)
+        self.stats["forwards"] += 1
+        self.stats["rows"] += input_ids.shape[0]
+        return out.logits[:, -1, :], out.past_key_values
+
+    def _prefix_cache(self, prefix: tuple[int, ...]):
+        """KV cache of ``prefix`` (batch of one), computed once and kept in an LRU."""
+        import torch
+
+        if prefix in self._prefixes:
+            self._prefixes.move_to_end(prefix)
+            return self._prefixes[prefix]
+        ids = torch.tensor([prefix], device=self.loaded.device)
+        _, cache = self._forward(ids, None)
+        self.stats["prefix_tokens"] += len(prefix)
+        self._prefixes[prefix] = cache
+        if len(self._prefixes) > self.prefix_cache_size:
+            self._prefixes.popitem(last=False)
+        return cache
+
+    # -- generation -------------------------------------------------------------------------------
+    def generate(self, requests: Sequence[Request], config: SamplingConfig,
+                 on_done: Callable[[Generation], None] | None = None) -> list[Generation]:
+        """Answer every request (see the module docstring for how)."""
+        keys = [r.key for r in requests]
+        if len(set(keys)) != len(keys):
+            raise KgfactError("request keys must be unique (they seed the samples)")
+        encoded = [(self._encode(r.prefix, True), self._encode(r.suffix, False))
+                   for r in requests]
+        for r, (_, suffix) in zip(requests, encoded):
+            if not suffix:
+                raise KgfactError(f"request {r.key!r} has an empty suffix")
+        buckets: dict[tuple[tuple[int, ...], int], list[int]] = defaultdict(list)
+        for i, (prefix, suffix) in enumerate(encoded):
+            buckets[(prefix, len(suffix))].append(i)
+        results: dict[int, Generation] = {}
+        for (prefix, _), members in buckets.items():
+            for start in range(0, len(members), self.max_batch):
+                batch = members[start:start + self.max_batch]
+                for i, gen in zip(batch, self._generate_batch(
+                        prefix, [encoded[i][1] for i in batch], [requests[i] for i in batch],
+                        config)):
+                    results[i] = gen
+                    if on_done is not None:
+                        on_done(gen)
+        return [results[i] for i in range(len(requests))]
+
+    def _generate_batch(self, prefix: tuple[int, ...], suffixes: list[tuple[int, ...]],
+                        requests: list[Request], config: SamplingConfig) -> list[Generation]:
+        import copy
+
+        import torch
+
+        device = self.loaded.device
+        cache = copy.deepcopy(self._prefix_cache(prefix))
+        cache.batch_repeat_interleave(len(suffixes))
+        logits, cache = self._forward(torch.tensor(suffixes, device=device), cache)
+        self.stats["prefill_tokens"] += sum(map(len, suffixes))
+
+        stop = self.stop_ids(config.stop)
+        streams = [[sample_stream(config.seed, r.key, i) for i in range(config.n_samples)]
+                   for r in requests]
+        members = ([-1] if config.greedy else []) + list(range(config.n_samples))
+        nodes = [_Node(b, (), list(members)) for b in range(len(requests))]
+        answers: list[dict[int, tuple[int, ...]]] = [{} for _ in requests]
+        while nodes:
+            greedy_ids = logits.argmax(-1).tolist()
+            k = min(config.top_k, logits.shape[-1])
+            top_values, top_ids = torch.topk(logits.float(), k, dim=-1)
+            top_ids = top_ids.tolist()
+            # float64 inverse-CDF sampling: exact and independent of the batch it ran in
+            cdf = torch.softmax(top_values.double() / config.temperature, -1).cumsum(-1).cpu()
+            cdf = cdf.numpy()
+            children: dict[tuple[int, int], list[int]] = {}
+            for n, node in enumerate(nodes):
+                for m in node.members:
+                    if m < 0:
+                        token = greedy_ids[n]
+                    else:
+                        u = streams[node.request][m].random() * cdf[n, -1]
+                        token = top_ids[n][min(int(np.searchsorted(cdf[n], u, side="right")),
+                                               k - 1)]
+                    children.setdefault((n, token), []).append(m)
+            parents, next_nodes = [], []
+            for (n, token), group in children.items():
+                node = nodes[n]
+                tokens = node.tokens + (token,)
+                if token in stop or len(tokens) >= config.max_new_tokens:
+                    for m in group:
+                        answers[node.request][m] = tokens
+                    continue
+                parents.append(n)
+                next_nodes.append(_Node(node.request, tokens, group))
+            nodes = next_nodes
+            if not nodes:
+                break
+            cache.reorder_cache(torch.tensor(parents, device=device))
+            last = torch.tensor([[node.tokens[-1]] for node in nodes], device=device)
+            logits, cache = self._forward(last, cache)
+        return [self._generation(r, answers[b], config) for b, r in enumerate(requests)]
+
+    def _generation(self, request: Request, answers: dict[int, tuple[int, ...]],
+                    config: SamplingConfig) -> Generation:
+        decode = self.loaded.tokenizer.decode
+
+        def text(tokens: tuple[int, ...]) -> str:
+            return cut_at_stop(decode(list(tokens), skip_special_tokens=True), config.stop)
+        return Generation(
+            request.key,
+            text(answers[-1]) if config.greedy else None,
+            tuple(text(answers[i]) for i in range(config.n_samples)))
+
+
+BACKENDS.register("kgfact", KgfactEngine)
+

@@ -1,0 +1,248 @@
+"""SliCK knowledge categories (Gekhman et al., EMNLP 2024), exactly as the paper defines them.
+
+For each question, ``n_prompts`` (10) few-shot prompts are built from fixed exemplar sets of
+``shots`` (4) questions of the same relation, drawn from the dev split; each prompt is answered
+once greedily and ``n_samples`` (16) times at temperature 0.5 with top-k 40. Then
+
+- ``P_correct(T=0)`` = share of the 10 greedy answers that are correct,
+- ``P_correct(T>0)`` = share of the 160 sampled answers that are correct,
+
+and the category is **HighlyKnown** if ``P(T=0) = 1``; **MaybeKnown** if ``0 < P(T=0) < 1``;
+**WeaklyKnown** if ``P(T=0) = 0`` and ``P(T>0) > 0``; **Unknown** if both are 0.
+
+The exemplar sets are fixed per relation (so their KV caches are shared by every question of
+the relation). A dev question never appears in its own prompt: where it is one of the set's
+exemplars, it is replaced by the next pool question not already in the set. Correctness is
+:func:`kgfact.answers.match_many` against the gold answer and its aliases.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from kgfact.answers import match_many
+from kgfact.errors import KgfactError
+from kgfact.models import ModelConfig
+from kgfact.qa import shuffled
+from kgfact.rundir import RunDir, write_parquet
+from kgfact.sampling import BACKENDS, Request, SamplingBackend, SamplingConfig
+
+STAGE = "slick"
+CATEGORIES = ("HighlyKnown", "MaybeKnown", "WeaklyKnown", "Unknown")
+
+
+@dataclass(frozen=True)
+class SlickConfig:
+    """SliCK's sampling protocol; the defaults are the paper's."""
+
+    n_prompts: int = field(default=10, metadata={"help": "Few-shot prompts per question."})
+    shots: int = field(default=4, metadata={"help": "Exemplars per prompt (same relation)."})
+    exemplar_split: str = field(default="dev", metadata={"help": "Split exemplars come from."})
+    exemplar_template: str = field(default="Q: {question}\nA: {answer}\n\n", metadata={
+        "help": "How one exemplar is written ({question}, {answer})."})
+    query_template: str = field(default="Q: {question}\nA:", metadata={
+        "help": "How the question is asked after the exemplars ({question})."})
+    sampling: SamplingConfig = field(default_factory=SamplingConfig, metadata={
+        "help": "Greedy + samples per prompt (16 at T=0.5, top-k 40)."})
+    splits: tuple[str, ...] = field(default=("train", "dev", "test"), metadata={
+        "help": "Which splits' questions to categorise."})
+    relations: tuple[str, ...] | None = field(default=None, metadata={
+        "help": "Relations to categorise; None means every relation with enough exemplars."})
+    max_questions_per_relation: int | None = field(default=None, metadata={
+        "help": "Sample at most this many questions per relation and split."})
+    seed: int = field(default=0, metadata={"help": "Seed for exemplar sets and samples."})
+
+    def __post_init__(self) -> None:
+        if self.n_prompts < 1 or self.shots < 0:
+            raise KgfactError("n_prompts must be >= 1 and shots >= 0")
+        if not self.sampling.greedy:
+            raise KgfactError("SliCK needs the greedy answers: sampling.greedy must be true")
+
+
+def categorize(p_greedy: np.ndarray | float, p_sample: np.ndarray | float) -> np.ndarray:
+    """SliCK category of each (P_correct(T=0), P_correct(T>0)) pair.
+
+    >>> categorize([1.0, 0.3, 0.0, 0.0], [0.2, 0.0, 0.1, 0.0]).tolist()
+    ['HighlyKnown', 'MaybeKnown', 'WeaklyKnown', 'Unknown']
+    """
+    g, s = np.asarray(p_greedy, dtype=float), np.asarray(p_sample, dtype=float)
+    return np.select([g == 1.0, g > 0.0, s > 0.0], list(CATEGORIES[:3]), CATEGORIES[3])
+
+
+def exemplar_sets(qa: pd.DataFrame, config: SlickConfig, relations: list[str]
+                  ) -> tuple[pd.DataFrame, list[str]]:
+    """The fixed exemplar sets: one row per (relation, prompt, position) with the exemplar qid.
+
+    Returns the table and the relations skipped for having fewer than ``shots + 1`` exemplar
+    candidates (one spare, so a question can be kept out of its own prompt).
+    """
+    rows, skipped = [], []
+    for pid in relations:
+        pool = qa[(qa["relation"] == pid) & (qa["split"] == config.exemplar_split)]
+        if len(pool) < config.shots + 1:
+            skipped.append(pid)
+            continue
+        for p in range(config.n_prompts):
+            chosen = shuffled(pool, config.seed, "slick-exemplars", pid, str(p))
+            for pos, qid in enumerate(chosen["qid"].iloc[:config.shots + 1]):
+                # the (shots+1)-th is the spare used when a question meets itself
+                rows.append((pid, p, pos, qid))
+    return pd.DataFrame(rows, columns=["relation", "prompt", "position", "qid"]), skipped
+
+
+def build_requests(questions: pd.DataFrame, qa: pd.DataFrame, sets: pd.DataFrame,
+                   config: SlickConfig) -> list[Request]:
+    """``n_prompts`` requests per question, keyed ``"<qid>#<prompt>"``."""
+    by_qid = qa.set_index("qid")
+    text = {qid: config.exemplar_template.format(question=row.question, answer=row.answer)
+            for qid, row in by_qid.loc[sets["qid"].unique()].iterrows()}
+    prompt_sets = {key: list(g.sort_values("position")["qid"])
+                   for key, g in sets.groupby(["relation", "prompt"])}
+    requests = []
+    for qid, pid, question in zip(questions["qid"], questions["relation"], questions["question"]):
+        suffix = config.query_template.format(question=question)
+        for p in range(config.n_prompts):
+            chosen = prompt_sets[(pid, p)]
+            exemplars = [q for q in chosen if q != qid][:config.shots]
+            requests.append(Request(f"{qid}#{p}", "".join(text[q] for q in exemplars), suffix))
+    return requests
+
+
+def score(questions: pd.DataFrame, generations: dict[str, tuple[str, tuple[str, ...]]],
+          config: SlickConfig) -> pd.DataFrame:
+    """The SliCK table for ``questions`` from their generations (keyed like the requests)."""
+    n_p, n_s = config.n_prompts, config.sampling.n_samples
+    greedy = [[generations[f"{q}#{p}"][0] for p in range(n_p)] for q in questions["qid"]]
+    samples = [[s for p in range(n_p) for s in generations[f"{q}#{p}"][1]]
+               for q in questions["qid"]]
+
+    def correct(answers: list[list[str]], per: int) -> np.ndarray:
+        flat = [a.strip() for row in answers for a in row]
+        golds = np.repeat(questions["answer"].to_numpy(), per)
+        aliases = [a for a in questions["aliases"] for _ in range(per)]
+        return match_many(flat, golds, aliases).reshape(len(questions), per)
+
+    g_ok = correct(greedy, n_p)
+    s_ok = correct(samples, n_p * n_s) if n_s else np.zeros((len(questions), 0), dtype=bool)
+    p_g = g_ok.mean(axis=1)
+    p_s = s_ok.mean(axis=1) if n_s else np.zeros(len(questions))
+    return pd.DataFrame({
+        "qid": questions["qid"].to_numpy(), "relation": questions["relation"].to_numpy(),
+        "split": questions["split"].to_numpy(),
+        "distribution": questions["distribution"].to_numpy(),
+        "p_correct_greedy": p_g, "p_correct_sample": p_s, "category": categorize(p_g, p_s),
+        "greedy_answers": greedy, "sample_answers": samples,
+        "greedy_correct": list(g_ok), "sample_correct": list(s_ok),
+    })
+
+
+def select_questions(qa: pd.DataFrame, config: SlickConfig) -> tuple[pd.DataFrame, list[str],
+                                                                     pd.DataFrame]:
+    """Questions to categorise, relations skipped, and the exemplar sets."""
+    unknown_splits = set(config.splits) - {"train", "dev", "test"}
+    if unknown_splits:
+        raise KgfactError(f"unknown split(s) {', '.join(sorted(unknown_splits))}")
+    present = sorted(qa["relation"].unique())
+    if config.relations is not None:
+        missing = [p for p in config.relations if p not in present]
+        if missing:
+            raise KgfactError(f"the run has no questions for {', '.join(missing)}; it has "
+                              f"{', '.join(present)}")
+    relations = list(config.relations) if config.relations is not None else present
+    sets, skipped = exemplar_sets(qa, config, relations)
+    if config.relations is not None and skipped:
+        raise KgfactError(f"too few {config.exemplar_split} questions for {config.shots}-shot "
+                          f"exemplars in {', '.join(skipped)} (need {config.shots + 1})")
+    keep = [p for p in relations if p not in skipped]
+    questions = qa[qa["relation"].isin(keep) & qa["split"].isin(config.splits)]
+    if config.max_questions_per_relation is not None:
+        from kgfact.qa import sample_per_group
+
+        questions = sample_per_group(questions, ["relation", "split"],
+                                     config.max_questions_per_relation, config.seed)
+    questions = questions.sort_values(["relation", "split", "qid"]).reset_index(drop=True)
+    if questions.empty:
+        raise KgfactError("no questions to categorise with these relations and splits")
+    return questions, skipped, sets
+
+
+def _config_json(config: SlickConfig, model: ModelConfig, backend: str) -> dict:
+    return json.loads(json.dumps({"slick": asdict(config), "model": asdict(model),
+                                  "backend": backend}))
+
+
+def run_slick(run: RunDir | str | Path, config: SlickConfig, model: ModelConfig | None = None,
+              *, backend: str | SamplingBackend = "kgfact", chunk_size: int = 64,
+              max_batch: int = 32, force: bool = False, progress: bool = True) -> pd.DataFrame:
+    """Categorise a run's questions; writes ``slick.parquet`` and ``slick_exemplars.parquet``.
+
+    Work is done in chunks of ``chunk_size`` questions, each checkpointed when it finishes, so a
+    killed run resumes losing at most one chunk and ends with the same table: samples are seeded
+    per (question, prompt, sample) and greedy answers do not depend on batching.
+    """
+    run = run if isinstance(run, RunDir) else RunDir(run)
+    model = model or ModelConfig()
+    backend_name = backend if isinstance(backend, str) else type(backend).__name__
+    spec = _config_json(config, model, backend_name)
+    previous = run.manifest().get("stages", {}).get(STAGE, {})
+    if previous.get("status") == "complete" and not force and run.has_table("slick"):
+        if previous.get("config") == spec:
+            return run.read_table("slick")
+        raise KgfactError(f"{run.path} already has SliCK results from another configuration; "
+                          "use --force to replace them")
+    qa = run.read_table("qa")
+    questions, skipped, sets = select_questions(qa, config)
+    digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
+    checkpoints = run.path / "checkpoints" / f"{STAGE}-{digest}"
+    with run.stage(STAGE, spec, seed=config.seed) as info:
+        engine = _backend(backend, model, max_batch)
+        parts = []
+        chunks = range(0, len(questions), chunk_size)
+        bar = tqdm(total=len(questions), unit="q", desc="SliCK", disable=not progress,
+                   file=sys.stderr, dynamic_ncols=True)
+        with bar:
+            for start in chunks:
+                path = checkpoints / f"part-{start // chunk_size:06d}.parquet"
+                chunk = questions.iloc[start:start + chunk_size]
+                if path.exists():
+                    parts.append(pd.read_parquet(path))
+                    bar.update(len(chunk))
+                    continue
+                requests = build_requests(chunk, qa, sets, config)
+                done = {}
+
+                def on_done(gen, _n=config.n_prompts):
+                    done[gen.key] = (gen.greedy, gen.samples)
+                    if len(done) % _n == 0:
+                        bar.update(1)
+                engine.generate(requests, config.sampling, on_done=on_done)
+                part = score(chunk, done, config)
+                write_parquet(part, path)
+                parts.append(part)
+        table = pd.concat(parts, ignore_index=True)
+        run.write_table("slick", table)
+        run.write_table("slick_exemplars", sets)
+        info["report"] = {
+            "questions": len(table), "skipped_relations": skipped,
+            "categories": {r: {c: int(n) for c, n in g["category"].value_counts().items()}
+                           for r, g in table.groupby("relation")},
+            "generations": len(table) * config.n_prompts * (config.sampling.n_samples + 1),
+        }
+    shutil.rmtree(checkpoints, ignore_errors=True)
+    return table
+
+
+def _backend(backend: str | SamplingBackend, model: ModelConfig, max_batch: int
+             ) -> SamplingBackend:
+    if not isinstance(backend, str):
+        return backend
+    return BACKENDS.get(backend).from_config(model, max_batch=max_batch)
