@@ -238,7 +238,7 @@ def run_slick(run: RunDir | str | Path, config: SlickConfig, model: ModelConfig 
             "generations": len(table) * config.n_prompts * (config.sampling.n_samples + 1),
         }
     shutil.rmtree(checkpoints, ignore_errors=True)
-    return table
+    return run.read_table("slick")  # in the form every later reader sees
 
 
 def _backend(backend: str | SamplingBackend, model: ModelConfig, max_batch: int

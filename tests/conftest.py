@@ -15,6 +15,10 @@ SHARED_EQ = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "en
 @pytest.fixture(scope="session", autouse=True)
 def kgfact_home(tmp_path_factory) -> Path:
     """Every test session gets its own cache root, so tests never touch ~/.cache/kgfact."""
+    from kgfact.models import models_home
+
+    # converted models are kept where they are: converting Gemma takes a minute
+    os.environ.setdefault("KGFACT_MODELS", str(models_home()))
     home = tmp_path_factory.mktemp("kgfact-home")
     old = os.environ.get("KGFACT_HOME")
     os.environ["KGFACT_HOME"] = str(home)
@@ -54,3 +58,10 @@ def eq_root() -> Path:
             pytest.fail(f"EntityQuestions must be present in CI at {SHARED_EQ}")
         pytest.skip(f"EntityQuestions not found at {SHARED_EQ}")
     return SHARED_EQ
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    from tests.tinymodel import make_tiny_model
+
+    return make_tiny_model(tmp_path_factory.mktemp("tiny-model"))
