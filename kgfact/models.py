@@ -41,6 +41,8 @@ class ModelConfig:
         "help": "'auto', 'bfloat16', 'float16' or 'float32'."})
     revision: str | None = field(default=None, metadata={
         "help": "Hub revision (branch, tag or commit) for model ids."})
+    adapter: str | None = field(default=None, metadata={
+        "help": "Directory of a LoRA adapter (peft, safetensors) applied on top of the model."})
 
     def __post_init__(self) -> None:
         if self.dtype not in _DTYPES:
@@ -160,7 +162,24 @@ def load_model(config: ModelConfig | str | None = None) -> LoadedModel:
     except OSError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise KgfactError(f"cannot load model {config.name!r}: {first}") from None
+    if config.adapter is not None:
+        model = apply_adapter(model, config.adapter)
     model.to(device).eval()
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return LoadedModel(model, tokenizer, device, dtype, config.name, path)
+
+
+def apply_adapter(model: Any, adapter: str | os.PathLike[str]) -> Any:
+    """Wrap ``model`` with the LoRA adapter saved in ``adapter`` (inference only).
+
+    Only ``adapter_model.safetensors`` is read: a directory holding pickled weights instead is
+    refused, so loading an adapter never unpickles data.
+    """
+    from peft import PeftModel
+
+    path = Path(adapter)
+    if not (path / "adapter_model.safetensors").is_file():
+        raise KgfactError(f"{path} is not a LoRA adapter directory "
+                          "(no adapter_model.safetensors in it)")
+    return PeftModel.from_pretrained(model, str(path), is_trainable=False)

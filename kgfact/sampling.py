@@ -90,6 +90,18 @@ class SamplingBackend(Protocol):
 BACKENDS: Registry[Callable[..., SamplingBackend]] = Registry("sampling backend")
 
 
+def make_backend(backend: str | SamplingBackend, model: ModelConfig, max_batch: int = 32,
+                 **options) -> SamplingBackend:
+    """A backend by registered name (started on ``model``), or ``backend`` itself if an instance.
+
+    ``options`` go to the backend's ``from_config`` (e.g. a cluster address for a distributed
+    backend).
+    """
+    if not isinstance(backend, str):
+        return backend
+    return BACKENDS.get(backend).from_config(model, max_batch=max_batch, **options)
+
+
 def sample_stream(seed: int, key: str, index: int) -> np.random.Generator:
     """The random stream of sample ``index`` of request ``key``."""
     digest = hashlib.sha256(f"{seed}\x1f{key}\x1f{index}".encode()).digest()

@@ -34,7 +34,7 @@ from kgfact.errors import KgfactError
 from kgfact.models import ModelConfig
 from kgfact.qa import shuffled
 from kgfact.rundir import RunDir, write_parquet
-from kgfact.sampling import BACKENDS, Request, SamplingBackend, SamplingConfig
+from kgfact.sampling import Request, SamplingBackend, SamplingConfig, make_backend
 
 STAGE = "slick"
 CATEGORIES = ("HighlyKnown", "MaybeKnown", "WeaklyKnown", "Unknown")
@@ -204,7 +204,7 @@ def run_slick(run: RunDir | str | Path, config: SlickConfig, model: ModelConfig 
     digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
     checkpoints = run.path / "checkpoints" / f"{STAGE}-{digest}"
     with run.stage(STAGE, spec, seed=config.seed) as info:
-        engine = _backend(backend, model, max_batch)
+        engine = make_backend(backend, model, max_batch)
         parts = []
         chunks = range(0, len(questions), chunk_size)
         bar = tqdm(total=len(questions), unit="q", desc="SliCK", disable=not progress,
@@ -240,9 +240,3 @@ def run_slick(run: RunDir | str | Path, config: SlickConfig, model: ModelConfig 
     shutil.rmtree(checkpoints, ignore_errors=True)
     return run.read_table("slick")  # in the form every later reader sees
 
-
-def _backend(backend: str | SamplingBackend, model: ModelConfig, max_batch: int
-             ) -> SamplingBackend:
-    if not isinstance(backend, str):
-        return backend
-    return BACKENDS.get(backend).from_config(model, max_batch=max_batch)
