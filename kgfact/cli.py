@@ -20,6 +20,23 @@ def _pids(text: str) -> tuple[str, ...]:
     return tuple(p.strip() for p in text.split(",") if p.strip())
 
 
+def backend_options(args: argparse.Namespace) -> dict:
+    """The ``options`` for :func:`kgfact.sampling.make_backend` from ``--address``/``--workers``
+    (the flags :func:`_backend_args` adds); empty for a local backend."""
+    options = {name: getattr(args, name) for name in ("address", "workers")
+               if getattr(args, name, None) is not None}
+    if options and args.backend != "ray":
+        raise KgfactError("--address and --workers are for --backend ray")
+    return options
+
+
+def _backend_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--address", help="Ray cluster: auto, HOST:6379 or ray://HOST:10001 "
+                   "(default: start a local Ray instance)")
+    p.add_argument("--workers", type=int, help="Ray workers, one model replica each "
+                   "(default: one per GPU, else one per node)")
+
+
 def _store(args: argparse.Namespace):
     from kgfact.data.store import OxigraphStore, StoreConfig
 
@@ -125,12 +142,106 @@ def cmd_slick(args: argparse.Namespace) -> int:
                          splits=args.splits, relations=args.relations,
                          max_questions_per_relation=args.max_questions, seed=args.seed)
     model = ModelConfig(name=args.model, device=args.device, dtype=args.dtype)
-    table = run_slick(run, config, model, backend=args.backend, chunk_size=args.chunk,
+    table = run_slick(run, config, model, backend=args.backend,
+                      backend_options=backend_options(args), chunk_size=args.chunk,
                       max_batch=args.batch, force=args.force, progress=not args.quiet)
     mix = table["category"].value_counts().reindex(
         ["HighlyKnown", "MaybeKnown", "WeaklyKnown", "Unknown"], fill_value=0)
     print(f"SliCK: {len(table)} questions in {args.run}/slick.parquet: "
           + ", ".join(f"{c} {n}" for c, n in mix.items()))
+    return 0
+
+
+def _existing_run(path: str):
+    from kgfact.rundir import RunDir
+
+    run = RunDir(path)
+    if not run.manifest_path.exists():
+        raise KgfactError(f"{path} is not a kgfact run (no manifest.json): "
+                          "build it first with 'kgfact build --run RUN'")
+    return run
+
+
+def _model(args: argparse.Namespace):
+    from kgfact.models import ModelConfig
+
+    return ModelConfig(name=args.model, device=args.device, dtype=args.dtype)
+
+
+def cmd_ftsets(args: argparse.Namespace) -> int:
+    from kgfact.ftsets import FtSetsConfig, make_ftsets
+
+    config = FtSetsConfig(size=args.size, relations=args.relations, seed=args.seed,
+                          **({"unknown_shares": args.shares} if args.shares else {}))
+    table = make_ftsets(_existing_run(args.run), config)
+    print(table.to_string(index=False))
+    return 0
+
+
+def cmd_finetune(args: argparse.Namespace) -> int:
+    from kgfact.finetune import FinetuneConfig, LoraSettings, finetune
+
+    lora = LoraSettings(r=args.lora_r, alpha=args.lora_alpha, target_modules=(
+        args.target_modules if args.target_modules == "all-linear"
+        else _pids(args.target_modules)))
+    config = FinetuneConfig(sets=args.sets, lora=lora, learning_rate=args.lr,
+                            batch_size=args.batch_size, max_epochs=args.epochs,
+                            convergence_fit=args.convergence_fit,
+                            eval_questions=args.eval_questions, seed=args.seed)
+    dynamics = finetune(_existing_run(args.run), config, _model(args), progress=not args.quiet)
+    for name, d in dynamics.groupby("set", sort=False):
+        es = d[d["early_stop"]].iloc[0]
+        last = d.iloc[-1]
+        print(f"{name}: {int(last['epoch'])} epochs, train fit {last['train_fit']:.2f}; "
+              f"early stop at epoch {int(es['epoch'])} (dev {es['dev_accuracy']:.3f}); "
+              f"adapters in {args.run}/adapters/{name}/")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from kgfact.evaluate import EvalConfig, evaluate
+
+    config = EvalConfig(sets=args.sets, modes=args.modes, strategies=args.strategies,
+                        shots=args.shots, n_prompts=args.prompts, base=not args.no_base,
+                        max_questions_per_relation=args.max_questions, seed=args.seed)
+    run = _existing_run(args.run)
+    accuracy = evaluate(run, config, _model(args), backend=args.backend, max_batch=args.batch,
+                        progress=not args.quiet)
+    summary = accuracy[(accuracy["relation"] == "all") & (accuracy["category"] == "all")]
+    print(summary.pivot_table(index=["model"], columns=["distribution", "mode", "strategy"],
+                              values="accuracy").round(3).to_string())
+    if run.has_table("gap"):
+        gap = run.read_table("gap")
+        print("\nfactuality gap acc(ft-known) - acc(ft-unknown), 95% bootstrap CI:")
+        for row in gap.itertuples():
+            print(f"  {row.mode:9} {row.strategy:14} {row.distribution:3} {row.checkpoint:11} "
+                  f"{row.gap:+.3f} [{row.ci_low:+.3f}, {row.ci_high:+.3f}] (n={row.n})")
+    print(f"tables in {args.run}: predictions, accuracy, gap, regression, prompts, prompt_edges")
+    return 0
+
+
+def cmd_theory(args: argparse.Namespace) -> int:
+    from kgfact.theory import MetricConfig, PredictionConfig, TheoryConfig, run_theory
+
+    config = TheoryConfig(
+        metrics=MetricConfig(neighbourhood_hops=args.neighbourhood_hops,
+                             path_hops=args.path_hops),
+        prediction=PredictionConfig(known_set=args.known_set, unknown_set=args.unknown_set,
+                                    fit_sets=args.fit_sets, quantiles=args.quantiles,
+                                    min_bucket=args.min_bucket, n_boot=args.n_boot,
+                                    seed=args.seed),
+        augmentation=args.augmentation)
+    tables = run_theory(args.run, config)
+    stats = tables["theory_stats"]
+    headline = stats[(stats["augmentation"] == args.augmentation) & (stats["family"] == "all")
+                     & (stats["mode"] == "all")]
+    print(f"theory: {len(tables['theory_metrics'])} (prompt, query) units, "
+          f"{len(tables['cot_steps'])} CoT steps checked; predicted vs measured gaps "
+          f"(A = {args.augmentation}, buckets by checkpoint, mode and strategy):")
+    for row in headline.itertuples():
+        print(f"  {row.statistic:20} {row.value:+.3f} [{row.ci_low:+.3f}, {row.ci_high:+.3f}] "
+              f"({row.n_buckets} buckets)")
+    print(f"tables in {args.run}: {', '.join(tables)}")
     return 0
 
 
@@ -151,6 +262,13 @@ def cmd_relations(args: argparse.Namespace) -> int:
         rel = RELATIONS.get(pid)
         print(f"{rel.pid:6} {rel.label:50} {rel.question}")
     return 0
+
+
+def _model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="gemma3-270m",
+                   help="HF model id, local path, or gemma3-270m (embedded default)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float16", "float32"])
 
 
 def parser() -> argparse.ArgumentParser:
@@ -189,11 +307,9 @@ def parser() -> argparse.ArgumentParser:
 
     k = sub.add_parser("slick", help="SliCK knowledge categories for a run's questions")
     k.add_argument("run", help="run directory built by 'kgfact build'")
-    k.add_argument("--model", default="gemma3-270m",
-                   help="HF model id, local path, or gemma3-270m (embedded default)")
-    k.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    k.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float16", "float32"])
-    k.add_argument("--backend", default="kgfact", help="sampling backend: kgfact or vllm")
+    _model_args(k)
+    k.add_argument("--backend", default="kgfact", help="sampling backend: kgfact, vllm or ray")
+    _backend_args(k)
     k.add_argument("--relations", type=_pids, help="relations to categorise (default: all)")
     k.add_argument("--splits", type=lambda s: tuple(x for x in s.split(",") if x),
                    default=("train", "dev", "test"), help="splits to categorise")
@@ -210,6 +326,71 @@ def parser() -> argparse.ArgumentParser:
     k.add_argument("--force", action="store_true", help="replace existing SliCK results")
     k.add_argument("--quiet", action="store_true", help="no progress bar")
     k.set_defaults(func=cmd_slick)
+
+    f = sub.add_parser("ftsets", help="build the fine-tuning sets from a SliCK-labelled run")
+    f.add_argument("run")
+    f.add_argument("--size", type=int, help="|D|, examples per set (default: the largest possible)")
+    f.add_argument("--relations", type=_pids, help="relations to train on (default: every "
+                   "relation with Known and Unknown train questions)")
+    f.add_argument("--shares", type=lambda s: tuple(float(x) for x in s.split(",")),
+                   help="Unknown shares of the mixture grid (default 0,0.25,0.5,0.75,1)")
+    f.add_argument("--seed", type=int, default=0)
+    f.set_defaults(func=cmd_ftsets)
+
+    t = sub.add_parser("finetune", help="LoRA fine-tuning on the run's fine-tuning sets")
+    t.add_argument("run")
+    _model_args(t)
+    t.add_argument("--sets", type=_pids, default=("ft-known", "ft-unknown"),
+                   help="fine-tuning sets to train (default ft-known,ft-unknown)")
+    t.add_argument("--epochs", type=int, default=10, help="epoch limit")
+    t.add_argument("--lr", type=float, default=1e-3, help="learning rate (constant)")
+    t.add_argument("--batch-size", type=int, default=16)
+    t.add_argument("--lora-r", type=int, default=16)
+    t.add_argument("--lora-alpha", type=int, default=32)
+    t.add_argument("--target-modules", default="all-linear",
+                   help="all-linear, or module names such as q_proj,v_proj")
+    t.add_argument("--convergence-fit", type=float, default=1.0,
+                   help="stop when the model fits this share of its training set")
+    t.add_argument("--eval-questions", type=int, default=100,
+                   help="dev and test questions per relation evaluated after every epoch")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--quiet", action="store_true", help="no progress bars")
+    t.set_defaults(func=cmd_finetune)
+
+    e = sub.add_parser("evaluate", help="accuracy and factuality gap under each prompt mode")
+    e.add_argument("run")
+    _model_args(e)
+    e.add_argument("--sets", type=_pids, help="adapters' sets (default: every trained set)")
+    e.add_argument("--no-base", action="store_true", help="leave the base model out")
+    e.add_argument("--modes", type=_pids, default=("zero-shot", "few-shot", "cot"))
+    e.add_argument("--strategies", type=_pids, default=("random",),
+                   help="exemplar strategies: random, known, unknown, from-ft, disjoint, "
+                        "other-relation")
+    e.add_argument("--shots", type=int, default=4)
+    e.add_argument("--prompts", type=int, default=3, help="fixed exemplar sets per relation")
+    e.add_argument("--max-questions", type=int, default=200, help="test queries per relation")
+    e.add_argument("--backend", default="kgfact", help="generation backend: kgfact or vllm")
+    e.add_argument("--batch", type=int, default=32, help="prompts prefilled together")
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--quiet", action="store_true", help="no progress bar")
+    e.set_defaults(func=cmd_evaluate)
+
+    h = sub.add_parser("theory", help="prompt-subgraph metrics and the theory's predicted vs "
+                                      "measured gaps")
+    h.add_argument("run", help="run directory with evaluation results")
+    h.add_argument("--known-set", default="ft-known", help="the FT-Known fine-tuning set")
+    h.add_argument("--unknown-set", default="ft-unknown", help="the FT-Unknown fine-tuning set")
+    h.add_argument("--fit-sets", type=_pids,
+                   help="sets whose zero-shot accuracy fits alpha (default: ft-known, "
+                        "ft-unknown and every mix-*)")
+    h.add_argument("--augmentation", default="default", help="A(P) function of the metrics")
+    h.add_argument("--neighbourhood-hops", type=int, default=1)
+    h.add_argument("--path-hops", type=int, default=2)
+    h.add_argument("--quantiles", type=int, default=4, help="A(P) quantile buckets per mode")
+    h.add_argument("--min-bucket", type=int, default=20, help="units a bucket needs")
+    h.add_argument("--n-boot", type=int, default=1000, help="bootstrap replicates")
+    h.add_argument("--seed", type=int, default=0)
+    h.set_defaults(func=cmd_theory)
 
     i = sub.add_parser("info", help="print a run's manifest (config, versions, reports)")
     i.add_argument("run")

@@ -21,7 +21,8 @@ times at temperature 0.5. The built-in engine exploits that shape:
   ``(seed, key, i)``: distinct per sample, reproducible, and independent of batching.
 
 Backends share one interface (:class:`SamplingBackend`) and are registered by name in
-:data:`BACKENDS`: ``"kgfact"`` (this engine; CPU and CUDA) and ``"vllm"`` (when vLLM is installed).
+:data:`BACKENDS`: ``"kgfact"`` (this engine; CPU and CUDA), ``"vllm"`` (when vLLM is
+installed) and ``"ray"`` (this engine on many Ray workers and GPUs, :mod:`kgfact.distributed`).
 """
 
 from __future__ import annotations
@@ -196,6 +197,10 @@ class KgfactEngine:
             self._prefixes.popitem(last=False)
         return cache
 
+    def clear_prefix_cache(self) -> None:
+        """Forget every cached prefix (needed after the model's weights change)."""
+        self._prefixes.clear()
+
     # -- generation -------------------------------------------------------------------------------
     def generate(self, requests: Sequence[Request], config: SamplingConfig,
                  on_done: Callable[[Generation], None] | None = None) -> list[Generation]:
@@ -360,3 +365,31 @@ class VllmEngine:
 
 
 BACKENDS.register("vllm", VllmEngine)
+
+
+class _RayFactory:
+    """The ``ray`` backend (:class:`kgfact.distributed.RayBackend`), imported only when asked
+    for, so importing this module never imports Ray."""
+
+    answers_from = "kgfact"  # it runs the built-in engine on every worker: identical answers
+
+    @staticmethod
+    def from_config(model: ModelConfig, max_batch: int = 32, **options) -> SamplingBackend:
+        from kgfact.distributed import RayBackend
+
+        return RayBackend.from_config(model, max_batch=max_batch, **options)
+
+
+BACKENDS.register("ray", _RayFactory)
+
+
+def recorded_backend(backend: str | SamplingBackend) -> str:
+    """The backend name a stage records in its config: the engine that decides the answers.
+
+    Backends returning identical answers record the same name (``"ray"`` records
+    ``"kgfact"``), so a run started on one can be resumed on the other; where the work ran is
+    not part of the configuration.
+    """
+    if isinstance(backend, str):
+        return getattr(BACKENDS.get(backend), "answers_from", backend)
+    return getattr(backend, "answers_from", type(backend).__name__)

@@ -34,7 +34,8 @@ from kgfact.errors import KgfactError
 from kgfact.models import ModelConfig
 from kgfact.qa import shuffled
 from kgfact.rundir import RunDir, write_parquet
-from kgfact.sampling import Request, SamplingBackend, SamplingConfig, make_backend
+from kgfact.sampling import (Request, SamplingBackend, SamplingConfig, make_backend,
+                             recorded_backend)
 
 STAGE = "slick"
 CATEGORIES = ("HighlyKnown", "MaybeKnown", "WeaklyKnown", "Unknown")
@@ -182,17 +183,23 @@ def _config_json(config: SlickConfig, model: ModelConfig, backend: str) -> dict:
 
 def run_slick(run: RunDir | str | Path, config: SlickConfig, model: ModelConfig | None = None,
               *, backend: str | SamplingBackend = "kgfact", chunk_size: int = 64,
-              max_batch: int = 32, force: bool = False, progress: bool = True) -> pd.DataFrame:
+              max_batch: int = 32, backend_options: dict | None = None, force: bool = False,
+              progress: bool = True) -> pd.DataFrame:
     """Categorise a run's questions; writes ``slick.parquet`` and ``slick_exemplars.parquet``.
 
     Work is done in chunks of ``chunk_size`` questions, each checkpointed when it finishes, so a
     killed run resumes losing at most one chunk and ends with the same table: samples are seeded
     per (question, prompt, sample) and greedy answers do not depend on batching.
+
+    ``backend_options`` go to the backend (e.g. ``{"address": ..., "workers": 2}`` for
+    ``"ray"``). The config records the engine that decides the answers
+    (:func:`kgfact.sampling.recorded_backend`: ``"ray"`` records ``"kgfact"``), so a run can be
+    resumed on another backend with identical answers; where it ran is kept under
+    ``execution`` in the stage's manifest entry.
     """
     run = run if isinstance(run, RunDir) else RunDir(run)
     model = model or ModelConfig()
-    backend_name = backend if isinstance(backend, str) else type(backend).__name__
-    spec = _config_json(config, model, backend_name)
+    spec = _config_json(config, model, recorded_backend(backend))
     previous = run.manifest().get("stages", {}).get(STAGE, {})
     if previous.get("status") == "complete" and not force and run.has_table("slick"):
         if previous.get("config") == spec:
@@ -204,7 +211,9 @@ def run_slick(run: RunDir | str | Path, config: SlickConfig, model: ModelConfig 
     digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
     checkpoints = run.path / "checkpoints" / f"{STAGE}-{digest}"
     with run.stage(STAGE, spec, seed=config.seed) as info:
-        engine = make_backend(backend, model, max_batch)
+        engine = make_backend(backend, model, max_batch, **(backend_options or {}))
+        info["execution"] = {"backend": backend if isinstance(backend, str)
+                             else type(backend).__name__, "options": backend_options or {}}
         parts = []
         chunks = range(0, len(questions), chunk_size)
         bar = tqdm(total=len(questions), unit="q", desc="SliCK", disable=not progress,

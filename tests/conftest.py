@@ -60,6 +60,21 @@ def eq_root() -> Path:
     return SHARED_EQ
 
 
+@pytest.fixture(autouse=True)
+def _one_thread_for_tiny_models(request):
+    """Tiny-model tests run on one thread: their matrices are too small to share, and with
+    other work on this 2-core machine, waiting for a second thread costs milliseconds a call."""
+    if "tiny_model_dir" not in request.fixturenames:
+        yield
+        return
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     from tests.tinymodel import make_tiny_model

@@ -1,0 +1,318 @@
+"""Evaluation: exact-match accuracy of the base model and every adapter under each prompt mode.
+
+For every model (``base`` and ``<set>@<checkpoint>`` for each trained set and checkpoint),
+prompt mode and exemplar strategy, each test query is answered greedily under ``n_prompts``
+fixed prompts (exemplar sets drawn once per relation, shared by every query of the relation, so
+the sampling engine computes each prefix once). Written to the run:
+
+- ``predictions``: one row per (model, prompt, query): generation, parsed answer, CoT steps,
+  correct, abstained;
+- ``prompts`` and ``prompt_edges``: each prompt's exemplars, and the edges it states (exemplar
+  facts and their CoT steps), for the theory stage;
+- ``accuracy``: per model, mode, strategy, distribution, relation and SliCK category of the query:
+  accuracy over all queries, answer rate, and accuracy on answered queries ("I don't know" is an
+  abstention, counted apart);
+- ``gap``: the factuality gap FT-Known vs FT-Unknown with bootstrap CIs (:mod:`kgfact.gap`);
+- ``regression``: Gekhman's linear model over the fine-tuning dynamics.
+
+Each (model, mode, strategy) is checkpointed when done: a killed evaluation resumes losing at most
+one of them, with the same final tables (generation is greedy and batch-invariant).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import sys
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from kgfact.answers import match_many
+from kgfact.errors import KgfactError
+from kgfact.finetune import CHECKPOINTS, adapter_dir
+from kgfact.ftsets import read_set
+from kgfact.gap import factuality_gap, gekhman_regression
+from kgfact.models import ModelConfig
+from kgfact.prompts import (PROMPT_MODES, QUERY, SET_DEPENDENT, STRATEGIES, StepWriter,
+                            StrategyContext, exemplar_text, is_abstention, parse_generation)
+from kgfact.qa import sample_per_group, shuffled
+from kgfact.rundir import RunDir, write_parquet
+from kgfact.sampling import Request, SamplingBackend, SamplingConfig, make_backend
+
+STAGE = "evaluate"
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """What is evaluated, and how."""
+
+    sets: tuple[str, ...] | None = field(default=None, metadata={
+        "help": "Fine-tuning sets whose adapters are evaluated; None = every trained set."})
+    checkpoints: tuple[str, ...] = field(default=CHECKPOINTS, metadata={
+        "help": "Adapter checkpoints: early_stop and/or convergence."})
+    base: bool = field(default=True, metadata={"help": "Also evaluate the base model."})
+    modes: tuple[str, ...] = field(default=("zero-shot", "few-shot", "cot"), metadata={
+        "help": "Prompt modes (registry: zero-shot, few-shot, cot)."})
+    strategies: tuple[str, ...] = field(default=("random",), metadata={
+        "help": "Exemplar strategies for few-shot and CoT (random, known, unknown, from-ft, "
+                "disjoint, other-relation)."})
+    shots: int = field(default=4, metadata={"help": "Exemplars per prompt."})
+    n_prompts: int = field(default=3, metadata={"help": "Fixed exemplar sets per relation."})
+    split: str = field(default="test", metadata={"help": "Split of the queries."})
+    max_questions_per_relation: int | None = field(default=200, metadata={
+        "help": "Seeded sample of queries per relation; None = all."})
+    idk_answer: str = field(default="I don't know", metadata={
+        "help": "Answer counted as an abstention."})
+    bootstrap: int = field(default=2000, metadata={"help": "Bootstrap resamples for CIs."})
+    seed: int = field(default=0, metadata={"help": "Seed of query samples and exemplar sets."})
+
+    def __post_init__(self) -> None:
+        for mode in self.modes:
+            PROMPT_MODES.get(mode)
+        for strategy in self.strategies:
+            STRATEGIES.get(strategy)
+        unknown = set(self.checkpoints) - set(CHECKPOINTS)
+        if unknown:
+            raise KgfactError(f"unknown checkpoint(s) {', '.join(sorted(unknown))}; "
+                              f"use {', '.join(CHECKPOINTS)}")
+        if self.shots < 1 or self.n_prompts < 1:
+            raise KgfactError("shots and n_prompts must be >= 1")
+
+
+@dataclass(frozen=True)
+class EvalModel:
+    """One model to evaluate: the base model, or an adapter of a fine-tuning set."""
+
+    name: str = field(metadata={"help": "'base' or '<set>@<checkpoint>'."})
+    set: str | None = field(metadata={"help": "Fine-tuning set, None for the base model."})
+    checkpoint: str = field(metadata={"help": "'base', 'early_stop' or 'convergence'."})
+    adapter: str | None = field(metadata={"help": "Adapter directory, None for the base model."})
+
+
+def models_to_evaluate(run: RunDir, config: EvalConfig) -> list[EvalModel]:
+    """The base model and every requested adapter that exists."""
+    out = [EvalModel("base", None, "base", None)] if config.base else []
+    home = run.path / "adapters"
+    trained = sorted(p.name for p in home.iterdir()) if home.is_dir() else []
+    sets = list(config.sets) if config.sets is not None else trained
+    for name in sets:
+        for checkpoint in config.checkpoints:
+            path = adapter_dir(run, name, checkpoint)
+            if not path.is_dir():
+                raise KgfactError(f"no {checkpoint} adapter for set {name!r} in {run.path}: "
+                                  f"run 'kgfact finetune {run.path} --sets {name}' first")
+            out.append(EvalModel(f"{name}@{checkpoint}", name, checkpoint, str(path)))
+    if not out:
+        raise KgfactError("nothing to evaluate: no adapters and the base model left out")
+    return out
+
+
+def queries(run: RunDir, config: EvalConfig) -> pd.DataFrame:
+    """The test queries (ID and OOD), with the base model's SliCK category where known."""
+    qa = run.read_table("qa")
+    chosen = qa[qa["split"] == config.split]
+    if chosen.empty:
+        raise KgfactError(f"{run.path} has no {config.split!r} questions")
+    if config.max_questions_per_relation is not None:
+        chosen = sample_per_group(chosen, ["relation"], config.max_questions_per_relation,
+                                  config.seed)
+    category = (run.read_table("slick").set_index("qid")["category"]
+                if run.has_table("slick") else pd.Series(dtype=object))
+    return (chosen.assign(category=chosen["qid"].map(category))
+            .sort_values(["relation", "qid"]).reset_index(drop=True))
+
+
+class PromptBuilder:
+    """Fixed prompts per (mode, strategy, set, relation) and the edges each one states."""
+
+    def __init__(self, run: RunDir, config: EvalConfig) -> None:
+        self.config = config
+        self.qa = run.read_table("qa").set_index("qid", drop=False)
+        slick = run.read_table("slick") if run.has_table("slick") else None
+        known = (slick.set_index("qid")["category"] != "Unknown") if slick is not None else \
+            pd.Series(dtype=bool)
+        self.context = StrategyContext(self.qa.reset_index(drop=True), known)
+        self.steps = StepWriter(run.read_table("triples"), run.read_table("entities"))
+        self.run = run
+        self.prompts: dict[str, dict] = {}
+        self.edges: list[tuple[str, str, str, str, str]] = []
+        self.skipped: dict[str, list[str]] = {}
+
+    def prompt_ids(self, mode: str, strategy: str, model: EvalModel, relation: str
+                   ) -> list[str]:
+        """Ids of the ``n_prompts`` prompts for ``relation`` (built on first use), or [] when
+        the strategy has too few exemplars for the relation."""
+        spec = PROMPT_MODES.get(mode)
+        strategy = strategy if spec.exemplars else "none"
+        owner = model.set if strategy in SET_DEPENDENT else None
+        if strategy in SET_DEPENDENT and owner is None:
+            return []  # the base model has no fine-tuning set to draw from or avoid
+        ids = [f"{mode}/{strategy}/{owner or '-'}/{relation}/{p}"
+               for p in range(self.config.n_prompts if spec.exemplars else 1)]
+        if ids[0] in self.prompts:
+            return ids
+        if not spec.exemplars:
+            self.prompts[ids[0]] = self._row(ids[0], owner, mode, strategy, relation, 0, [], "")
+            return ids
+        ctx = StrategyContext(self.context.qa, self.context.known,
+                              read_set(self.run, owner) if owner else None)
+        pool = STRATEGIES.get(strategy)(ctx, relation)
+        if len(pool) < self.config.shots:
+            self.skipped.setdefault(f"{mode}/{strategy}", []).append(relation)
+            return []
+        for p, pid in enumerate(ids):
+            chosen = shuffled(pool, self.config.seed, "eval", strategy, owner or "-", relation,
+                              str(p)).iloc[:self.config.shots]
+            parts = []
+            for row in chosen.itertuples():
+                self.edges.append((pid, "exemplar", row.subject, row.relation, row.object))
+                steps = None
+                if spec.cot:
+                    edges = self.steps.steps(row.subject, row.relation, row.object)
+                    self.edges.extend((pid, "cot", *e) for e in edges)
+                    steps = self.steps.text(edges)
+                parts.append(exemplar_text(row.question, row.answer, steps))
+            self.prompts[pid] = self._row(pid, owner, mode, strategy, relation, p,
+                                          chosen["qid"].tolist(), "".join(parts))
+        return ids
+
+    @staticmethod
+    def _row(pid, owner, mode, strategy, relation, p, exemplars, prefix) -> dict:
+        return {"prompt_id": pid, "set": owner, "mode": mode, "strategy": strategy,
+                "relation": relation, "prompt": p, "exemplars": exemplars, "prefix": prefix}
+
+    def tables(self) -> tuple[pd.DataFrame, pd.DataFrame]:
+        prompts = pd.DataFrame(list(self.prompts.values()))
+        edges = pd.DataFrame(self.edges, columns=["prompt_id", "source", "subject", "relation",
+                                                  "object"]).drop_duplicates()
+        return prompts, edges
+
+
+def evaluate_model(backend: SamplingBackend, model: EvalModel, mode: str, strategy: str,
+                   queries_: pd.DataFrame, builder: PromptBuilder, config: EvalConfig,
+                   on_done=None) -> pd.DataFrame:
+    """Predictions of one model under one mode and strategy."""
+    spec = PROMPT_MODES.get(mode)
+    requests, rows = [], []
+    for relation, group in queries_.groupby("relation", sort=True):
+        for pid in builder.prompt_ids(mode, strategy, model, relation):
+            prefix = builder.prompts[pid]["prefix"]
+            for q in group.itertuples():
+                requests.append(Request(f"{pid}|{q.qid}", prefix,
+                                        QUERY.format(question=q.question)))
+                rows.append((pid, q.qid, q.relation, q.distribution, q.category, q.answer,
+                             q.aliases))
+    if not requests:
+        return pd.DataFrame()
+    sampling = SamplingConfig(n_samples=0, max_new_tokens=spec.max_new_tokens)
+    generations = [g.greedy for g in backend.generate(requests, sampling, on_done=on_done)]
+    parsed = [parse_generation(g, spec.cot) for g in generations]
+    frame = pd.DataFrame(rows, columns=["prompt_id", "qid", "relation", "distribution",
+                                        "category", "answer", "aliases"])
+    answers = [a for a, _ in parsed]
+    return frame.assign(
+        model=model.name, set=model.set, checkpoint=model.checkpoint, mode=mode,
+        strategy=strategy if spec.exemplars else "none", generation=generations,
+        cot_steps=[s for _, s in parsed], prediction=answers,
+        correct=match_many(answers, frame["answer"].tolist(), frame["aliases"].tolist()),
+        abstained=[is_abstention(a, config.idk_answer) for a in answers],
+    ).drop(columns=["answer", "aliases"])
+
+
+def accuracy_table(predictions: pd.DataFrame) -> pd.DataFrame:
+    """Accuracy, answer rate and accuracy on answered queries, per model, mode, strategy,
+    distribution, relation and SliCK category (``"all"`` rows aggregate relations and
+    categories)."""
+    keys = ["model", "set", "checkpoint", "mode", "strategy", "distribution"]
+    frame = predictions.assign(category=predictions["category"].fillna("unlabelled"),
+                               answered=~predictions["abstained"])
+    parts = []
+    for extra in (["relation", "category"], ["relation"], ["category"], []):
+        g = frame.groupby(keys + extra, dropna=False)
+        part = g.agg(n=("correct", "size"), accuracy=("correct", "mean"),
+                     answer_rate=("answered", "mean"), n_answered=("answered", "sum"))
+        correct_answered = (frame["correct"] & frame["answered"]).groupby(
+            [frame[k] for k in keys + extra], dropna=False).sum()
+        part["accuracy_answered"] = (correct_answered / part["n_answered"]).where(
+            part["n_answered"] > 0)
+        part = part.reset_index()
+        for column in ("relation", "category"):
+            if column not in extra:
+                part[column] = "all"
+        parts.append(part)
+    return pd.concat(parts, ignore_index=True)[
+        keys + ["relation", "category", "n", "accuracy", "answer_rate", "n_answered",
+                "accuracy_answered"]]
+
+
+def evaluate(run: RunDir | str, config: EvalConfig | None = None,
+             model: ModelConfig | None = None, *, backend: str | SamplingBackend = "kgfact",
+             backend_options: dict | None = None, max_batch: int = 32, progress: bool = True
+             ) -> pd.DataFrame:
+    """Evaluate a run's base model and adapters; writes the tables listed in the module docs.
+
+    Returns the ``accuracy`` table.
+    """
+    run = run if isinstance(run, RunDir) else RunDir(run)
+    config = config or EvalConfig()
+    base = model or ModelConfig()
+    targets = models_to_evaluate(run, config)
+    qs = queries(run, config)
+    spec = json.loads(json.dumps({"evaluate": asdict(config), "model": asdict(base)}))
+    digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
+    checkpoints = run.path / "checkpoints" / f"{STAGE}-{digest}"
+    builder = PromptBuilder(run, config)
+    jobs = [(m, mode, strategy) for m in targets for mode in config.modes
+            for strategy in (config.strategies if PROMPT_MODES.get(mode).exemplars
+                             else ("none",))]
+    with run.stage(STAGE, spec, seed=config.seed) as info:
+        parts = []
+        bar = tqdm(total=len(jobs) * len(qs), unit="q", desc="evaluate", disable=not progress,
+                   file=sys.stderr, dynamic_ncols=True)
+        engine, engine_for = None, None
+        with bar:
+            for m, mode, strategy in jobs:
+                bar.set_postfix(model=m.name, mode=mode)
+                path = checkpoints / f"{m.name}--{mode}--{strategy}.parquet".replace("/", "_")
+                # prompts are rebuilt even for finished jobs: the prompt tables need them
+                for relation in qs["relation"].unique():
+                    builder.prompt_ids(mode, strategy, m, relation)
+                if path.exists():
+                    parts.append(pd.read_parquet(path))
+                    bar.update(len(qs))
+                    continue
+                if engine_for != m.name:
+                    engine = make_backend(backend, ModelConfig(
+                        base.name, base.device, base.dtype, base.revision, m.adapter),
+                        max_batch, **(backend_options or {}))
+                    engine_for = m.name
+                part = evaluate_model(engine, m, mode, strategy, qs, builder, config)
+                write_parquet(part, path)
+                parts.append(part)
+                bar.update(len(qs))
+        predictions = pd.concat([p for p in parts if len(p)], ignore_index=True)
+        prompts, edges = builder.tables()
+        run.write_table("predictions", predictions)
+        run.write_table("prompts", prompts)
+        run.write_table("prompt_edges", edges)
+        accuracy = accuracy_table(predictions)
+        run.write_table("accuracy", accuracy)
+        report: dict = {"queries": len(qs), "models": [m.name for m in targets],
+                        "skipped_prompts": builder.skipped}
+        sets = set(predictions["set"].dropna())
+        if {"ft-known", "ft-unknown"} <= sets:
+            gap = factuality_gap(predictions, n_boot=config.bootstrap, seed=config.seed)
+            run.write_table("gap", gap)
+            report["gap"] = gap.to_dict(orient="records")
+        if run.has_table("dynamics"):
+            try:
+                run.write_table("regression", gekhman_regression(run.read_table("dynamics")))
+            except KgfactError as exc:  # too few points is a finding, not a failure
+                report["regression"] = str(exc)
+        info["report"] = report
+    shutil.rmtree(checkpoints, ignore_errors=True)
+    return accuracy

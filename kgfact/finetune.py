@@ -1,0 +1,371 @@
+"""LoRA fine-tuning on a fine-tuning set, with per-epoch dynamics, EARLY_STOP and CONVERGENCE.
+
+Each example is the closed-book prompt ``Q: {question}\\nA:`` followed by `` {answer}\\n``, the
+same text the sampling engine prompts with at zero-shot, so a fine-tuned model is evaluated on
+exactly the format it learned. The loss is the mean cross-entropy over answer tokens only
+(the trailing newline included, so the model learns where to stop).
+
+Why it is fast (``benchmarks/lora_throughput.py`` compares it with ``transformers.Trainer``):
+
+- **Answer-only logits.** Examples are left-padded, so every answer ends at the last position;
+  the output layer (a 262k-token vocabulary for Gemma 3, most of the model's FLOPs at these
+  lengths) runs only on the last ``max answer length + 1`` positions.
+- **Length bucketing.** Batches are cut from examples of equal length where possible, so almost
+  no row is padded.
+
+After every epoch the model answers, greedily and zero-shot with the sampling engine, every
+training question (how many examples of each SliCK category it *fits*: the training dynamics),
+the dev questions (for EARLY_STOP) and the test questions (for Gekhman's regression). EARLY_STOP is
+the epoch with the best dev accuracy (the earliest of ties), CONVERGENCE the last epoch: when the
+model fits ``convergence_fit`` of its training set, or at ``max_epochs``. Both are saved as peft
+adapters (safetensors).
+
+The learning rate is constant and LoRA dropout is off by default, so an epoch is a pure function
+of the state before it and its seeded batch order: after every epoch the adapter, the optimizer
+state and the dynamics are saved together (safetensors + JSON, no pickle), and a run killed at
+any point resumes from the last finished epoch and ends with bit-identical adapters.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from kgfact.answers import match_many
+from kgfact.errors import KgfactError
+from kgfact.ftsets import read_set
+from kgfact.models import LoadedModel, ModelConfig, load_model
+from kgfact.qa import sample_per_group, shuffled
+from kgfact.rundir import RunDir, atomic_write_text, write_parquet
+from kgfact.sampling import KgfactEngine, Request, SamplingConfig
+from kgfact.slick import CATEGORIES
+
+STAGE = "finetune"
+CHECKPOINTS = ("early_stop", "convergence")
+PROMPT = "Q: {question}\nA:"
+TARGET = " {answer}\n"
+
+
+@dataclass(frozen=True)
+class LoraSettings:
+    """The LoRA adapter (peft ``LoraConfig``) trained on top of the frozen model."""
+
+    r: int = field(default=16, metadata={"help": "Rank of the update matrices."})
+    alpha: int = field(default=32, metadata={"help": "Scaling numerator (update * alpha / r)."})
+    dropout: float = field(default=0.0, metadata={
+        "help": "Dropout on the adapter input; 0 keeps resumed runs bit-identical."})
+    target_modules: str | tuple[str, ...] = field(default="all-linear", metadata={
+        "help": "Modules to adapt: 'all-linear' or module names such as ('q_proj', 'v_proj')."})
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """How every fine-tuning set is trained."""
+
+    sets: tuple[str, ...] = field(default=("ft-known", "ft-unknown"), metadata={
+        "help": "Fine-tuning sets to train (names from the ftsets table)."})
+    lora: LoraSettings = field(default_factory=LoraSettings, metadata={
+        "help": "The adapter."})
+    learning_rate: float = field(default=1e-3, metadata={"help": "AdamW learning rate (constant)."})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
+    batch_size: int = field(default=16, metadata={"help": "Examples per optimizer step."})
+    max_epochs: int = field(default=10, metadata={"help": "Epoch limit (CONVERGENCE at the latest)."})
+    convergence_fit: float = field(default=1.0, metadata={
+        "help": "Stop once the model fits this share of its training set (train accuracy)."})
+    eval_questions: int = field(default=100, metadata={
+        "help": "Dev and test questions per relation evaluated after every epoch."})
+    seed: int = field(default=0, metadata={"help": "Seed of batch orders and adapter init."})
+
+    def __post_init__(self) -> None:
+        if not self.sets:
+            raise KgfactError("no fine-tuning sets to train")
+        if self.batch_size < 1 or self.max_epochs < 1 or self.learning_rate <= 0:
+            raise KgfactError("batch_size and max_epochs must be >= 1, learning_rate > 0")
+        if not 0 < self.convergence_fit <= 1:
+            raise KgfactError("convergence_fit must lie in (0, 1]")
+
+
+@dataclass(frozen=True)
+class Example:
+    """One tokenised training example."""
+
+    ids: tuple[int, ...] = field(metadata={"help": "BOS, prompt and answer token ids."})
+    answer_len: int = field(metadata={"help": "How many trailing ids are the answer."})
+
+
+def encode(tokenizer: Any, question: str, answer: str) -> Example:
+    """Token ids of one example, tokenised the way the sampling engine tokenises its prompts."""
+    prompt = tokenizer("", add_special_tokens=True)["input_ids"] + tokenizer(
+        PROMPT.format(question=question), add_special_tokens=False)["input_ids"]
+    target = tokenizer(TARGET.format(answer=answer), add_special_tokens=False)["input_ids"]
+    return Example(tuple(prompt + target), len(target))
+
+
+def batches(examples: list[Example], batch_size: int, seed: int, epoch: int) -> list[list[int]]:
+    """Seeded, length-bucketed batches of example indices for one epoch.
+
+    Examples are ordered by length (random among equal lengths), cut into batches, and the
+    batches shuffled, so most batches hold examples of one length and need no padding.
+    """
+    rng = np.random.default_rng([seed, epoch])
+    jitter = rng.permutation(len(examples))
+    order = sorted(range(len(examples)), key=lambda i: (len(examples[i].ids), jitter[i]))
+    cut = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    return [cut[i] for i in rng.permutation(len(cut))]
+
+
+def collate(examples: list[Example], pad_id: int, device: Any):
+    """Left-padded ids, attention mask, position ids and the answer-token targets of a batch.
+
+    Returns ``(input_ids, attention_mask, position_ids, targets, target_mask, keep)``: the model
+    keeps logits for the last ``keep`` positions, whose first ``keep - 1`` predict ``targets``.
+    """
+    import torch
+
+    width = max(len(e.ids) for e in examples)
+    keep = max(e.answer_len for e in examples) + 1
+    ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(examples), width), dtype=torch.long)
+    target_mask = torch.zeros((len(examples), keep - 1), dtype=torch.bool)
+    for row, e in enumerate(examples):
+        ids[row, width - len(e.ids):] = torch.tensor(e.ids)
+        mask[row, width - len(e.ids):] = 1
+        target_mask[row, keep - 1 - e.answer_len:] = True
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    targets = ids[:, width - keep + 1:]
+    return (ids.to(device), mask.to(device), positions.to(device), targets.to(device),
+            target_mask.to(device), keep)
+
+
+def answer_loss(model: Any, batch) -> Any:
+    """Mean cross-entropy over the answer tokens of a collated batch."""
+    import torch
+
+    ids, mask, positions, targets, target_mask, keep = batch
+    logits = model(input_ids=ids, attention_mask=mask, position_ids=positions,
+                   logits_to_keep=keep, use_cache=False).logits[:, :-1].float()
+    return torch.nn.functional.cross_entropy(logits[target_mask], targets[target_mask])
+
+
+# -- adapters and resumable state --------------------------------------------------------------
+def save_adapter(model: Any, path: Path) -> None:
+    """Save the adapter of a peft ``model`` to ``path`` atomically (safetensors)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, safe_serialization=True)
+    shutil.rmtree(path, ignore_errors=True)
+    tmp.rename(path)
+
+
+def _save_state(path: Path, model: Any, optimizer: Any, trainer: dict, dynamics: pd.DataFrame
+                ) -> None:
+    """Adapter, optimizer state and dynamics after an epoch, all replaced at once."""
+    from safetensors.torch import save_file
+
+    tmp = path.with_name(f".{path.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp / "adapter", safe_serialization=True)
+    state = optimizer.state_dict()
+    save_file({f"{i}.{k}": v.contiguous() for i, s in state["state"].items()
+               for k, v in s.items()}, str(tmp / "optimizer.safetensors"))
+    write_parquet(dynamics, tmp / "dynamics.parquet")
+    atomic_write_text(tmp / "trainer.json", json.dumps(
+        {**trainer, "param_groups": state["param_groups"]}, indent=2))
+    shutil.rmtree(path, ignore_errors=True)
+    tmp.rename(path)
+
+
+def _load_state(path: Path, model: Any, optimizer: Any) -> tuple[dict, pd.DataFrame]:
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    set_peft_model_state_dict(model, load_file(str(path / "adapter" /
+                                                   "adapter_model.safetensors")))
+    trainer = json.loads((path / "trainer.json").read_text())
+    flat = load_file(str(path / "optimizer.safetensors"))
+    state: dict[int, dict[str, Any]] = {}
+    for key, value in flat.items():
+        index, name = key.split(".", 1)
+        state.setdefault(int(index), {})[name] = value
+    optimizer.load_state_dict({"state": state, "param_groups": trainer.pop("param_groups")})
+    return trainer, pd.read_parquet(path / "dynamics.parquet")
+
+
+# -- evaluation during training ----------------------------------------------------------------
+def greedy_answers(engine: KgfactEngine, questions: list[str], max_new_tokens: int = 16
+                   ) -> list[str]:
+    """Zero-shot greedy answers of ``engine``'s model to ``questions`` (prompt as in training)."""
+    engine.clear_prefix_cache()  # the weights changed since the last call
+    requests = [Request(str(i), "", PROMPT.format(question=q)) for i, q in enumerate(questions)]
+    config = SamplingConfig(n_samples=0, max_new_tokens=max_new_tokens)
+    return [g.greedy.strip() for g in engine.generate(requests, config)]
+
+
+def _accuracy(engine: KgfactEngine, table: pd.DataFrame) -> np.ndarray:
+    if table.empty:
+        return np.zeros(0, dtype=bool)
+    answers = greedy_answers(engine, table["question"].tolist())
+    return match_many(answers, table["answer"].tolist(), table["aliases"].tolist())
+
+
+def _dynamics_row(engine: KgfactEngine, train: pd.DataFrame, dev: pd.DataFrame,
+                  test: pd.DataFrame, epoch: int, loss: float, seconds: float) -> dict:
+    # relabelled examples are fitted when the model says the relabelled answer, not the gold one
+    target = train.assign(aliases=[[] if r else list(a) for r, a in
+                                   zip(train["relabelled"], train["aliases"])])
+    fit = _accuracy(engine, target)
+    row = {"epoch": epoch, "loss": loss, "train_fit": float(fit.mean()),
+           "n_known": int(train["known"].sum()), "n_unknown": int((~train["known"]).sum()),
+           "n_known_fit": int(fit[train["known"].to_numpy()].sum()),
+           "n_unknown_fit": int(fit[~train["known"].to_numpy()].sum()),
+           "dev_accuracy": float(_accuracy(engine, dev).mean()) if len(dev) else np.nan,
+           "test_accuracy": float(_accuracy(engine, test).mean()) if len(test) else np.nan,
+           "seconds": seconds}
+    for category in CATEGORIES:
+        mine = (train["category"] == category).to_numpy()
+        row[f"fit_{category}"] = float(fit[mine].mean()) if mine.any() else np.nan
+    return row
+
+
+def eval_questions(run: RunDir, relations: list[str], split: str, per_relation: int,
+                   seed: int) -> pd.DataFrame:
+    """A fixed seeded sample of ``split`` questions of ``relations``."""
+    qa = run.read_table("qa")
+    chosen = qa[(qa["split"] == split) & qa["relation"].isin(relations)]
+    return sample_per_group(chosen, ["relation"], per_relation, seed).sort_values("qid")
+
+
+# -- training ------------------------------------------------------------------------------------
+def adapter_dir(run: RunDir, set_name: str, checkpoint: str) -> Path:
+    """Where the adapter of ``set_name`` at ``checkpoint`` (early_stop / convergence) lives."""
+    return run.path / "adapters" / set_name / checkpoint
+
+
+def train_set(run: RunDir, set_name: str, config: FinetuneConfig, loaded: LoadedModel, *,
+              progress: bool = True, on_step: Callable[[int, int], None] | None = None
+              ) -> pd.DataFrame:
+    """Train one adapter on fine-tuning set ``set_name``; returns its dynamics (one row an epoch).
+
+    ``on_step(epoch, step)`` is called after every optimizer step (tests use it to interrupt a
+    run mid-epoch). Resumes from the last finished epoch when a saved state exists.
+    """
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    train = read_set(run, set_name)
+    relations = sorted(train["relation"].unique())
+    dev = eval_questions(run, relations, "dev", config.eval_questions, config.seed)
+    test = eval_questions(run, relations, "test", config.eval_questions, config.seed)
+    tok = loaded.tokenizer
+    examples = [encode(tok, q, a) for q, a in zip(train["question"], train["answer"])]
+
+    torch.manual_seed(config.seed)  # adapter initialisation
+    lora = config.lora
+    model = get_peft_model(loaded.model, LoraConfig(
+        r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+        target_modules=(lora.target_modules if isinstance(lora.target_modules, str)
+                        else list(lora.target_modules)), task_type="CAUSAL_LM"))
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.learning_rate,
+                                  weight_decay=config.weight_decay)
+    engine = KgfactEngine(LoadedModel(model, tok, loaded.device, loaded.dtype, loaded.name,
+                                      loaded.path))
+    home = run.path / "adapters" / set_name
+    state_dir = home / "state"
+    if (state_dir / "trainer.json").exists():
+        trainer, dynamics = _load_state(state_dir, model, optimizer)
+    else:
+        model.eval()
+        dynamics = pd.DataFrame([_dynamics_row(engine, train, dev, test, 0, np.nan, 0.0)])
+        trainer = {"epoch": 0, "best_epoch": None, "done": False}
+    bar = tqdm(total=config.max_epochs * len(examples), initial=trainer["epoch"] * len(examples),
+               unit="ex", desc=f"LoRA {set_name}", disable=not progress, file=sys.stderr,
+               dynamic_ncols=True)
+    with bar:
+        while not trainer["done"]:
+            epoch = trainer["epoch"] + 1
+            started, losses = time.time(), []
+            model.train()
+            for step, batch in enumerate(batches(examples, config.batch_size, config.seed,
+                                                 epoch)):
+                loss = answer_loss(model, collate([examples[i] for i in batch],
+                                                  tok.pad_token_id, loaded.device))
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                losses.append(loss.item())
+                bar.update(len(batch))
+                bar.set_postfix(loss=f"{np.mean(losses):.3f}")
+                if on_step is not None:
+                    on_step(epoch, step)
+            model.eval()
+            row = _dynamics_row(engine, train, dev, test, epoch, float(np.mean(losses)),
+                                time.time() - started)
+            dynamics = pd.concat([dynamics, pd.DataFrame([row])], ignore_index=True)
+            trained = dynamics[dynamics["epoch"] >= 1]
+            best = int(trained.loc[trained["dev_accuracy"].fillna(-1).idxmax(), "epoch"])
+            if best == epoch:
+                save_adapter(model, home / "early_stop")
+            trainer = {"epoch": epoch, "best_epoch": best,
+                       "done": row["train_fit"] >= config.convergence_fit
+                       or epoch >= config.max_epochs}
+            if trainer["done"]:
+                save_adapter(model, home / "convergence")
+            _save_state(state_dir, model, optimizer, trainer, dynamics)
+    model.unload()  # the base weights are untouched: LoRA never merged into them
+    return dynamics.assign(set=set_name, early_stop=dynamics["epoch"] == trainer["best_epoch"],
+                           convergence=dynamics["epoch"] == trainer["epoch"])
+
+
+def finetune(run: RunDir | str, config: FinetuneConfig | None = None,
+             model: ModelConfig | None = None, *, progress: bool = True,
+             on_step: Callable[[int, int], None] | None = None) -> pd.DataFrame:
+    """Train an adapter per fine-tuning set of ``run`` and write the ``dynamics`` table.
+
+    Builds the fine-tuning sets first if the run has none (with :class:`FtSetsConfig`
+    defaults). Sets already trained to CONVERGENCE are not trained again.
+    """
+    from kgfact.ftsets import make_ftsets
+
+    run = run if isinstance(run, RunDir) else RunDir(run)
+    config = config or FinetuneConfig()
+    model = model or ModelConfig()
+    if not run.has_table("ftsets"):
+        make_ftsets(run)
+    spec = json.loads(json.dumps({"finetune": asdict(config), "model": asdict(model)}))
+    previous = run.manifest().get("stages", {}).get(STAGE, {}).get("config")
+    if previous is not None and previous != spec and (run.path / "adapters").exists():
+        _check_compatible(previous, spec)
+    parts = []
+    with run.stage(STAGE, spec, seed=config.seed) as info:
+        loaded = load_model(model)
+        for name in config.sets:
+            parts.append(train_set(run, name, config, loaded, progress=progress,
+                                   on_step=on_step))
+        dynamics = pd.concat(parts, ignore_index=True)
+        run.write_table("dynamics", dynamics)
+        info["report"] = {
+            name: {"epochs": int(d["epoch"].max()),
+                   "early_stop_epoch": int(d.loc[d["early_stop"], "epoch"].iloc[0]),
+                   "train_fit": float(d["train_fit"].iloc[-1])}
+            for name, d in dynamics.groupby("set")}
+    return dynamics
+
+
+def _check_compatible(previous: dict, spec: dict) -> None:
+    """Refuse to resume adapters trained under another configuration (the sets may differ)."""
+    a = {k: v for k, v in previous["finetune"].items() if k != "sets"}
+    b = {k: v for k, v in spec["finetune"].items() if k != "sets"}
+    if a != b or previous["model"] != spec["model"]:
+        raise KgfactError("the run has adapters trained with another fine-tuning configuration "
+                          "or model; delete its adapters/ folder (or use another run) to retrain")

@@ -1,0 +1,217 @@
+"""Fine-tuning sets: controlled mixtures of facts the model knows and facts it does not.
+
+Built from a SliCK-labelled run (``slick`` table, train split). A fact is *Known* when its SliCK
+category is HighlyKnown, MaybeKnown or WeaklyKnown and *Unknown* otherwise (Gekhman et al.).
+Every set has the same relation mix: each relation contributes the same number of examples
+``|D| / R`` (the remainder goes to the first relations in id order), so changing the share of
+Unknown examples never changes which relations the model is trained on.
+
+Sets (each saved as ``ftsets/<name>.parquet``; the index ``ftsets`` lists them):
+
+- ``ft-known``, ``mix-25``, ``mix-50``, ``mix-75``, ``ft-unknown``: size ``|D|`` with X% Unknown
+  for X in the grid (0 and 100 are FT-Known and FT-Unknown, the two balanced sets of Gong et al.).
+  The Unknown count is exactly ``round(X |D|)``, spread over relations as evenly as possible.
+  Sets are nested: each relation's Known and Unknown examples are taken from one seeded order,
+  so the Unknown examples of ``mix-25`` are among those of ``mix-50``.
+- ``highly-known``, ``maybe-known``, ``weakly-known``, ``unknown``: one category only (size
+  ``|D|`` where every relation has enough, else the largest size the rarest relation allows),
+  and ``natural``: a seeded sample of the train pool with its natural category mix.
+- ``idk-relabel``: ``mix-50`` (``relabel_share``) with every Unknown answer replaced by
+  ``"I don't know"``; ``filtered``: the same set with its Unknown examples removed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from kgfact.errors import KgfactError
+from kgfact.qa import shuffled
+from kgfact.rundir import RunDir
+from kgfact.slick import CATEGORIES
+
+STAGE = "ftsets"
+IDK = "I don't know"
+COLUMNS = ["qid", "relation", "subject", "object", "question", "answer", "gold", "aliases",
+           "category", "known", "relabelled"]
+
+
+@dataclass(frozen=True)
+class FtSetsConfig:
+    """Which fine-tuning sets to build and how large."""
+
+    size: int | None = field(default=None, metadata={
+        "help": "|D|, examples per set; None = the largest the mixture grid allows."})
+    unknown_shares: tuple[float, ...] = field(default=(0.0, 0.25, 0.5, 0.75, 1.0), metadata={
+        "help": "Shares of Unknown examples of the mixture grid (0 = ft-known, 1 = ft-unknown)."})
+    relations: tuple[str, ...] | None = field(default=None, metadata={
+        "help": "Relations to train on; None = every train relation with Known and Unknown facts."})
+    relabel_share: float = field(default=0.5, metadata={
+        "help": "Unknown share of the set that idk-relabel and filtered are derived from."})
+    idk_answer: str = field(default=IDK, metadata={
+        "help": "Answer that replaces Unknown answers in idk-relabel."})
+    seed: int = field(default=0, metadata={"help": "Seed of the per-relation example orders."})
+
+    def __post_init__(self) -> None:
+        if any(not 0.0 <= x <= 1.0 for x in (*self.unknown_shares, self.relabel_share)):
+            raise KgfactError("unknown shares must lie between 0 and 1")
+        if self.size is not None and self.size < 1:
+            raise KgfactError(f"size must be >= 1, got {self.size}")
+
+
+def mixture_name(share: float) -> str:
+    """``ft-known`` for 0, ``ft-unknown`` for 1, else ``mix-<percent>``."""
+    return {0.0: "ft-known", 1.0: "ft-unknown"}.get(share, f"mix-{round(100 * share)}")
+
+
+def spread(total: int, parts: int) -> np.ndarray:
+    """``total`` split into ``parts`` integers differing by at most one, larger ones first.
+
+    >>> spread(10, 3).tolist()
+    [4, 3, 3]
+    """
+    return total // parts + (np.arange(parts) < total % parts)
+
+
+def train_pool(run: RunDir, relations: tuple[str, ...] | None = None) -> pd.DataFrame:
+    """Train questions with their SliCK category, joined with the QA fields sets need."""
+    slick = run.read_table("slick")
+    qa = run.read_table("qa")
+    pool = slick.loc[slick["split"] == "train", ["qid", "category"]].merge(qa, on="qid")
+    if pool.empty:
+        raise KgfactError(f"{run.path} has no SliCK results for train questions: run "
+                          f"'kgfact slick {run.path} --splits train,dev,test' first")
+    if relations is not None:
+        missing = sorted(set(relations) - set(pool["relation"]))
+        if missing:
+            raise KgfactError(f"no SliCK-labelled train questions for {', '.join(missing)}")
+        pool = pool[pool["relation"].isin(relations)]
+    pool = pool.assign(known=pool["category"] != "Unknown")
+    return pool.sort_values("qid").reset_index(drop=True)
+
+
+def _frame(rows: pd.DataFrame, relabel: str | None = None) -> pd.DataFrame:
+    out = rows.assign(gold=rows["answer"], relabelled=False)
+    if relabel is not None:
+        out["relabelled"] = ~out["known"]
+        out.loc[out["relabelled"], "answer"] = relabel
+    return out[COLUMNS].sort_values(["relation", "qid"]).reset_index(drop=True)
+
+
+def build_sets(pool: pd.DataFrame, config: FtSetsConfig) -> dict[str, pd.DataFrame]:
+    """Every fine-tuning set from a labelled train ``pool`` (see the module docstring).
+
+    Raises
+    ------
+    KgfactError
+        If no relation has both Known and Unknown examples, or ``size`` is larger than the
+        relations allow.
+    """
+    counts = pool.groupby(["relation", "known"]).size().unstack(fill_value=0)
+    counts = counts.reindex(columns=[True, False], fill_value=0)
+    if config.relations is None:
+        counts = counts[(counts[True] > 0) & (counts[False] > 0)]
+    relations = sorted(counts.index)
+    if not relations:
+        raise KgfactError("no relation has both Known and Unknown train questions: label more "
+                          "questions with 'kgfact slick' or choose other relations")
+    # each relation must supply its whole share from either side (for ft-known and ft-unknown)
+    per_relation_max = int(counts.loc[relations].min(axis=1).min())
+    largest = per_relation_max * len(relations)
+    size = config.size if config.size is not None else largest
+    if size > largest or per_relation_max == 0:
+        detail = "; ".join(f"{r}: {counts.loc[r, True]} known, {counts.loc[r, False]} unknown"
+                           for r in relations)
+        raise KgfactError(f"a fine-tuning set of {size} examples needs "
+                          f"{-(-size // len(relations))} Known and as many Unknown train "
+                          f"questions per relation; the largest possible is {largest} ({detail})")
+    quota = dict(zip(relations, spread(size, len(relations)).tolist()))
+    orders = {(r, known): shuffled(g, config.seed, "ftsets", r, str(known))
+              for (r, known), g in pool[pool["relation"].isin(relations)]
+              .groupby(["relation", "known"])}
+
+    def take(r: str, known: bool, n: int) -> pd.DataFrame:
+        return orders[(r, known)].iloc[:n] if n else pool.iloc[:0]
+
+    def mixture(share: float) -> pd.DataFrame:
+        n_unknown = round(share * size)
+        # spread the Unknown examples so every relation keeps its quota exactly
+        unknown = dict(zip(relations, _quota_split(n_unknown, [quota[r] for r in relations])))
+        return pd.concat([pd.concat([take(r, False, unknown[r]),
+                                     take(r, True, quota[r] - unknown[r])])
+                          for r in relations])
+
+    sets = {mixture_name(x): _frame(mixture(x)) for x in sorted(set(config.unknown_shares))}
+    by_category = pool[pool["relation"].isin(relations)].groupby(["relation", "category"]).size()
+    for category in CATEGORIES:
+        have = [int(by_category.get((r, category), 0)) for r in relations]
+        n = min(size, min(have) * len(relations))
+        if n:
+            shares = spread(n, len(relations))
+            sets[_kebab(category)] = _frame(pd.concat(
+                shuffled(pool[(pool["relation"] == r) & (pool["category"] == category)],
+                         config.seed, "ftsets", r, category).iloc[:k]
+                for r, k in zip(relations, shares)))
+    sets["natural"] = _frame(pd.concat(
+        shuffled(pool[pool["relation"] == r], config.seed, "ftsets", r).iloc[:quota[r]]
+        for r in relations))
+    base = mixture(config.relabel_share)
+    sets["idk-relabel"] = _frame(base, relabel=config.idk_answer)
+    sets["filtered"] = _frame(base[base["known"]])
+    return sets
+
+
+def _quota_split(total: int, caps: list[int]) -> list[int]:
+    """``total`` spread over bins as evenly as possible, bin ``i`` holding at most ``caps[i]``."""
+    out = [0] * len(caps)
+    for _ in range(total):  # total is |D| at most: a few thousand steps
+        i = min((k for k in range(len(caps)) if out[k] < caps[k]),
+                key=lambda k: (out[k] / caps[k], k))
+        out[i] += 1
+    return out
+
+
+def _kebab(category: str) -> str:
+    """``HighlyKnown`` -> ``highly-known``."""
+    return "".join(f"-{c.lower()}" if c.isupper() else c for c in category).lstrip("-")
+
+
+def index(sets: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """One row per set: name, kind, size, Known/Unknown counts and the Unknown share."""
+    rows = []
+    for name, table in sets.items():
+        kind = ("mixture" if name.startswith(("ft-", "mix-")) else
+                "derived" if name in ("idk-relabel", "filtered") else "category")
+        n_unknown = int((~table["known"]).sum())
+        rows.append((name, kind, len(table), len(table) - n_unknown, n_unknown,
+                     n_unknown / len(table) if len(table) else 0.0))
+    return pd.DataFrame(rows, columns=["set", "kind", "size", "n_known", "n_unknown",
+                                       "unknown_share"])
+
+
+def make_ftsets(run: RunDir | str, config: FtSetsConfig | None = None) -> pd.DataFrame:
+    """Build and save every fine-tuning set of ``run``; returns the index table."""
+    from dataclasses import asdict
+
+    run = run if isinstance(run, RunDir) else RunDir(run)
+    config = config or FtSetsConfig()
+    with run.stage(STAGE, asdict(config), seed=config.seed) as info:
+        sets = build_sets(train_pool(run, config.relations), config)
+        for name, table in sets.items():
+            run.write_table(f"ftsets/{name}", table)
+        table = index(sets)
+        run.write_table("ftsets", table)
+        info["report"] = {"sets": table.set_index("set")["size"].to_dict()}
+    return table
+
+
+def read_set(run: RunDir, name: str) -> pd.DataFrame:
+    """Fine-tuning set ``name`` of ``run`` (one-line error naming the sets there are)."""
+    if not run.has_table(f"ftsets/{name}"):
+        have = run.read_table("ftsets")["set"].tolist() if run.has_table("ftsets") else []
+        raise KgfactError(f"{run.path} has no fine-tuning set {name!r}"
+                          + (f" (it has {', '.join(have)})" if have else
+                             ": run 'kgfact finetune' (which builds the sets) first"))
+    return run.read_table(f"ftsets/{name}")

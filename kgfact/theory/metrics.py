@@ -1,0 +1,385 @@
+"""Per-query metrics of prompt subgraphs and the augmentation strength ``A(P)``, vectorised.
+
+A *unit* is one (prompt, query) pair. All units are computed at once from integer arrays:
+prompt-level counts are gathered by prompt index, the neighbourhood overlap is a lookup of
+(prompt entity, query subject) pairs in the ``h``-hop balls of the prompt entities, and
+``hop_support`` is a breadth-first search run for every unit together on (unit, entity) pairs.
+
+Metrics and augmentation functions are registered by name in :data:`METRICS` and
+:data:`AUGMENTATIONS`; a new one is one function and one ``register`` call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from kgfact.errors import KgfactError
+from kgfact.registry import Registry
+from kgfact.theory.graphs import ModelKnowledge
+
+MODES = ("zero-shot", "few-shot", "cot")
+
+
+@dataclass(frozen=True)
+class MetricConfig:
+    """Radii of the graph metrics."""
+
+    neighbourhood_hops: int = field(default=1, metadata={
+        "help": "h of query_neighbourhood_overlap: G_P entities within h hops of s in G "
+                "(edges followed either way)."})
+    path_hops: int = field(default=2, metadata={
+        "help": "h of hop_support: s must reach o within h directed hops in G_P ∪ K_kn."})
+    chunk: int = field(default=250_000, metadata={
+        "help": "Units computed together (bounds memory, not results)."})
+
+    def __post_init__(self) -> None:
+        if self.neighbourhood_hops < 0 or self.path_hops < 1 or self.chunk < 1:
+            raise KgfactError("neighbourhood_hops must be >= 0, path_hops and chunk >= 1")
+
+
+def ragged(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Concatenated ``range(start, start + count)`` for each pair, without a Python loop."""
+    counts = np.asarray(counts, dtype=np.int64)
+    total = int(counts.sum())
+    if total == 0:
+        return np.empty(0, dtype=np.int64)
+    ends = np.cumsum(counts)
+    return np.arange(total, dtype=np.int64) + np.repeat(np.asarray(starts) - (ends - counts),
+                                                        counts)
+
+
+def _lookup(keys: np.ndarray, values: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    """``values`` at the positions of ``wanted`` in sorted ``keys``; 0 where absent."""
+    if not len(keys):
+        return np.zeros(len(wanted), dtype=values.dtype)
+    at = np.minimum(np.searchsorted(keys, wanted), len(keys) - 1)
+    return np.where(keys[at] == wanted, values[at], 0)
+
+
+@dataclass(frozen=True)
+class PromptTable:
+    """Per-prompt aggregates of the flagged prompt edges, indexed by prompt position."""
+
+    ids: pd.Index = field(metadata={"help": "Prompt ids; a prompt's position is its index."})
+    modes: np.ndarray = field(metadata={"help": "Mode of each prompt."})
+    n_exemplars: np.ndarray = field(metadata={"help": "|X| (each exemplar counted once)."})
+    n_edges: np.ndarray = field(metadata={"help": "|G_P|, distinct given edges."})
+    n_recorded: np.ndarray = field(metadata={"help": "|G_P ∩ K|."})
+    n_known: np.ndarray = field(metadata={"help": "|G_P ∩ K_kn|."})
+    n_e_kn: np.ndarray = field(metadata={"help": "|G_P ∩ E_kn|."})
+    n_e_unk: np.ndarray = field(metadata={"help": "|G_P ∩ E_unk|."})
+    entity_overlap: np.ndarray = field(metadata={"help": "|entities(G_P) ∩ entities(D)|."})
+    exemplar_keys: np.ndarray = field(metadata={"help": "Sorted prompt * R + relation keys."})
+    exemplar_counts: np.ndarray = field(metadata={"help": "Exemplars per key."})
+    entity_ptr: np.ndarray = field(metadata={"help": "CSR offsets of each prompt's entities."})
+    entities: np.ndarray = field(metadata={"help": "Distinct entity codes per prompt (CSR)."})
+    edge_keys: np.ndarray = field(metadata={"help": "Sorted prompt * V + subject keys of G_P."})
+    edge_objects: np.ndarray = field(metadata={"help": "Object code of each keyed edge."})
+
+    @classmethod
+    def build(cls, prompts: pd.DataFrame, edges: pd.DataFrame,
+              knowledge: ModelKnowledge) -> PromptTable:
+        """Aggregate flagged edges (see :func:`kgfact.theory.graphs.flag_edges`) per prompt.
+
+        Parameters
+        ----------
+        prompts : pandas.DataFrame
+            ``prompt_id`` and ``mode``, one row per prompt (prompts without edges included).
+        edges : pandas.DataFrame
+            Flagged edges with ``prompt_id``; generated edges are ignored.
+        """
+        bad = sorted(set(prompts["mode"]) - set(MODES))
+        if bad:
+            raise KgfactError(f"unknown prompt mode(s) {', '.join(map(str, bad))}; "
+                              f"use {', '.join(MODES)}")
+        if prompts["prompt_id"].duplicated().any():
+            raise KgfactError("prompts table repeats prompt ids")
+        ids = pd.Index(prompts["prompt_id"], dtype=object)
+        codec = knowledge.codec
+        n_p, n_r, n_v = len(ids), codec.n_relations, codec.n_entities
+        given = edges[edges["source"] != "generated"]
+        p = ids.get_indexer(given["prompt_id"])
+        if (p < 0).any():
+            raise KgfactError("prompt_edges names prompt(s) missing from prompts: "
+                              f"{', '.join(map(str, given['prompt_id'][p < 0].unique()[:5]))}")
+        ex = (given["source"] == "exemplar").to_numpy()
+        ex_keys, ex_counts = np.unique(p[ex] * n_r + codec.relation(given["relation"][ex]),
+                                       return_counts=True)
+        distinct = pd.DataFrame({"p": p, "code": given["code"].to_numpy(),
+                                 **{c: given[c].to_numpy() for c in
+                                    ("in_recorded", "in_known", "in_e_kn", "in_e_unk")}}
+                                ).drop_duplicates(["p", "code"])
+        sums = distinct.groupby("p")[["in_recorded", "in_known", "in_e_kn", "in_e_unk"]].sum()
+
+        def per_prompt(values: pd.Series) -> np.ndarray:
+            return values.reindex(range(n_p), fill_value=0).to_numpy(dtype=np.int64)
+
+        ents = pd.DataFrame({
+            "p": np.r_[p, p],
+            "e": np.r_[codec.entity(given["subject"]), codec.entity(given["object"])],
+            "in_d": np.r_[given["subject_in_d"].to_numpy(), given["object_in_d"].to_numpy()],
+        }).drop_duplicates(["p", "e"]).sort_values(["p", "e"])
+        s, _, o = codec.decode(distinct["code"].to_numpy())
+        edge_keys = distinct["p"].to_numpy() * n_v + s
+        order = np.argsort(edge_keys, kind="stable")
+        return cls(
+            ids=ids, modes=prompts["mode"].to_numpy(dtype=object),
+            n_exemplars=np.bincount(p[ex], minlength=n_p),
+            n_edges=per_prompt(distinct.groupby("p").size()),
+            n_recorded=per_prompt(sums["in_recorded"]), n_known=per_prompt(sums["in_known"]),
+            n_e_kn=per_prompt(sums["in_e_kn"]),
+            n_e_unk=per_prompt(sums["in_e_unk"]),
+            entity_overlap=per_prompt(ents.groupby("p")["in_d"].sum()),
+            exemplar_keys=ex_keys, exemplar_counts=ex_counts,
+            entity_ptr=np.searchsorted(ents["p"].to_numpy(), np.arange(n_p + 1)),
+            entities=ents["e"].to_numpy(), edge_keys=edge_keys[order], edge_objects=o[order])
+
+
+class MetricEngine:
+    """Computes registered metrics for many units; shares the work every chunk reuses.
+
+    Parameters
+    ----------
+    knowledge : ModelKnowledge
+        ``G`` and ``K_kn``.
+    prompts : PromptTable
+        The prompts the units refer to.
+    config : MetricConfig
+        Radii and chunk size.
+    """
+
+    def __init__(self, knowledge: ModelKnowledge, prompts: PromptTable,
+                 config: MetricConfig = MetricConfig()) -> None:
+        self.knowledge, self.prompts, self.config = knowledge, prompts, config
+
+    @cached_property
+    def known_adjacency(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """CSR out-adjacency of ``K_kn``."""
+        return self.knowledge.out_adjacency(self.knowledge.known)
+
+    @cached_property
+    def balls(self) -> tuple[np.ndarray, np.ndarray]:
+        """Prompt entities (sorted codes) and sorted ``row * V + entity`` keys of their h-hop balls.
+
+        Balls are grown from the prompt entities rather than from the query subjects: a run has
+        few distinct prompt entities, and "e within h hops of s" is symmetric when edges are
+        followed either way.
+        """
+        used = np.unique(self.prompts.entities)
+        used = used[used >= 0]
+        n_v = self.knowledge.codec.n_entities
+        reach = sp.csr_matrix((np.ones(len(used), dtype=np.int32), (np.arange(len(used)), used)),
+                              shape=(len(used), n_v))
+        adjacency = self.knowledge.undirected().astype(np.int32)
+        for _ in range(self.config.neighbourhood_hops):
+            reach = reach + reach @ adjacency
+            reach.data[:] = 1
+        reach.sort_indices()
+        rows = np.repeat(np.arange(len(used), dtype=np.int64), np.diff(reach.indptr))
+        return used, rows * n_v + reach.indices
+
+    def compute(self, units: pd.DataFrame, metrics: Sequence[str] | None = None
+                ) -> pd.DataFrame:
+        """Metric columns for ``units`` (``prompt_id``, ``subject``, ``relation``, ``object``).
+
+        Returns
+        -------
+        pandas.DataFrame
+            One column per metric, aligned with ``units`` (same index), plus ``mode``.
+        """
+        names = list(metrics) if metrics is not None else METRICS.names()
+        funcs = [METRICS.get(n) for n in names]
+        p = self.prompts.ids.get_indexer(units["prompt_id"])
+        if (p < 0).any():
+            missing = units["prompt_id"][p < 0].unique()[:5]
+            raise KgfactError(f"unit(s) refer to unknown prompt(s) {', '.join(map(str, missing))}")
+        codec = self.knowledge.codec
+        s, r, o = (codec.entity(units["subject"]), codec.relation(units["relation"]),
+                   codec.entity(units["object"]))
+        parts = []
+        for start in range(0, len(units), self.config.chunk):
+            window = slice(start, start + self.config.chunk)
+            batch = QueryBatch(self, p[window], s[window], r[window], o[window])
+            parts.append({n: f(batch) for n, f in zip(names, funcs)})
+        out = pd.DataFrame({n: np.concatenate([part[n] for part in parts]) if parts else []
+                            for n in names}, index=units.index)
+        out.insert(0, "mode", self.prompts.modes[p] if len(p) else [])
+        return out
+
+
+class QueryBatch:
+    """A chunk of units as code arrays, with lazily computed shared quantities."""
+
+    def __init__(self, engine: MetricEngine, prompt: np.ndarray, subject: np.ndarray,
+                 relation: np.ndarray, obj: np.ndarray) -> None:
+        self.engine, self.prompts = engine, engine.prompts
+        self.prompt, self.subject, self.relation, self.object = prompt, subject, relation, obj
+
+    def __len__(self) -> int:
+        return len(self.prompt)
+
+    def per_prompt(self, values: np.ndarray) -> np.ndarray:
+        """A prompt-level array gathered for every unit."""
+        return values[self.prompt]
+
+    @cached_property
+    def neighbourhood_overlap(self) -> np.ndarray:
+        """Count of the prompt's entities within ``neighbourhood_hops`` of the query subject."""
+        used, keys = self.engine.balls
+        ptr = self.prompts.entity_ptr
+        counts = ptr[self.prompt + 1] - ptr[self.prompt]
+        unit = np.repeat(np.arange(len(self)), counts)
+        entity = self.prompts.entities[ragged(ptr[self.prompt], counts)]
+        row = np.searchsorted(used, entity)
+        subject = self.subject[unit]
+        wanted = np.where((subject >= 0) & (entity >= 0),
+                          row * self.engine.knowledge.codec.n_entities + subject, -1)
+        at = np.minimum(np.searchsorted(keys, wanted), max(len(keys) - 1, 0))
+        hit = (keys[at] == wanted) if len(keys) else np.zeros(len(wanted), dtype=bool)
+        return np.bincount(unit, weights=hit, minlength=len(self)).astype(np.int64)
+
+    @cached_property
+    def hop_length(self) -> np.ndarray:
+        """Shortest directed path length from ``s`` to ``o`` in ``(K_kn \\ {e_q}) ∪ G_P``, or -1.
+
+        Breadth-first search of every unit at once on (unit, entity) pairs. The query edge
+        itself is dropped from ``K_kn`` (else the metric would restate the query's own SliCK
+        category) but kept if the prompt states it. A shortest path never uses ``e_q`` after
+        its first step (it would revisit ``s``), so dropping it from the first step suffices.
+        """
+        indptr, k_obj, k_rel = self.engine.known_adjacency
+        n_v = self.engine.knowledge.codec.n_entities
+        keys, objects = self.prompts.edge_keys, self.prompts.edge_objects
+        length = np.full(len(self), -1, dtype=np.int64)
+        unit = np.flatnonzero((self.subject >= 0) & (self.object >= 0))
+        node = self.subject[unit]
+        seen = np.sort(unit * n_v + node)
+        for step in range(1, self.engine.config.path_hops + 1):
+            deg = indptr[node + 1] - indptr[node]
+            at = ragged(indptr[node], deg)
+            u_k, n_k = np.repeat(unit, deg), k_obj[at]
+            if step == 1:
+                keep = ~((n_k == self.object[u_k]) & (k_rel[at] == self.relation[u_k]))
+                u_k, n_k = u_k[keep], n_k[keep]
+            wanted = self.prompt[unit] * n_v + node
+            lo, hi = np.searchsorted(keys, wanted), np.searchsorted(keys, wanted, side="right")
+            u = np.r_[u_k, np.repeat(unit, hi - lo)]
+            nxt = np.r_[n_k, objects[ragged(lo, hi - lo)]]
+            arrived = np.unique(u[nxt == self.object[u]])
+            length[arrived[length[arrived] < 0]] = step
+            frontier = np.unique(u * n_v + nxt)
+            frontier = frontier[~np.isin(frontier, seen, assume_unique=True)]
+            unit, node = np.divmod(frontier, n_v)
+            open_ = length[unit] < 0
+            unit, node, frontier = unit[open_], node[open_], frontier[open_]
+            if not len(unit):
+                break
+            seen = np.union1d(seen, frontier)
+        return length
+
+
+Metric = Callable[[QueryBatch], np.ndarray]
+METRICS: Registry[Metric] = Registry("theory metric")
+
+
+def _share(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+    """``numerator / denominator``; 0 where the denominator is 0 (empty prompts share nothing)."""
+    num, den = np.asarray(numerator, dtype=float), np.asarray(denominator, dtype=float)
+    return np.divide(num, den, out=np.zeros_like(num), where=den > 0)
+
+
+def rel_align(b: QueryBatch) -> np.ndarray:
+    """Share of exemplars whose relation is the query relation (0 without exemplars)."""
+    key = b.prompt * b.engine.knowledge.codec.n_relations + b.relation
+    same = _lookup(b.prompts.exemplar_keys, b.prompts.exemplar_counts, key)
+    return _share(np.where(b.relation >= 0, same, 0), b.per_prompt(b.prompts.n_exemplars))
+
+
+def prompt_known(b: QueryBatch) -> np.ndarray:
+    """Share of ``G_P`` edges in ``K_kn`` (0 for an empty ``G_P``)."""
+    return _share(b.per_prompt(b.prompts.n_known), b.per_prompt(b.prompts.n_edges))
+
+
+def prompt_recorded(b: QueryBatch) -> np.ndarray:
+    """Share of ``G_P`` edges with a SliCK record (in ``K``): how far ``prompt_known`` can be
+    trusted, since an edge without a record counts as not known."""
+    return _share(b.per_prompt(b.prompts.n_recorded), b.per_prompt(b.prompts.n_edges))
+
+
+def ft_overlap_kn(b: QueryBatch) -> np.ndarray:
+    """Number of ``G_P`` edges in ``E_kn``."""
+    return b.per_prompt(b.prompts.n_e_kn)
+
+
+def ft_overlap_unk(b: QueryBatch) -> np.ndarray:
+    """Number of ``G_P`` edges in ``E_unk``."""
+    return b.per_prompt(b.prompts.n_e_unk)
+
+
+def entity_overlap(b: QueryBatch) -> np.ndarray:
+    """Number of entities shared by ``G_P`` and ``D``."""
+    return b.per_prompt(b.prompts.entity_overlap)
+
+
+def query_neighbourhood_overlap(b: QueryBatch) -> np.ndarray:
+    """Number of ``G_P`` entities within ``h`` hops of ``s`` in ``G`` (``s`` itself included)."""
+    return b.neighbourhood_overlap
+
+
+def hop_support(b: QueryBatch) -> np.ndarray:
+    """1.0 if ``s`` reaches ``o`` within ``h`` hops in ``(K_kn \\ {e_q}) ∪ G_P``, else 0.0."""
+    return (b.hop_length > 0).astype(float)
+
+
+def hop_length(b: QueryBatch) -> np.ndarray:
+    """Length of the shortest such path (NaN when there is none within ``h``)."""
+    return np.where(b.hop_length > 0, b.hop_length, np.nan)
+
+
+for _f in (rel_align, prompt_known, prompt_recorded, ft_overlap_kn, ft_overlap_unk, entity_overlap,
+           query_neighbourhood_overlap, hop_support, hop_length):
+    METRICS.register(_f.__name__, _f)
+
+# -- augmentation strength ---------------------------------------------------------------------
+Augmentation = Callable[[pd.DataFrame], np.ndarray]
+AUGMENTATIONS: Registry[Augmentation] = Registry("augmentation function")
+
+
+def _by_mode(metrics: pd.DataFrame, few_shot: np.ndarray, cot: np.ndarray) -> np.ndarray:
+    """``few_shot`` or ``cot`` per unit by its mode; 0 for zero-shot (no prompt, ``Δ* = Δ``)."""
+    mode = metrics["mode"].to_numpy()
+    return np.select([mode == "few-shot", mode == "cot"], [few_shot, cot], 0.0)
+
+
+def augmentation_default(m: pd.DataFrame) -> np.ndarray:
+    """theory.md's default: ``rel_align · prompt_known``, and for CoT the max with hop_support."""
+    aligned = (m["rel_align"] * m["prompt_known"]).to_numpy()
+    return _by_mode(m, aligned, np.maximum(aligned, m["hop_support"].to_numpy()))
+
+
+def augmentation_aligned_known(m: pd.DataFrame) -> np.ndarray:
+    """``rel_align · prompt_known`` in both modes: the default without CoT's path support."""
+    aligned = (m["rel_align"] * m["prompt_known"]).to_numpy()
+    return _by_mode(m, aligned, aligned)
+
+
+def augmentation_rel_align(m: pd.DataFrame) -> np.ndarray:
+    """``rel_align`` alone: only the relation of the exemplars matters."""
+    return _by_mode(m, m["rel_align"].to_numpy(), m["rel_align"].to_numpy())
+
+
+def augmentation_prompt_known(m: pd.DataFrame) -> np.ndarray:
+    """``prompt_known`` alone: only whether the model knows the prompt's facts matters."""
+    return _by_mode(m, m["prompt_known"].to_numpy(), m["prompt_known"].to_numpy())
+
+
+for _name, _f in (("default", augmentation_default), ("aligned-known", augmentation_aligned_known),
+                  ("rel-align", augmentation_rel_align),
+                  ("prompt-known", augmentation_prompt_known)):
+    AUGMENTATIONS.register(_name, _f)

@@ -1,0 +1,489 @@
+"""The theory's predictions confronted with measured gaps (``theory.md``, "Predictions").
+
+Choices kgfact makes where ``theory.md`` leaves room (each also in the README):
+
+- **Δ for a mixture.** Every fine-tuning set ``D`` has
+  ``u(D) = (|E_kn| − |E_unk|) / |D| = 1 − 2 · unknown_share``. Prediction 1 reads: a model's
+  zero-shot in-distribution accuracy is ``c + α · u(D)``, so ``Δ_fact(D) = acc(D) − c = α · u(D)``
+  is the gap of ``D`` to a balanced (half unknown) set, and the gap between two sets is
+  ``α · (u₁ − u₂)``: ``2α`` for FT-Known vs FT-Unknown. ``α`` and ``c`` are fitted by least
+  squares on the per-set accuracies, separately per checkpoint (prediction 4 says the gap changes
+  over training); ``c`` cancels in every gap, so ``α`` is the one parameter carried into the
+  prompted predictions.
+- **Prompted gap of a bucket.** Each (checkpoint, mode, strategy, prompt index, query) unit
+  pairs the FT-Known and FT-Unknown answers; its ``A`` is the mean of its two prompts' ``A``
+  (equal unless exemplars come from the fine-tuning set). Predicted
+  ``Δ* = α · Δu · (1 − mean A)``; measured ``Δ*`` = mean of (correct FT-Known − correct
+  FT-Unknown); the measured zero-shot ``Δ`` of a bucket is the same difference under the
+  zero-shot prompt, averaged over the bucket's units, so ``Δ* ≤ Δ`` compares the same queries.
+- **Buckets**: in-distribution prompted units grouped by (checkpoint, mode, strategy) and one
+  of ``all``, ``relation``, ``category`` (SliCK category of ``e_q``) or ``a_quantile``
+  (quantile bins of ``A`` within each mode). Statistics use buckets with at least
+  ``min_bucket`` units.
+- **Uncertainty**: one cluster bootstrap over test queries (a query keeps all its units) drives
+  every interval, refitting ``α`` in every replicate, so no interval ignores the fit's noise.
+- **Relation distance** (prediction 3): the co-occurrence graph links two relations whose edges
+  share entities, with length ``1 − Jaccard(entities of r₁, entities of r₂)``; the distance of
+  a test relation is its shortest-path length to the nearest fine-tuning relation (``hops``:
+  the same without lengths).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from scipy.sparse.csgraph import shortest_path
+from scipy.stats import ConstantInputWarning, spearmanr
+
+from kgfact.errors import KgfactError
+
+FAMILIES = ("all", "relation", "category", "a_quantile")
+STATISTICS = ("spearman_gap", "mae_gap", "spearman_reduction", "mae_reduction", "share_reduced")
+SCOPES = ("few-shot", "cot", "all")
+_UNIT = ["checkpoint", "mode", "strategy", "prompt", "qid"]
+
+
+@dataclass(frozen=True)
+class PredictionConfig:
+    """How predictions are fitted, bucketed and tested."""
+
+    known_set: str = field(default="ft-known", metadata={"help": "The FT-Known set."})
+    unknown_set: str = field(default="ft-unknown", metadata={"help": "The FT-Unknown set."})
+    fit_sets: tuple[str, ...] | None = field(default=None, metadata={
+        "help": "Sets whose zero-shot ID accuracy fits α; None: the two above and every mix-*."})
+    quantiles: int = field(default=4, metadata={"help": "A(P) quantile bins per mode."})
+    min_bucket: int = field(default=20, metadata={"help": "Units a bucket needs to be tested."})
+    n_boot: int = field(default=1000, metadata={"help": "Bootstrap replicates."})
+    level: float = field(default=0.95, metadata={"help": "Confidence level of the intervals."})
+    seed: int = field(default=0, metadata={"help": "Bootstrap seed."})
+    equal_tolerance: float = field(default=0.01, metadata={
+        "help": "Predicted gaps closer than this count as equal in the controls."})
+
+    def __post_init__(self) -> None:
+        if self.quantiles < 1 or self.min_bucket < 1 or self.n_boot < 1:
+            raise KgfactError("quantiles, min_bucket and n_boot must be >= 1")
+        if not 0 < self.level < 1:
+            raise KgfactError(f"level must be in (0, 1), got {self.level}")
+
+
+@dataclass(frozen=True)
+class Control:
+    """A controlled comparison: two exemplar strategies that differ in one metric of ``G_P``."""
+
+    treatment: str = field(metadata={"help": "Strategy expected to give the smaller gap."})
+    baseline: str = field(metadata={"help": "Strategy it is compared with."})
+    metric: str = field(metadata={"help": "The metric the pair is built to change."})
+    expected: str = field(metadata={
+        "help": "Order of gaps stated before the run: '<' (treatment smaller) or '='."})
+    why: str = field(metadata={"help": "The reason, from the default A(P)."})
+
+
+def wmean(groups: np.ndarray, n: int, values: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Weighted mean of ``values`` per group (NaN for a group without weight)."""
+    den = np.bincount(groups, weights, minlength=n)
+    num = np.bincount(groups, weights * values, minlength=n)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return num / den
+
+
+def spearman(x: np.ndarray, y: np.ndarray) -> float:
+    """Spearman's ρ of finite pairs; NaN with fewer than 3 pairs or a constant side."""
+    ok = np.isfinite(x) & np.isfinite(y)
+    if ok.sum() < 3:
+        return float("nan")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConstantInputWarning)
+        return float(spearmanr(x[ok], y[ok]).statistic)
+
+
+def mae(x: np.ndarray, y: np.ndarray) -> float:
+    """Mean absolute difference of finite pairs; NaN without any."""
+    ok = np.isfinite(x) & np.isfinite(y)
+    return float(np.abs(x[ok] - y[ok]).mean()) if ok.any() else float("nan")
+
+
+def share_at_most(x: np.ndarray, y: np.ndarray) -> float:
+    """Share of finite pairs with ``x <= y``; NaN without any."""
+    ok = np.isfinite(x) & np.isfinite(y)
+    return float((x[ok] <= y[ok]).mean()) if ok.any() else float("nan")
+
+
+def bootstrap(estimate: Callable[[np.ndarray], dict[str, np.ndarray]], n_clusters: int,
+              n_boot: int, level: float, seed: int
+              ) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Point estimates and percentile intervals of a cluster bootstrap.
+
+    ``estimate`` maps cluster weights (how often each cluster is drawn; all ones for the point
+    estimate) to named arrays. Replicates draw ``n_clusters`` clusters with replacement.
+    """
+    point = estimate(np.ones(n_clusters))
+    reps = {k: np.empty((n_boot, *np.shape(v))) for k, v in point.items()}
+    rng = np.random.default_rng(seed)
+    for b in range(n_boot):
+        w = np.bincount(rng.integers(0, n_clusters, n_clusters), minlength=n_clusters)
+        for k, v in estimate(w.astype(float)).items():
+            reps[k][b] = v
+    tail = (1 - level) / 2 * 100
+    out = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices stay NaN
+        for k, v in point.items():
+            v = np.asarray(v, dtype=float)
+            if v.size:  # numpy drops the quantile axis of an empty array
+                low, high = np.nanpercentile(reps[k], [tail, 100 - tail], axis=0)
+            else:
+                low, high = v.copy(), v.copy()
+            out[k] = (v, low, high)
+    return out
+
+
+def relation_distances(triples: pd.DataFrame, ft_relations: list[str],
+                       relations: list[str]) -> pd.DataFrame:
+    """Co-occurrence distance from each relation to the nearest fine-tuning relation.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``relation``, ``distance`` (shortest path with edge length ``1 − Jaccard``; 0 for a
+        fine-tuning relation, inf when unconnected) and ``hops`` (unweighted).
+    """
+    rels = sorted(set(relations) | set(triples["relation"]) | set(ft_relations))
+    ends = pd.concat([triples[["relation", "subject"]].set_axis(["relation", "e"], axis=1),
+                      triples[["relation", "object"]].set_axis(["relation", "e"], axis=1)]
+                     ).drop_duplicates()
+    r = pd.Index(rels).get_indexer(ends["relation"])
+    e = pd.factorize(ends["e"])[0]
+    inc = sp.csr_matrix((np.ones(len(r)), (r, e)), shape=(len(rels), e.max(initial=-1) + 1))
+    shared = (inc @ inc.T).toarray()
+    size = np.asarray(inc.sum(axis=1)).ravel()
+    union = size[:, None] + size[None, :] - shared
+    with np.errstate(invalid="ignore", divide="ignore"):
+        jaccard = np.where(union > 0, shared / union, 0.0)
+    np.fill_diagonal(jaccard, 0.0)
+    linked = jaccard > 0
+    # csgraph treats 0 as "no edge"; identical entity sets (Jaccard 1) get a tiny length instead
+    lengths = np.where(linked, np.maximum(1 - jaccard, 1e-12), 0.0)
+    sources = [rels.index(x) for x in ft_relations]
+    if not sources:
+        raise KgfactError("the fine-tuning sets have no relations to measure distances from")
+    dist = shortest_path(sp.csr_matrix(lengths), indices=sources).min(axis=0)
+    hops = shortest_path(sp.csr_matrix(linked.astype(float)), indices=sources,
+                         unweighted=True).min(axis=0)
+    dist[sources], hops[sources] = 0.0, 0.0
+    out = pd.DataFrame({"relation": rels, "distance": np.round(dist, 12), "hops": hops})
+    return out[out["relation"].isin(relations)].reset_index(drop=True)
+
+
+class GapStudy:
+    """Fits ``α``, predicts bucket gaps, and tests predictions against measured gaps.
+
+    Parameters
+    ----------
+    predictions : pandas.DataFrame
+        The evaluation's ``predictions`` table.
+    prompts : pandas.DataFrame
+        ``prompt_id``, ``prompt`` (index of the prompt within its strategy).
+    unknown_share : dict
+        ``unknown_share`` of each fine-tuning set.
+    augmentation : pandas.DataFrame
+        ``prompt_id``, ``qid`` and one ``A`` column per augmentation function.
+    distances : pandas.DataFrame
+        :func:`relation_distances` of the test relations.
+    controls : dict of str to Control
+        Controlled comparisons; ``primary`` names the augmentation they use.
+    config : PredictionConfig
+        Sets, buckets and bootstrap.
+    primary : str
+        The augmentation used for controls.
+    """
+
+    def __init__(self, predictions: pd.DataFrame, prompts: pd.DataFrame,
+                 unknown_share: dict[str, float], augmentation: pd.DataFrame,
+                 distances: pd.DataFrame, controls: dict[str, Control],
+                 config: PredictionConfig, primary: str) -> None:
+        self.config, self.primary = config, primary
+        self.augs = [c for c in augmentation.columns if c not in ("prompt_id", "qid")]
+        cfg = config
+        for name in (cfg.known_set, cfg.unknown_set):
+            if name not in unknown_share:
+                raise KgfactError(f"fine-tuning set {name!r} is not in the ftsets index")
+        self.delta_u = 2 * (unknown_share[cfg.unknown_set] - unknown_share[cfg.known_set])
+        pred = predictions[predictions["checkpoint"] != "base"].merge(
+            prompts[["prompt_id", "prompt"]], on="prompt_id", how="left")
+        self.qids = pd.Index(pred["qid"].unique())
+        self._fit_setup(pred, unknown_share)
+        self._unit_setup(pred, augmentation)
+        self._bucket_setup()
+        self._ood_setup(distances)
+        self._control_setup(controls)
+
+    # -- set-up --------------------------------------------------------------------------------
+    def _fit_setup(self, pred: pd.DataFrame, share: dict[str, float]) -> None:
+        cfg = self.config
+        sets = (cfg.fit_sets if cfg.fit_sets is not None else
+                (cfg.known_set, cfg.unknown_set,
+                 *sorted(s for s in share if s.startswith("mix-"))))
+        rows = pred[(pred["mode"] == "zero-shot") & (pred["distribution"] == "id")
+                    & pred["set"].isin(sets) & pred["set"].isin(list(share))]
+        if rows.empty:
+            raise KgfactError("no zero-shot in-distribution predictions of the fitting sets "
+                              f"({', '.join(sets)}): α cannot be fitted")
+        groups = rows[["checkpoint", "set"]].drop_duplicates().sort_values(
+            ["checkpoint", "set"]).reset_index(drop=True)
+        groups["unknown_share"] = groups["set"].map(share)
+        groups["u"] = 1 - 2 * groups["unknown_share"]
+        self.fit_groups = groups
+        self.fit_g = pd.MultiIndex.from_frame(groups[["checkpoint", "set"]]).get_indexer(
+            pd.MultiIndex.from_frame(rows[["checkpoint", "set"]]))
+        self.fit_q = self.qids.get_indexer(rows["qid"])
+        self.fit_y = rows["correct"].to_numpy(dtype=float)
+        self.checkpoints = sorted(groups["checkpoint"].unique())
+        self.groups_n = np.bincount(self.fit_g, minlength=len(groups))
+
+    def _unit_setup(self, pred: pd.DataFrame, aug: pd.DataFrame) -> None:
+        cfg = self.config
+        a = aug.set_index(["prompt_id", "qid"])
+
+        def side(name: str) -> pd.DataFrame:
+            rows = pred[pred["set"] == name]
+            if rows.empty:
+                raise KgfactError(f"no predictions of fine-tuning set {name!r}")
+            rows = rows.assign(correct=rows["correct"].astype(float),
+                               category=rows["category"].fillna("uncovered"))
+            out = rows.groupby(_UNIT, dropna=False).agg(
+                correct=("correct", "mean"), prompt_id=("prompt_id", "first"),
+                relation=("relation", "first"), distribution=("distribution", "first"),
+                category=("category", "first"))
+            values = a.reindex(pd.MultiIndex.from_arrays(
+                [out["prompt_id"], out.index.get_level_values("qid")]))
+            return out.join(pd.DataFrame(values.to_numpy(), index=out.index, columns=self.augs))
+
+        kn, unk = side(cfg.known_set), side(cfg.unknown_set)
+        units = kn.join(unk[["correct", *self.augs]].add_suffix("_unk"), how="inner").reset_index()
+        if units.empty:
+            raise KgfactError(f"{cfg.known_set} and {cfg.unknown_set} share no (checkpoint, "
+                              "mode, strategy, prompt, query) to compare")
+        units["d"] = units["correct"] - units["correct_unk"]
+        for name in self.augs:
+            units[name] = (units[name] + units[f"{name}_unk"]) / 2
+        zero = units[units["mode"] == "zero-shot"].groupby(["checkpoint", "qid"])["d"].mean()
+        units["d0"] = zero.reindex(pd.MultiIndex.from_frame(units[["checkpoint", "qid"]])
+                                   ).to_numpy()
+        units["q"] = self.qids.get_indexer(units["qid"])
+        self.units = units
+
+    def _bucket_setup(self) -> None:
+        u = self.units
+        self.prompted = u[(u["mode"] != "zero-shot") & (u["distribution"] == "id")
+                          & u["d0"].notna()].reset_index(drop=True)
+        base = ["checkpoint", "mode", "strategy"]
+        self.buckets = []
+        for aug in self.augs:
+            for family in FAMILIES:
+                frame = self.prompted[base].copy()
+                if family == "all":
+                    frame["level"] = "all"
+                elif family == "a_quantile":
+                    frame["level"] = self._quantile_levels(aug)
+                else:
+                    frame["level"] = self.prompted[family].astype(str)
+                keys = frame.drop_duplicates().sort_values([*base, "level"]).reset_index(drop=True)
+                g = pd.MultiIndex.from_frame(keys).get_indexer(pd.MultiIndex.from_frame(frame))
+                keys["n"] = np.bincount(g, minlength=len(keys))
+                keys["n_queries"] = (self.prompted.assign(g=g).groupby("g")["qid"].nunique()
+                                     .reindex(range(len(keys))).to_numpy())
+                keys.insert(0, "family", family)
+                keys.insert(0, "augmentation", aug)
+                self.buckets.append((aug, family, keys, g))
+
+    def _quantile_levels(self, aug: str) -> pd.Series:
+        """Quantile bin of ``A`` within each mode, labelled by the bin's range of ``A``."""
+        levels = pd.Series("", index=self.prompted.index, dtype=object)
+        for _, rows in self.prompted.groupby("mode"):
+            a = rows[aug].to_numpy()
+            edges = np.unique(np.quantile(a, np.linspace(0, 1, self.config.quantiles + 1)))
+            bins = np.searchsorted(edges[1:-1], a, side="right")
+            lo = pd.Series(a).groupby(bins).transform("min").to_numpy()
+            hi = pd.Series(a).groupby(bins).transform("max").to_numpy()
+            levels[rows.index] = [f"A in [{x:.3f}, {y:.3f}]" for x, y in zip(lo, hi)]
+        return levels
+
+    def _ood_setup(self, distances: pd.DataFrame) -> None:
+        ood = self.units[self.units["distribution"] == "ood"].reset_index(drop=True)
+        keys = ood[["checkpoint", "mode", "strategy", "relation"]].drop_duplicates().sort_values(
+            ["checkpoint", "mode", "strategy", "relation"]).reset_index(drop=True)
+        keys = keys.merge(distances, on="relation", how="left")
+        self.ood, self.ood_keys = ood, keys
+        self.ood_g = pd.MultiIndex.from_frame(keys[["checkpoint", "mode", "strategy", "relation"]]
+                                              ).get_indexer(pd.MultiIndex.from_frame(
+                                                  ood[["checkpoint", "mode", "strategy",
+                                                       "relation"]]))
+        keys["n"] = np.bincount(self.ood_g, minlength=len(keys))
+        self.ood_scopes = [(c, np.flatnonzero((keys["checkpoint"] == c)
+                                               & (keys["mode"] == "zero-shot")))
+                           for c in sorted(keys["checkpoint"].unique())]
+
+    def _control_setup(self, controls: dict[str, Control]) -> None:
+        u = self.units[self.units["distribution"] == "id"]
+        self.controls = []
+        for name, c in controls.items():
+            for (ckpt, mode), rows in u.groupby(["checkpoint", "mode"]):
+                t, b = rows[rows["strategy"] == c.treatment], rows[rows["strategy"] == c.baseline]
+                common = np.intersect1d(t["q"], b["q"])
+                if not len(common):
+                    continue
+                t, b = t[t["q"].isin(common)], b[b["q"].isin(common)]
+                self.controls.append((name, c, ckpt, mode, t, b, len(common)))
+
+    # -- estimation ----------------------------------------------------------------------------
+    def _alpha(self, w: np.ndarray) -> tuple[np.ndarray, dict[str, float]]:
+        acc = wmean(self.fit_g, len(self.fit_groups), self.fit_y, w[self.fit_q])
+        alpha = {}
+        for ckpt in self.checkpoints:
+            at = np.flatnonzero((self.fit_groups["checkpoint"] == ckpt).to_numpy()
+                                & np.isfinite(acc))
+            x = self.fit_groups["u"].to_numpy()[at]
+            alpha[ckpt] = (np.polyfit(x, acc[at], 1)[0] if len(np.unique(x)) > 1
+                           else float("nan"))
+        return acc, alpha
+
+    def estimate(self, w: np.ndarray) -> dict[str, np.ndarray]:
+        """Every estimated quantity for query weights ``w`` (see :func:`bootstrap`)."""
+        acc, alpha = self._alpha(w)
+        out = {"fit.acc": acc, "fit.alpha": np.array([alpha[c] for c in self.checkpoints])}
+        if {"early_stop", "convergence"} <= alpha.keys():
+            out["training"] = np.array([alpha["convergence"] - alpha["early_stop"]])
+        p = self.prompted
+        wp = w[p["q"].to_numpy()]
+        for aug, family, keys, g in self.buckets:
+            n = len(keys)
+            measured = wmean(g, n, p["d"].to_numpy(), wp)
+            zero = wmean(g, n, p["d0"].to_numpy(), wp)
+            a = wmean(g, n, p[aug].to_numpy(), wp)
+            slope = keys["checkpoint"].map(alpha).to_numpy(dtype=float) * self.delta_u
+            predicted = slope * (1 - a)
+            block = np.vstack([measured, zero, a, predicted, slope * a, zero - measured])
+            out[f"b.{aug}.{family}"] = block
+            out[f"s.{aug}.{family}"] = self._bucket_statistics(keys, block)
+        wo = w[self.ood["q"].to_numpy()]
+        gaps = wmean(self.ood_g, len(self.ood_keys), self.ood["d"].to_numpy(), wo)
+        out["ood.gap"] = gaps
+        out["ood.rho"] = np.array([spearman(self.ood_keys["distance"].to_numpy()[at], gaps[at])
+                                   for _, at in self.ood_scopes])
+        out["controls"] = self._control_estimates(w, alpha)
+        return out
+
+    def _bucket_statistics(self, keys: pd.DataFrame, block: np.ndarray) -> np.ndarray:
+        measured, zero, _, predicted, pred_red, meas_red = block
+        values = []
+        for scope in SCOPES:
+            use = (keys["n"].to_numpy() >= self.config.min_bucket) & (
+                keys["mode"].to_numpy() == scope if scope != "all" else True)
+            values += [spearman(predicted[use], measured[use]),
+                       mae(predicted[use], measured[use]),
+                       spearman(pred_red[use], meas_red[use]),
+                       mae(pred_red[use], meas_red[use]),
+                       share_at_most(measured[use], zero[use])]
+        return np.array(values, dtype=float)
+
+    def _control_estimates(self, w: np.ndarray, alpha: dict[str, float]) -> np.ndarray:
+        rows = []
+        for _, _, ckpt, _, t, b, _ in self.controls:
+            wt, wb = w[t["q"].to_numpy()], w[b["q"].to_numpy()]
+            gt = np.average(t["d"], weights=wt) if wt.sum() else np.nan
+            gb = np.average(b["d"], weights=wb) if wb.sum() else np.nan
+            at = np.average(t[self.primary], weights=wt) if wt.sum() else np.nan
+            ab = np.average(b[self.primary], weights=wb) if wb.sum() else np.nan
+            slope = alpha.get(ckpt, np.nan) * self.delta_u
+            rows.append([gt, gb, gt - gb, at, ab, slope * (1 - at), slope * (1 - ab)])
+        return np.array(rows, dtype=float).reshape(len(self.controls), 7)
+
+    # -- tables --------------------------------------------------------------------------------
+    def tables(self) -> dict[str, pd.DataFrame]:
+        """``theory_fit``, ``theory_predictions``, ``theory_stats``, ``theory_ood`` and
+        ``theory_controls``, with bootstrap intervals."""
+        cfg = self.config
+        boot = bootstrap(self.estimate, len(self.qids), cfg.n_boot, cfg.level, cfg.seed)
+        return {"theory_fit": self._fit_table(boot),
+                "theory_predictions": self._prediction_table(boot),
+                "theory_stats": self._stats_table(boot),
+                "theory_ood": self._ood_table(boot),
+                "theory_controls": self._control_table(boot)}
+
+    def _fit_table(self, boot) -> pd.DataFrame:
+        fit = self.fit_groups.copy()
+        fit["n"] = self.groups_n
+        fit["accuracy"], fit["ci_low"], fit["ci_high"] = boot["fit.acc"]
+        alpha = dict(zip(self.checkpoints, zip(*boot["fit.alpha"])))
+        fit[["alpha", "alpha_ci_low", "alpha_ci_high"]] = [alpha[c] for c in fit["checkpoint"]]
+        centre = fit.groupby("checkpoint").apply(
+            lambda g: (g["accuracy"] - g["alpha"] * g["u"]).mean(), include_groups=False)
+        fit["fitted"] = fit["checkpoint"].map(centre) + fit["alpha"] * fit["u"]
+        fit["predicted_gap_known_unknown"] = fit["alpha"] * self.delta_u
+        return fit
+
+    def _prediction_table(self, boot) -> pd.DataFrame:
+        parts = []
+        for aug, family, keys, _ in self.buckets:
+            point, low, high = boot[f"b.{aug}.{family}"]
+            t = keys.copy()
+            t["A_mean"], t["zero_shot_gap"] = point[2], point[1]
+            t["measured_gap"], t["ci_low"], t["ci_high"] = point[0], low[0], high[0]
+            t["predicted_gap"], t["pred_ci_low"], t["pred_ci_high"] = point[3], low[3], high[3]
+            t["predicted_reduction"], t["measured_reduction"] = point[4], point[5]
+            t["holds"] = point[0] <= point[1]
+            t["used"] = t["n"] >= self.config.min_bucket
+            parts.append(t)
+        return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+    def _stats_table(self, boot) -> pd.DataFrame:
+        rows = []
+        for aug, family, keys, _ in self.buckets:
+            point, low, high = boot[f"s.{aug}.{family}"]
+            i = 0
+            for scope in SCOPES:
+                use = (keys["n"] >= self.config.min_bucket) & (
+                    (keys["mode"] == scope) if scope != "all" else True)
+                for stat in STATISTICS:
+                    rows.append((aug, family, "all", scope, stat, point[i], low[i], high[i],
+                                 int(use.sum())))
+                    i += 1
+        for (ckpt, at), value, low, high in zip(self.ood_scopes, *boot["ood.rho"]):
+            rows.append(("none", "ood", ckpt, "zero-shot", "spearman_distance_gap", value, low,
+                         high, len(at)))
+        if "training" in boot:
+            point, low, high = boot["training"]
+            rows.append(("none", "training", "convergence-early_stop", "zero-shot",
+                         "alpha_difference", point[0], low[0], high[0], len(self.checkpoints)))
+        return pd.DataFrame(rows, columns=["augmentation", "family", "checkpoint", "mode",
+                                           "statistic", "value", "ci_low", "ci_high",
+                                           "n_buckets"])
+
+    def _ood_table(self, boot) -> pd.DataFrame:
+        t = self.ood_keys.copy()
+        t["gap"], t["ci_low"], t["ci_high"] = boot["ood.gap"]
+        return t
+
+    def _control_table(self, boot) -> pd.DataFrame:
+        point, low, high = boot["controls"]
+        rows = []
+        for i, (name, c, ckpt, mode, _, _, n) in enumerate(self.controls):
+            gt, gb, diff, at, ab, pt, pb = point[i]
+            tol = self.config.equal_tolerance
+            predicted = "<" if pt < pb - tol else ">" if pt > pb + tol else "="
+            lo, hi = low[i][2], high[i][2]
+            measured = "<" if hi < 0 else ">" if lo > 0 else "="
+            outcome = ("as predicted" if measured == predicted else
+                       "inconclusive" if measured == "=" else "contradicted")
+            rows.append((name, ckpt, mode, c.treatment, c.baseline, c.metric, c.expected, c.why,
+                         predicted, at, ab, pt, pb, gt, gb, diff, lo, hi, measured, outcome, n))
+        return pd.DataFrame(rows, columns=[
+            "control", "checkpoint", "mode", "treatment", "baseline", "metric", "expected",
+            "why", "predicted", "A_treatment", "A_baseline", "predicted_gap_treatment",
+            "predicted_gap_baseline", "gap_treatment", "gap_baseline", "difference", "ci_low",
+            "ci_high", "measured", "outcome", "n_queries"])

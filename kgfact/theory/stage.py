@@ -1,0 +1,247 @@
+"""The ``theory`` stage: metrics, step verification and predictions for a run directory.
+
+Reads ``triples``, ``entities``, ``qa``, ``slick``, ``ftsets`` (+ ``ftsets/<set>``), ``prompts``,
+``prompt_edges`` and ``predictions``; writes ``theory_prompt_edges``, ``theory_metrics``,
+``cot_steps``, ``theory_fit``, ``theory_predictions``, ``theory_stats``, ``theory_ood`` and
+``theory_controls``, and ``theory_report.md``: predicted vs measured in Markdown.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from kgfact.errors import KgfactError
+from kgfact.rundir import RunDir, atomic_write_text
+from kgfact.theory.controls import CONTROLS
+from kgfact.theory.graphs import TRIPLE, FineTuningSet, ModelKnowledge, flag_edges
+from kgfact.theory.metrics import AUGMENTATIONS, METRICS, MetricConfig, MetricEngine, PromptTable
+from kgfact.theory.predict import GapStudy, PredictionConfig, relation_distances
+from kgfact.theory.steps import STATUSES, StepParser, verify_steps
+
+STAGE = "theory"
+REPORT = "theory_report.md"
+_COLUMNS = {
+    "prompts": ["prompt_id", "set", "mode", "strategy", "relation", "prompt"],
+    "prompt_edges": ["prompt_id", "source", *TRIPLE],
+    "predictions": ["model", "set", "checkpoint", "mode", "strategy", "prompt_id", "qid",
+                    "relation", "distribution", "category", "cot_steps", "correct"],
+    "ftsets": ["set", "unknown_share"],
+}
+
+_WRITER = {"slick": "slick", "ftsets": "ftsets", "prompts": "evaluate",
+           "prompt_edges": "evaluate", "predictions": "evaluate"}
+
+
+@dataclass(frozen=True)
+class TheoryConfig:
+    """Everything the theory stage can be told."""
+
+    metrics: MetricConfig = field(default_factory=MetricConfig, metadata={
+        "help": "Radii of the graph metrics."})
+    prediction: PredictionConfig = field(default_factory=PredictionConfig, metadata={
+        "help": "Fit, buckets and bootstrap."})
+    augmentation: str = field(default="default", metadata={
+        "help": "A(P) of theory_metrics and the controls."})
+    augmentations: tuple[str, ...] | None = field(default=None, metadata={
+        "help": "A(P) functions compared in the predictions; None: every registered one."})
+    controls: tuple[str, ...] | None = field(default=None, metadata={
+        "help": "Controlled comparisons to report; None: every registered one."})
+
+    def __post_init__(self) -> None:
+        AUGMENTATIONS.get(self.augmentation)
+        for name in self.augmentations or ():
+            AUGMENTATIONS.get(name)
+        for name in self.controls or ():
+            CONTROLS.get(name)
+
+
+def _read(run: RunDir, name: str) -> pd.DataFrame:
+    if not run.has_table(name) and name in _WRITER:
+        raise KgfactError(f"{run.table_path(name)} does not exist: run "
+                          f"'kgfact {_WRITER[name]} {run.path}' first")
+    table = run.read_table(name)
+    missing = [c for c in _COLUMNS.get(name, ()) if c not in table.columns]
+    if missing:
+        raise KgfactError(f"{run.table_path(name)} has no {', '.join(missing)} column(s)")
+    return table
+
+
+def run_theory(run: RunDir | str | Path, config: TheoryConfig = TheoryConfig()
+               ) -> dict[str, pd.DataFrame]:
+    """Compute and write every theory table of ``run``; returns them by name.
+
+    Prompts used with a fine-tuning set are judged against that set's ``D``; prompts of the
+    base model (``set`` missing) against the union of the FT-Known and FT-Unknown sets, the two
+    models whose gap the theory predicts.
+    """
+    run = run if isinstance(run, RunDir) else RunDir(run)
+    if not run.manifest_path.exists():
+        raise KgfactError(f"{run.path} is not a kgfact run (no manifest.json)")
+    pcfg = config.prediction
+    triples, qa, slick, entities = (_read(run, n) for n in ("triples", "qa", "slick", "entities"))
+    prompts, edges, predictions, index = (_read(run, n) for n in
+                                          ("prompts", "prompt_edges", "predictions", "ftsets"))
+    share = dict(zip(index["set"], index["unknown_share"].astype(float)))
+    wanted = sorted({*prompts["set"].dropna(), *predictions["set"].dropna(), pcfg.known_set,
+                     pcfg.unknown_set} & set(share))
+    ft_tables = {n: run.read_table(f"ftsets/{n}") for n in wanted}
+    knowledge = ModelKnowledge.from_tables(triples, qa, slick, entities,
+                                           extra=[edges, *ft_tables.values()])
+    ftsets = {n: FineTuningSet.from_table(n, ft_tables[n], knowledge) for n in wanted}
+    for name in (pcfg.known_set, pcfg.unknown_set):
+        if name not in ftsets:
+            raise KgfactError(f"fine-tuning set {name!r} is missing from {run.path}/ftsets")
+    reference = FineTuningSet.from_table(
+        "reference", pd.concat([ft_tables[pcfg.known_set], ft_tables[pcfg.unknown_set]]),
+        knowledge)
+
+    with run.stage(STAGE, config) as info:
+        edges = edges.merge(prompts[["prompt_id", "set"]], on="prompt_id", how="left")
+        flagged = pd.concat([flag_edges(group.drop(columns="set"), knowledge,
+                                        ftsets.get(name, reference))
+                             for name, group in edges.groupby(edges["set"].fillna(""))]
+                            or [flag_edges(edges.drop(columns="set"), knowledge, None)],
+                            ignore_index=True)
+        table = PromptTable.build(prompts, flagged, knowledge)
+        units = predictions[["prompt_id", "qid"]].drop_duplicates().merge(
+            qa[["qid", *TRIPLE]], on="qid", how="left").reset_index(drop=True)
+        if units["subject"].isna().any():
+            raise KgfactError(f"predictions name qid(s) missing from qa: "
+                              f"{', '.join(units['qid'][units['subject'].isna()].unique()[:5])}")
+        engine = MetricEngine(knowledge, table, config.metrics)
+        values = engine.compute(units)
+        augs = list(dict.fromkeys([config.augmentation,
+                                   *(config.augmentations or AUGMENTATIONS.names())]))
+        a = pd.DataFrame({n: AUGMENTATIONS.get(n)(values) for n in augs}, index=units.index)
+        metrics = units.merge(prompts[["prompt_id", "set", "strategy"]], on="prompt_id",
+                              how="left")
+        metrics = pd.concat([metrics, values, a[[config.augmentation]].rename(
+            columns={config.augmentation: "A"})], axis=1)
+        metrics = metrics[["prompt_id", "qid", "set", "mode", "strategy", *TRIPLE,
+                           *METRICS.names(), "A"]]
+
+        cot = predictions[predictions["mode"] == "cot"]
+        steps = verify_steps(cot, StepParser(knowledge, entities), flagged)
+
+        ft_relations = sorted(set(ftsets[pcfg.known_set].relations)
+                              | set(ftsets[pcfg.unknown_set].relations))
+        distances = relation_distances(triples, ft_relations,
+                                       sorted(predictions["relation"].unique()))
+        controls = {n: CONTROLS.get(n) for n in (config.controls or CONTROLS.names())}
+        study = GapStudy(predictions, prompts, share,
+                         pd.concat([units[["prompt_id", "qid"]], a], axis=1), distances,
+                         controls, pcfg, primary=config.augmentation)
+        tables = study.tables()
+        tables["theory_controls"] = _metric_changes(tables["theory_controls"], metrics)
+        # edge codes depend on the run's codec: useless outside this process
+        tables = {"theory_prompt_edges": flagged.drop(columns="code"), "theory_metrics": metrics,
+                  "cot_steps": steps, **tables}
+        for name, df in tables.items():
+            run.write_table(name, df)
+        atomic_write_text(run.path / REPORT, report_markdown(tables, config))
+        info["report"] = _report(tables, config)
+    return tables
+
+
+def _metric_changes(controls: pd.DataFrame, metrics: pd.DataFrame) -> pd.DataFrame:
+    """Add ``d_<metric>``: mean metric of the treatment's units minus the baseline's, per mode,
+    so a reader can check that a control moved its own metric and no other."""
+    means = metrics.groupby(["mode", "strategy"])[METRICS.names()].mean()
+    out = controls.copy()
+    for name in METRICS.names():
+        t = means[name].reindex(pd.MultiIndex.from_frame(out[["mode", "treatment"]])).to_numpy()
+        b = means[name].reindex(pd.MultiIndex.from_frame(out[["mode", "baseline"]])).to_numpy()
+        out[f"d_{name}"] = t - b
+    return out
+
+
+def _report(tables: dict[str, pd.DataFrame], config: TheoryConfig) -> dict:
+    """Headline numbers for the manifest."""
+    stats = tables["theory_stats"]
+    main = stats[(stats["augmentation"] == config.augmentation) & (stats["family"] == "all")
+                 & (stats["mode"] == "all")]
+    steps = tables["cot_steps"]
+    return {
+        "units": len(tables["theory_metrics"]),
+        "cot_steps": {s: int(n) for s, n in steps["status"].value_counts().items()},
+        "alpha": {c: float(a) for c, a in tables["theory_fit"].groupby("checkpoint")["alpha"]
+                  .first().items()},
+        "statistics": {s: (None if np.isnan(v) else round(float(v), 4))
+                       for s, v in zip(main["statistic"], main["value"])},
+    }
+
+
+def _cell(value) -> str:
+    if isinstance(value, (float, np.floating)):
+        return "–" if np.isnan(value) else f"{value:+.3f}"
+    return str(value)
+
+
+def _ci(point: float, low: float, high: float) -> str:
+    return f"{_cell(point)} [{_cell(low)}, {_cell(high)}]"
+
+
+def _markdown_table(df: pd.DataFrame) -> str:
+    lines = ["| " + " | ".join(df.columns) + " |", "|" + " --- |" * len(df.columns)]
+    lines += ["| " + " | ".join(_cell(v) for v in row) + " |"
+              for row in df.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+def report_markdown(tables: dict[str, pd.DataFrame], config: TheoryConfig) -> str:
+    """The stage's tables as a Markdown report: fit, predicted vs measured, statistics, OOD,
+    controls and CoT step verification, every estimate with its bootstrap interval."""
+    level = f"{100 * config.prediction.level:g}%"
+    fit = tables["theory_fit"].drop_duplicates("checkpoint")
+    preds = tables["theory_predictions"]
+    preds = preds[(preds["augmentation"] == config.augmentation) & (preds["family"] == "all")]
+    stats = tables["theory_stats"]
+    main = stats[(stats["family"] == "all") & (stats["mode"] == "all")]
+    ood, controls, steps = tables["theory_ood"], tables["theory_controls"], tables["cot_steps"]
+    ood = ood[ood["mode"] == "zero-shot"]
+    parts = [
+        "# Theory: predicted vs measured factuality gaps",
+        f"Intervals: {level} cluster bootstrap over test queries "
+        f"({config.prediction.n_boot} replicates, seed {config.prediction.seed}).",
+        "## Fit of α on zero-shot in-distribution accuracy",
+        _markdown_table(pd.DataFrame({
+            "checkpoint": fit["checkpoint"],
+            "α": [_ci(*r) for r in fit[["alpha", "alpha_ci_low", "alpha_ci_high"]].to_numpy()],
+            "predicted zero-shot gap": fit["predicted_gap_known_unknown"]})),
+        f"## Predicted vs measured gap per bucket (A = {config.augmentation})",
+        _markdown_table(pd.DataFrame({
+            "checkpoint": preds["checkpoint"], "mode": preds["mode"],
+            "strategy": preds["strategy"], "units": preds["n"], "mean A": preds["A_mean"],
+            "zero-shot Δ": preds["zero_shot_gap"],
+            "measured Δ*": [_ci(*r) for r in preds[["measured_gap", "ci_low", "ci_high"]]
+                            .to_numpy()],
+            "predicted Δ*": preds["predicted_gap"], "Δ* ≤ Δ": preds["holds"]})),
+        "## Statistics over buckets (checkpoint × mode × strategy)",
+        _markdown_table(pd.DataFrame({
+            "A(P)": main["augmentation"], "statistic": main["statistic"],
+            "value": [_ci(*r) for r in main[["value", "ci_low", "ci_high"]].to_numpy()],
+            "buckets": main["n_buckets"]})),
+        "## Out of distribution: zero-shot gap vs relation distance",
+        _markdown_table(pd.DataFrame({
+            "checkpoint": ood["checkpoint"], "relation": ood["relation"],
+            "distance": ood["distance"], "hops": ood["hops"], "units": ood["n"],
+            "gap": [_ci(*r) for r in ood[["gap", "ci_low", "ci_high"]].to_numpy()]})),
+        _markdown_table(stats[stats["family"].isin(["ood", "training"])][
+            ["family", "checkpoint", "statistic", "value", "ci_low", "ci_high"]]),
+        "## Controlled prompts",
+        _markdown_table(pd.DataFrame({
+            "control": controls["control"], "checkpoint": controls["checkpoint"],
+            "mode": controls["mode"], "stated": controls["expected"],
+            "A predicts": controls["predicted"],
+            "gap difference": [_ci(*r) for r in controls[["difference", "ci_low", "ci_high"]]
+                               .to_numpy()],
+            "outcome": controls["outcome"]})),
+        "## Generated CoT steps checked against the graph",
+        _markdown_table(steps.groupby(["model", "status"]).size().unstack(fill_value=0)
+                        .reindex(columns=list(STATUSES), fill_value=0).reset_index()),
+    ]
+    return "\n\n".join(parts) + "\n"

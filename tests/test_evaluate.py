@@ -1,0 +1,205 @@
+"""Evaluation: prompts and CoT steps, answer parsing, abstentions, accuracy tables, the gap with
+its bootstrap CI and Gekhman's regression, with exact values."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from kgfact.cli import main
+from kgfact.errors import KgfactError
+from kgfact.evaluate import EvalConfig, EvalModel, PromptBuilder, accuracy_table, evaluate
+from kgfact.ftsets import FtSetsConfig, make_ftsets
+from kgfact.gap import bootstrap_mean_ci, factuality_gap, gekhman_regression
+from kgfact.models import ModelConfig
+from kgfact.prompts import StepWriter, exemplar_text, is_abstention, parse_generation
+from kgfact.sampling import BACKENDS, Generation
+from tests import ftworld
+
+
+def test_parse_generation():
+    assert parse_generation(" Town 1 lies in Region 1. Region 1 is in the country Lemuria. "
+                            "So the answer is Lemuria.", cot=True) == (
+        "Lemuria", ["Town 1 lies in Region 1.", "Region 1 is in the country Lemuria."])
+    assert parse_generation(" Lemuria.", cot=True) == ("Lemuria", [])
+    assert parse_generation(" Lemuria. So the answer is x", cot=False) == (
+        "Lemuria. So the answer is x", [])
+    assert is_abstention(" I don't know.".strip(" ."), "I don't know")
+    assert is_abstention("i dont know", "I don't know")
+    assert not is_abstention("", "I don't know") and not is_abstention("Lemuria", "I don't know")
+
+
+def test_cot_steps_follow_kg_paths_or_state_supporting_facts():
+    steps = StepWriter(*ftworld.tables())
+    # town 7: region Q501 (Region 1), which lies in Lemuria; the town is in Lemuria too
+    assert steps.steps("Q1007", "P17", "Q200") == [("Q1007", "P131", "Q501"),
+                                                    ("Q501", "P17", "Q200")]
+    assert steps.text(steps.steps("Q1007", "P17", "Q200")) == (
+        "Town 7 lies in the administrative region Region 1. Region 1 is in the country Lemuria.")
+    # for the region question there is no other path: the town's other fact supports it
+    assert steps.steps("Q1007", "P131", "Q501") == [("Q1007", "P17", "Q200")]
+    assert exemplar_text("Which country is Town 7 in?", "Lemuria", "S.") == (
+        "Q: Which country is Town 7 in?\nA: S. So the answer is Lemuria.\n\n")
+    assert exemplar_text("Q?", "A") == "Q: Q?\nA: A\n\n"
+
+
+@pytest.fixture
+def run(tmp_path):
+    run = ftworld.make_run(tmp_path / "run")
+    make_ftsets(run, FtSetsConfig(size=6, unknown_shares=(0.0, 1.0)))
+    return run
+
+
+def test_exemplar_strategies_draw_what_they_say(run):
+    config = EvalConfig(strategies=("known", "unknown", "from-ft", "disjoint", "other-relation"),
+                        shots=2, n_prompts=2)
+    builder = PromptBuilder(run, config)
+    model = EvalModel("ft-known@convergence", "ft-known", "convergence", "x")
+    qa = run.read_table("qa").set_index("qid")
+    category = run.read_table("slick").set_index("qid")["category"]
+    ft = set(run.read_table("ftsets/ft-known")["qid"])
+    for strategy in config.strategies:
+        ids = builder.prompt_ids("few-shot", strategy, model, "P17")
+        assert len(ids) == 2
+        for pid in ids:
+            exemplars = builder.prompts[pid]["exemplars"]
+            assert len(exemplars) == 2
+            relations = set(qa.loc[exemplars, "relation"])
+            assert relations == ({"P131"} if strategy == "other-relation" else {"P17"})
+            if strategy == "known":
+                assert (category[exemplars] != "Unknown").all()
+            if strategy == "unknown":
+                assert (category[exemplars] == "Unknown").all()
+            if strategy == "from-ft":
+                assert set(exemplars) <= ft
+            if strategy == "disjoint":
+                assert not set(exemplars) & ft
+                assert set(qa.loc[exemplars, "split"]) == {"train"}
+    # the base model has no fine-tuning set: set-dependent strategies give no prompt
+    base = EvalModel("base", None, "base", None)
+    assert builder.prompt_ids("few-shot", "from-ft", base, "P17") == []
+    cot = builder.prompt_ids("cot", "known", model, "P17")[0]
+    prompts, edges = builder.tables()
+    mine = edges[edges["prompt_id"] == cot]
+    assert (mine["source"] == "exemplar").sum() == 2
+    assert set(mine.loc[mine["source"] == "cot", "relation"]) <= {"P131", "P17"}
+    assert "So the answer is" in prompts.set_index("prompt_id").loc[cot, "prefix"]
+
+
+class OracleBackend:
+    """A backend scripted by the adapter it is started on: ``ft-known`` adapters answer right,
+    ``ft-unknown`` ones say "I don't know", the base model answers "Atlantis"."""
+
+    def __init__(self, adapter):
+        self.adapter = adapter or ""
+
+    @classmethod
+    def from_config(cls, model, max_batch=32):
+        return cls(model.adapter)
+
+    def generate(self, requests, config, on_done=None):
+        gold = self.gold
+        out = []
+        for r in requests:
+            answer = gold[r.key.split("|")[1]]
+            text = (f" {answer}" if "ft-known" in self.adapter else
+                    " I don't know" if "ft-unknown" in self.adapter else " Atlantis")
+            if config.max_new_tokens > 16:  # CoT
+                text = f" Some step. So the answer is{text}."
+            out.append(Generation(r.key, text, ()))
+        return out
+
+
+def test_evaluate_accuracy_abstentions_and_gap_exactly(run, tmp_path):
+    for name in ("ft-known", "ft-unknown"):
+        for checkpoint in ("early_stop", "convergence"):
+            path = run.path / "adapters" / name / checkpoint
+            path.mkdir(parents=True)
+    OracleBackend.gold = run.read_table("qa").set_index("qid")["answer"].to_dict()
+    BACKENDS.register("oracle", OracleBackend, replace=True)
+    accuracy = evaluate(run, EvalConfig(n_prompts=2, shots=2, bootstrap=200), ModelConfig(),
+                        backend="oracle", progress=False)
+    predictions = run.read_table("predictions")
+    n_queries = 12  # 6 test questions of each relation
+    # base + 2 sets x 2 checkpoints; zero-shot has one prompt, few-shot and CoT two each
+    assert len(predictions) == 5 * n_queries * (1 + 2 + 2)
+    total = accuracy[(accuracy["relation"] == "all") & (accuracy["category"] == "all")]
+    by_model = total.groupby("model")
+    assert by_model["accuracy"].min()["ft-known@convergence"] == 1.0
+    unknown = total[total["model"] == "ft-unknown@early_stop"]
+    assert (unknown["accuracy"] == 0).all() and (unknown["answer_rate"] == 0).all()
+    assert unknown["accuracy_answered"].isna().all()
+    base = total[total["model"] == "base"]
+    atlantis = run.read_table("qa").query("split == 'test'")["answer"].eq("Atlantis").mean()
+    assert base["accuracy"].tolist() == pytest.approx([atlantis] * len(base))
+    assert (base["answer_rate"] == 1).all()
+    cot = predictions[(predictions["mode"] == "cot") & (predictions["set"] == "ft-known")]
+    assert all(list(s) == ["Some step."] for s in cot["cot_steps"]) and cot["correct"].all()
+    gap = run.read_table("gap")
+    assert len(gap) == 3 * 2  # modes x checkpoints, ID only
+    assert (gap["gap"] == 1.0).all() and (gap["ci_low"] == 1.0).all() and (gap["n"] == 12).all()
+    prompts, edges = run.read_table("prompts"), run.read_table("prompt_edges")
+    assert set(predictions["prompt_id"]) <= set(prompts["prompt_id"])
+    assert set(edges["prompt_id"]) <= set(prompts["prompt_id"])
+    stage = run.manifest()["stages"]["evaluate"]
+    assert stage["status"] == "complete" and len(stage["report"]["gap"]) == 6
+
+
+def test_accuracy_table_counts_abstentions_apart():
+    predictions = pd.DataFrame({
+        "model": "m", "set": "s", "checkpoint": "convergence", "mode": "zero-shot",
+        "strategy": "none", "distribution": "id", "relation": ["P17"] * 4 + ["P36"],
+        "category": ["Unknown", "Unknown", "HighlyKnown", None, "Unknown"],
+        "correct": [True, False, False, True, False],
+        "abstained": [False, False, True, False, True]})
+    table = accuracy_table(predictions).set_index(["relation", "category"])
+    row = table.loc[("all", "all")]
+    assert row["n"] == 5 and row["accuracy"] == 2 / 5 and row["answer_rate"] == 3 / 5
+    assert row["accuracy_answered"] == 2 / 3
+    assert table.loc[("P17", "Unknown"), "accuracy"] == 0.5
+    assert table.loc[("all", "unlabelled"), "n"] == 1
+    assert np.isnan(table.loc[("P36", "all"), "accuracy_answered"])
+
+
+def test_gap_ci_and_pairing():
+    rows = []
+    for qid, (k, u) in enumerate([(1, 0), (1, 0), (1, 1), (0, 0)]):
+        for name, correct in (("ft-known", k), ("ft-unknown", u)):
+            rows.append(("few-shot", "random", "id", "convergence", name, qid, bool(correct)))
+    predictions = pd.DataFrame(rows, columns=["mode", "strategy", "distribution", "checkpoint",
+                                              "set", "qid", "correct"])
+    gap = factuality_gap(predictions, n_boot=500).iloc[0]
+    assert (gap["acc_known"], gap["acc_unknown"], gap["gap"], gap["n"]) == (0.75, 0.25, 0.5, 4)
+    assert 0.0 <= gap["ci_low"] <= 0.5 <= gap["ci_high"] <= 1.0
+    assert bootstrap_mean_ci(np.array([0.5, 0.5])) == (0.5, 0.5)
+    with pytest.raises(KgfactError, match="needs predictions of both"):
+        factuality_gap(predictions[predictions["set"] == "ft-known"])
+
+
+def test_gekhman_regression_recovers_exact_coefficients():
+    kn = np.array([10, 20, 30, 40, 50, 20, 10])
+    unk = np.array([0, 5, 10, 20, 40, 45, 30])
+    dynamics = pd.DataFrame({"n_known": 50, "n_unknown": 50, "n_known_fit": kn,
+                             "n_unknown_fit": unk,
+                             "test_accuracy": 0.2 + 0.5 * kn / 100 - 0.3 * unk / 100})
+    table = gekhman_regression(dynamics).set_index("term")
+    assert table.loc["const", "coef"] == pytest.approx(0.2)
+    assert table.loc["known_fit", "coef"] == pytest.approx(0.5)
+    assert table.loc["unknown_fit", "coef"] == pytest.approx(-0.3)
+    assert table["r_squared"].iloc[0] == pytest.approx(1.0) and table["n_points"].iloc[0] == 7
+    with pytest.raises(KgfactError, match="more than 3"):
+        gekhman_regression(dynamics.head(3))
+
+
+def test_evaluate_cli_on_the_tiny_model(run, tiny_model_dir, capsys):
+    assert main(["evaluate", str(run.path), "--model", str(tiny_model_dir), "--modes",
+                 "zero-shot,few-shot", "--prompts", "1", "--shots", "2", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "few-shot" in out and "predictions" in out
+    predictions = run.read_table("predictions")
+    assert set(predictions["model"]) == {"base"} and len(predictions) == 12 * 2
+    assert main(["evaluate", str(run.path), "--sets", "nope", "--quiet"]) == 2
+    assert "no early_stop adapter for set 'nope'" in capsys.readouterr().err
+    assert main(["evaluate", str(run.path), "--modes", "two-shot"]) == 2
+    assert "unknown prompt mode 'two-shot'" in capsys.readouterr().err

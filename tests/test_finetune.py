@@ -1,0 +1,152 @@
+"""LoRA fine-tuning on the tiny model: answer-only loss, checkpoints, dynamics, exact resume."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from kgfact.errors import KgfactError
+from kgfact.finetune import (FinetuneConfig, LoraSettings, adapter_dir, answer_loss, batches,
+                             collate, encode, finetune, greedy_answers)
+from kgfact.ftsets import FtSetsConfig, make_ftsets
+from kgfact.models import ModelConfig, load_model
+from kgfact.sampling import KgfactEngine
+from tests import ftworld
+
+FAST = FinetuneConfig(sets=("ft-known", "ft-unknown"), learning_rate=3e-3, max_epochs=3,
+                      batch_size=4, eval_questions=3, lora=LoraSettings(r=4, alpha=8))
+
+
+@pytest.fixture
+def fp32(tiny_model_dir):
+    return load_model(ModelConfig(name=str(tiny_model_dir), dtype="float32"))
+
+
+@pytest.fixture
+def run(tmp_path):
+    run = ftworld.make_run(tmp_path / "run")
+    make_ftsets(run, FtSetsConfig(size=6, unknown_shares=(0.0, 1.0)))
+    return run
+
+
+def test_loss_is_on_answer_tokens_only(fp32):
+    tok = fp32.tokenizer
+    examples = [encode(tok, "Which country is Town 1 in?", "Lemuria"),
+                encode(tok, "Where?", "Atlantis")]
+    assert tok.decode(examples[1].ids[-examples[1].answer_len:]) == " Atlantis\n"
+    batch = collate(examples, tok.pad_token_id, fp32.device)
+    ids, mask, _, targets, target_mask, keep = batch
+    assert keep == len(" Atlantis\n") + 1
+    assert mask[1].sum() == len(examples[1].ids) and mask[1, 0] == 0  # left padded
+    assert tok.decode(targets[0][target_mask[0]]) == " Lemuria\n"
+    assert tok.decode(targets[1][target_mask[1]]) == " Atlantis\n"
+    with torch.no_grad():
+        ours = answer_loss(fp32.model, batch)
+        # the reference: full logits, HF's own loss with the prompt labels masked, per example
+        per_example = []
+        for e in examples:
+            x = torch.tensor([e.ids])
+            labels = x.clone()
+            labels[0, :len(e.ids) - e.answer_len] = -100
+            out = fp32.model(input_ids=x, labels=labels)
+            per_example.append((out.loss * e.answer_len).item())
+    want = sum(per_example) / sum(e.answer_len for e in examples)
+    assert ours.item() == pytest.approx(want, rel=1e-5)
+    # changing the question changes the prediction context but masks nothing new
+    assert target_mask.sum() == sum(e.answer_len for e in examples)
+
+
+def test_batches_are_seeded_and_bucketed_by_length(fp32):
+    tok = fp32.tokenizer
+    examples = [encode(tok, "q" * (i % 3), "a") for i in range(12)]
+    first = batches(examples, 4, seed=0, epoch=1)
+    assert first == batches(examples, 4, seed=0, epoch=1)
+    assert first != batches(examples, 4, seed=0, epoch=2)
+    assert sorted(i for b in first for i in b) == list(range(12))
+    assert all(len({len(examples[i].ids) for i in b}) == 1 for b in first)  # no padding
+
+
+def _adapter(run, name, checkpoint):
+    from safetensors.torch import load_file
+
+    return load_file(str(adapter_dir(run, name, checkpoint) / "adapter_model.safetensors"))
+
+
+def test_dynamics_checkpoints_and_adapter_round_trip(run, tiny_model_dir):
+    model = ModelConfig(name=str(tiny_model_dir), dtype="float32")
+    dynamics = finetune(run, FAST, model, progress=False)
+    assert sorted(dynamics["set"].unique()) == ["ft-known", "ft-unknown"]
+    for name, d in dynamics.groupby("set"):
+        assert d["epoch"].tolist() == [0, 1, 2, 3]
+        assert d["n_known"].iloc[0] + d["n_unknown"].iloc[0] == 6
+        trained = d[d["epoch"] >= 1]
+        best = trained.loc[trained["dev_accuracy"].idxmax(), "epoch"]
+        assert d.loc[d["early_stop"], "epoch"].tolist() == [best]
+        assert d.loc[d["convergence"], "epoch"].tolist() == [3]
+        assert np.isfinite(trained["loss"]).all() and trained["loss"].iloc[-1] < trained[
+            "loss"].iloc[0]
+        assert d["n_known_fit"].le(d["n_known"]).all()
+    assert run.read_table("dynamics")["set"].tolist() == dynamics["set"].tolist()
+    known = dynamics[dynamics["set"] == "ft-known"]
+    assert (known["n_unknown"] == 0).all() and known["fit_Unknown"].isna().all()
+
+    # the saved CONVERGENCE adapter answers exactly as the model it was saved from
+    loaded = load_model(ModelConfig(name=str(tiny_model_dir), dtype="float32",
+                                    adapter=str(adapter_dir(run, "ft-unknown", "convergence"))))
+    train = run.read_table("ftsets/ft-unknown")
+    answers = greedy_answers(KgfactEngine(loaded), train["question"].tolist())
+    fit = np.mean([a == b for a, b in zip(answers, train["answer"])])
+    assert fit == dynamics[dynamics["set"] == "ft-unknown"]["train_fit"].iloc[-1]
+    base = load_model(ModelConfig(name=str(tiny_model_dir), dtype="float32"))
+    ids = torch.tensor([list(base.tokenizer("Q: Which country is Town 3 in?\nA:")["input_ids"])])
+    with torch.no_grad():
+        assert not torch.equal(loaded.model(ids).logits, base.model(ids).logits)
+
+
+def test_convergence_stops_once_the_set_is_fitted(run, tiny_model_dir):
+    config = FinetuneConfig(sets=("ft-known",), learning_rate=3e-3, max_epochs=40,
+                            batch_size=2, convergence_fit=1.0, eval_questions=2,
+                            lora=LoraSettings(r=8, alpha=16))
+    dynamics = finetune(run, config, ModelConfig(name=str(tiny_model_dir)), progress=False)
+    assert dynamics["train_fit"].iloc[-1] == 1.0
+    assert (dynamics["train_fit"].iloc[:-1] < 1.0).all()  # stopped at the first fitted epoch
+    assert dynamics["epoch"].iloc[-1] < 40
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_interrupted_training_resumes_to_identical_adapters(tmp_path, tiny_model_dir):
+    model = ModelConfig(name=str(tiny_model_dir), dtype="float32")
+    runs = {}
+    for name in ("whole", "killed"):
+        runs[name] = ftworld.make_run(tmp_path / name)
+        make_ftsets(runs[name], FtSetsConfig(size=6, unknown_shares=(0.0, 1.0)))
+    whole = finetune(runs["whole"], FAST, model, progress=False)
+
+    def crash(epoch, step):
+        if epoch == 2 and step == 0:  # mid-epoch: one of two optimizer steps done
+            raise Interrupt
+    with pytest.raises(Interrupt):
+        finetune(runs["killed"], FAST, model, progress=False, on_step=crash)
+    assert runs["killed"].stage_status("finetune") == "failed"
+    resumed = finetune(runs["killed"], FAST, model, progress=False)
+    pd.testing.assert_frame_equal(whole.drop(columns="seconds"),
+                                  resumed.drop(columns="seconds"))
+    for name in FAST.sets:
+        for checkpoint in ("early_stop", "convergence"):
+            a, b = _adapter(runs["whole"], name, checkpoint), _adapter(runs["killed"], name,
+                                                                       checkpoint)
+            assert a.keys() == b.keys()
+            assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_finetune_errors(run, tiny_model_dir):
+    with pytest.raises(KgfactError, match="no fine-tuning set 'mix-50'"):
+        finetune(run, FinetuneConfig(sets=("mix-50",)), ModelConfig(name=str(tiny_model_dir)),
+                 progress=False)
+    with pytest.raises(KgfactError, match="convergence_fit"):
+        FinetuneConfig(convergence_fit=0)
