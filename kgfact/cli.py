@@ -126,27 +126,20 @@ def _ensure_embedded_store() -> None:
 
 
 def cmd_slick(args: argparse.Namespace) -> int:
-    from kgfact.models import ModelConfig
-    from kgfact.rundir import RunDir
     from kgfact.sampling import SamplingConfig
-    from kgfact.slick import SlickConfig, run_slick
+    from kgfact.slick import CATEGORIES, SlickConfig, run_slick
 
-    run = RunDir(args.run)
-    if not run.manifest_path.exists():
-        raise KgfactError(f"{args.run} is not a kgfact run (no manifest.json): "
-                          "build it first with 'kgfact build --run RUN'")
+    run = _existing_run(args.run)
     sampling = SamplingConfig(n_samples=args.samples, temperature=args.temperature,
                               top_k=args.top_k, max_new_tokens=args.max_new_tokens,
                               seed=args.seed)
     config = SlickConfig(n_prompts=args.prompts, shots=args.shots, sampling=sampling,
                          splits=args.splits, relations=args.relations,
                          max_questions_per_relation=args.max_questions, seed=args.seed)
-    model = ModelConfig(name=args.model, device=args.device, dtype=args.dtype)
-    table = run_slick(run, config, model, backend=args.backend,
+    table = run_slick(run, config, _model(args), backend=args.backend,
                       backend_options=backend_options(args), chunk_size=args.chunk,
                       max_batch=args.batch, force=args.force, progress=not args.quiet)
-    mix = table["category"].value_counts().reindex(
-        ["HighlyKnown", "MaybeKnown", "WeaklyKnown", "Unknown"], fill_value=0)
+    mix = table["category"].value_counts().reindex(list(CATEGORIES), fill_value=0)
     print(f"SliCK: {len(table)} questions in {args.run}/slick.parquet: "
           + ", ".join(f"{c} {n}" for c, n in mix.items()))
     return 0
@@ -205,7 +198,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                         shots=args.shots, n_prompts=args.prompts, base=not args.no_base,
                         max_questions_per_relation=args.max_questions, seed=args.seed)
     run = _existing_run(args.run)
-    accuracy = evaluate(run, config, _model(args), backend=args.backend, max_batch=args.batch,
+    accuracy = evaluate(run, config, _model(args), backend=args.backend,
+                        backend_options=backend_options(args), max_batch=args.batch,
                         progress=not args.quiet)
     summary = accuracy[(accuracy["relation"] == "all") & (accuracy["category"] == "all")]
     print(summary.pivot_table(index=["model"], columns=["distribution", "mode", "strategy"],
@@ -369,7 +363,8 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--shots", type=int, default=4)
     e.add_argument("--prompts", type=int, default=3, help="fixed exemplar sets per relation")
     e.add_argument("--max-questions", type=int, default=200, help="test queries per relation")
-    e.add_argument("--backend", default="kgfact", help="generation backend: kgfact or vllm")
+    e.add_argument("--backend", default="kgfact", help="generation backend: kgfact, vllm or ray")
+    _backend_args(e)
     e.add_argument("--batch", type=int, default=32, help="prompts prefilled together")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--quiet", action="store_true", help="no progress bar")

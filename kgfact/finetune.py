@@ -152,9 +152,41 @@ def answer_loss(model: Any, batch) -> Any:
     import torch
 
     ids, mask, positions, targets, target_mask, keep = batch
+    width = ids.shape[1]
+    # positions by index rather than logits_to_keep=keep: see KgfactEngine._forward
+    last = torch.arange(width - keep, width, device=ids.device)
     logits = model(input_ids=ids, attention_mask=mask, position_ids=positions,
-                   logits_to_keep=keep, use_cache=False).logits[:, :-1].float()
+                   logits_to_keep=last, use_cache=False).logits[:, :-1].float()
     return torch.nn.functional.cross_entropy(logits[target_mask], targets[target_mask])
+
+
+def with_lora(model: Any, lora: LoraSettings, seed: int) -> Any:
+    """``model`` wrapped with a fresh, seeded LoRA adapter (peft); only the adapter trains."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(seed)  # the adapter's initialisation
+    return get_peft_model(model, LoraConfig(
+        r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, task_type="CAUSAL_LM",
+        target_modules=(lora.target_modules if isinstance(lora.target_modules, str)
+                        else list(lora.target_modules))))
+
+
+def train_epoch(model: Any, optimizer: Any, examples: list[Example], batch_size: int, seed: int,
+                epoch: int, pad_id: int, device: Any,
+                after_step: Callable[[int, int, float], None] | None = None) -> None:
+    """One epoch of answer-only training over seeded, length-bucketed batches.
+
+    ``after_step(step, batch_size, loss)`` is called after every optimizer step.
+    """
+    model.train()
+    for step, batch in enumerate(batches(examples, batch_size, seed, epoch)):
+        loss = answer_loss(model, collate([examples[i] for i in batch], pad_id, device))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if after_step is not None:
+            after_step(step, len(batch), loss.item())
 
 
 # -- adapters and resumable state --------------------------------------------------------------
@@ -260,7 +292,6 @@ def train_set(run: RunDir, set_name: str, config: FinetuneConfig, loaded: Loaded
     run mid-epoch). Resumes from the last finished epoch when a saved state exists.
     """
     import torch
-    from peft import LoraConfig, get_peft_model
 
     train = read_set(run, set_name)
     relations = sorted(train["relation"].unique())
@@ -269,12 +300,7 @@ def train_set(run: RunDir, set_name: str, config: FinetuneConfig, loaded: Loaded
     tok = loaded.tokenizer
     examples = [encode(tok, q, a) for q, a in zip(train["question"], train["answer"])]
 
-    torch.manual_seed(config.seed)  # adapter initialisation
-    lora = config.lora
-    model = get_peft_model(loaded.model, LoraConfig(
-        r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-        target_modules=(lora.target_modules if isinstance(lora.target_modules, str)
-                        else list(lora.target_modules)), task_type="CAUSAL_LM"))
+    model = with_lora(loaded.model, config.lora, config.seed)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.learning_rate,
                                   weight_decay=config.weight_decay)
@@ -295,19 +321,15 @@ def train_set(run: RunDir, set_name: str, config: FinetuneConfig, loaded: Loaded
         while not trainer["done"]:
             epoch = trainer["epoch"] + 1
             started, losses = time.time(), []
-            model.train()
-            for step, batch in enumerate(batches(examples, config.batch_size, config.seed,
-                                                 epoch)):
-                loss = answer_loss(model, collate([examples[i] for i in batch],
-                                                  tok.pad_token_id, loaded.device))
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                losses.append(loss.item())
-                bar.update(len(batch))
+
+            def after_step(step: int, size: int, loss: float) -> None:
+                losses.append(loss)
+                bar.update(size)
                 bar.set_postfix(loss=f"{np.mean(losses):.3f}")
                 if on_step is not None:
                     on_step(epoch, step)
+            train_epoch(model, optimizer, examples, config.batch_size, config.seed, epoch,
+                        tok.pad_token_id, loaded.device, after_step)
             model.eval()
             row = _dynamics_row(engine, train, dev, test, epoch, float(np.mean(losses)),
                                 time.time() - started)

@@ -1,0 +1,129 @@
+"""The Ray backend on a local two-worker Ray instance with the tiny model: the same SliCK table
+as the local engine through the CLI, a worker killed mid-run costs nothing, a new backend
+replaces the last (as evaluation makes one per adapter), and user mistakes are one-line
+errors."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections import Counter
+
+import pandas as pd
+import pytest
+
+from kgfact.cli import main
+from kgfact.errors import KgfactError
+from kgfact.models import ModelConfig
+from kgfact.sampling import Request, SamplingConfig
+from kgfact.slick import SlickConfig, run_slick
+from tests.test_slick import make_run, mini_qa  # noqa: F401 (mini_qa is a fixture)
+
+ray = pytest.importorskip("ray")
+
+ARGS = ["--samples", "4", "--max-new-tokens", "6", "--splits", "train,dev,test",
+        "--max-questions", "8", "--chunk", "8", "--quiet"]
+CONFIG = SlickConfig(sampling=SamplingConfig(n_samples=4, max_new_tokens=6),
+                     splits=("train", "dev", "test"), max_questions_per_relation=8)
+
+
+@pytest.fixture(autouse=True)
+def no_ray_left_behind():
+    """Every test starts without Ray and must shut down the instance it started."""
+    assert not ray.is_initialized()
+    yield
+    assert not ray.is_initialized()
+
+
+@pytest.mark.slow
+def test_ray_cli_gives_the_local_table_and_the_same_config(tmp_path, mini_qa, tiny_model_dir):
+    runs = {name: make_run(tmp_path / name, mini_qa) for name in ("local", "ray")}
+    model = ["--model", str(tiny_model_dir)]
+    assert main(["slick", str(runs["local"].path), *model, *ARGS]) == 0
+    assert main(["slick", str(runs["ray"].path), *model, *ARGS,
+                 "--backend", "ray", "--workers", "2"]) == 0
+    table = runs["ray"].read_table("slick")
+    assert len(table) == 19  # 8 train, all 6 dev and all 5 test questions of P17, in 3 chunks
+    pd.testing.assert_frame_equal(table, runs["local"].read_table("slick"))
+
+    local, distributed = (r.manifest()["stages"]["slick"] for r in runs.values())
+    assert distributed["config"] == local["config"]
+    assert distributed["execution"] == {"backend": "ray", "options": {"workers": 2}}
+    # so the local backend takes the Ray run's results as its own instead of recomputing them
+    assert main(["slick", str(runs["ray"].path), *model, *ARGS]) == 0
+    assert runs["ray"].manifest()["stages"]["slick"]["finished"] == distributed["finished"]
+
+
+class KillsWorkerZero:
+    """Wraps ``on_done``: SIGKILLs worker 0's process when the first answer of the run comes
+    back (worker 0 then still holds shards) and counts every delivery per key."""
+
+    def __init__(self, backend) -> None:
+        self.backend = backend
+        self.answers_from = backend.answers_from
+        self.delivered: Counter[str] = Counter()
+
+    def generate(self, requests, config, on_done=None):
+        def hook(generation):
+            if not self.delivered:
+                os.kill(self.backend.pids[0], signal.SIGKILL)
+            self.delivered[generation.key] += 1
+            on_done(generation)
+        return self.backend.generate(requests, config, hook)
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_run_loses_and_duplicates_nothing(tmp_path, mini_qa,
+                                                              tiny_model_dir):
+    from kgfact.distributed import RayBackend
+
+    model = ModelConfig(name=str(tiny_model_dir))
+    local = run_slick(make_run(tmp_path / "local", mini_qa), CONFIG, model, progress=False)
+    with RayBackend(model, workers=2) as backend:
+        killer = KillsWorkerZero(backend)
+        table = run_slick(make_run(tmp_path / "ray", mini_qa), CONFIG, model, backend=killer,
+                          chunk_size=64, progress=False)
+        stats = dict(backend.stats)
+    assert stats["replaced_workers"] == 1  # Ray reported worker 0 dead
+    assert stats["resent_shards"] >= 1  # it died holding work, which was done again
+    assert stats["shards"] > 10  # the one chunk went out as many shards to both workers
+    assert len(killer.delivered) == len(local) * CONFIG.n_prompts
+    assert set(killer.delivered.values()) == {1}  # every answer delivered exactly once
+    pd.testing.assert_frame_equal(table, local)
+
+
+def test_user_mistakes_are_one_line_errors(tmp_path, mini_qa, capsys):
+    run = make_run(tmp_path / "run", mini_qa)
+    assert main(["slick", str(run.path), "--workers", "2"]) == 2
+    assert "--address and --workers are for --backend ray" in capsys.readouterr().err
+    assert main(["slick", str(run.path), "--backend", "ray", "--workers", "0"]) == 2
+    assert "--workers must be at least 1" in capsys.readouterr().err
+    # nothing listens on port 1: refused at once, where Ray itself would retry for minutes
+    assert main(["slick", str(run.path), "--backend", "ray", "--address", "127.0.0.1:1"]) == 2
+    assert "cannot reach Ray at '127.0.0.1:1'" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_each_new_backend_replaces_the_last_and_ray_stops_with_the_live_one(tmp_path,
+                                                                           tiny_model_dir):
+    """What evaluation does, one backend per adapter: were the first backend's workers still
+    holding the two CPUs, the second's could never start and this test would hang."""
+    from kgfact.distributed import RayBackend
+
+    model = ModelConfig(name=str(tiny_model_dir))
+    request = [Request("q#0", "Q: Which country is Town 1 in?\nA: Lemuria\n\n", "Q: Where?\nA:")]
+    config = SamplingConfig(n_samples=2, max_new_tokens=4)
+    first = RayBackend(model, workers=2)
+    answer = first.generate(request, config)
+    second = RayBackend(model, workers=2)
+    with pytest.raises(KgfactError, match="replaced by a newer one"):
+        first.generate(request, config)
+    del first  # collecting a replaced backend leaves Ray to the live one
+    assert ray.is_initialized()
+    assert second.generate(request, config) == answer
+    # a model the workers cannot load is a one-line error from the workers, and the failed
+    # backend, live once made, shuts down the Ray instance kgfact started
+    with pytest.raises(KgfactError, match="cannot load model"):
+        RayBackend(ModelConfig(name=str(tmp_path / "no-such-model")), workers=1)
+    with pytest.raises(KgfactError, match="replaced by a newer one"):
+        second.generate(request, config)
