@@ -239,6 +239,30 @@ def cmd_theory(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    from kgfact.pipeline import load_config, run_experiment
+    from kgfact.rundir import RunDir
+
+    config = load_config(args.config)
+    run = Path(args.run) if args.run else DEFAULT_RUNS / Path(args.config).stem
+    uses_store = not config.build.endpoint and not config.build.entityquestions
+    if uses_store and RunDir(run).stage_status("build") != "complete":
+        _ensure_embedded_store()
+    timings = run_experiment(run, config, progress=not args.quiet,
+                             log=lambda line: print(f"kgfact run: {line}", file=sys.stderr))
+    spent = sum(t for t in timings.values() if t is not None)
+    print(f"finished {run} in {spent:.0f} s; report: {run}/report.html (and report.md)")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from kgfact.report import write_report
+
+    paths = write_report(_existing_run(args.run))
+    print("wrote " + ", ".join(str(p) for p in paths))
+    return 0
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     from kgfact.rundir import RunDir
 
@@ -386,6 +410,16 @@ def parser() -> argparse.ArgumentParser:
     h.add_argument("--n-boot", type=int, default=1000, help="bootstrap replicates")
     h.add_argument("--seed", type=int, default=0)
     h.set_defaults(func=cmd_theory)
+
+    u = sub.add_parser("run", help="run a whole study from a TOML config (resumable)")
+    u.add_argument("config", help="TOML config, e.g. configs/quickstart.toml")
+    u.add_argument("--run", help="run directory (default runs/<config name>)")
+    u.add_argument("--quiet", action="store_true", help="no progress bars")
+    u.set_defaults(func=cmd_run)
+
+    o = sub.add_parser("report", help="write a run's report (report.html, report.md)")
+    o.add_argument("run")
+    o.set_defaults(func=cmd_report)
 
     i = sub.add_parser("info", help="print a run's manifest (config, versions, reports)")
     i.add_argument("run")
