@@ -30,25 +30,15 @@ import time
 
 import torch
 
-from kgfact.data.offline import build_offline_dataset
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from slick_throughput import CONFIG, workload  # noqa: E402  (the same workload, one definition)
+
 from kgfact.distributed import RayBackend
 from kgfact.models import ModelConfig, load_model
-from kgfact.qa import QAConfig, build_qa
-from kgfact.sampling import Generation, KgfactEngine, Request, SamplingConfig
-from kgfact.slick import SlickConfig, build_requests, exemplar_sets
+from kgfact.sampling import Generation, KgfactEngine, Request
 
-CONFIG = SamplingConfig()  # SliCK: 16 samples at T=0.5, top-k 40, stop at newline
 WARMUP = [Request(f"warmup#{i}", f"Q: Warm-up question {i}?\nA: Yes\n\n", "Q: Ready?\nA:")
           for i in range(2)]
-
-
-def workload(n_questions: int) -> list[Request]:
-    data = build_offline_dataset()
-    qa, _ = build_qa(data.triples, data.entities, QAConfig(in_distribution=("P36",)))
-    config = SlickConfig()
-    sets, _ = exemplar_sets(qa, config, ["P36"])
-    questions = qa[qa["split"] == "test"].head(n_questions)
-    return build_requests(questions, qa, sets, config)
 
 
 def timed(backend, requests: list[Request]) -> tuple[float, list[Generation]]:

@@ -27,7 +27,6 @@ import shutil
 import sys
 from dataclasses import asdict, dataclass, field
 
-import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 

@@ -45,7 +45,7 @@ from kgfact.answers import match_many
 from kgfact.errors import KgfactError
 from kgfact.ftsets import read_set
 from kgfact.models import LoadedModel, ModelConfig, load_model
-from kgfact.qa import sample_per_group, shuffled
+from kgfact.qa import sample_per_group
 from kgfact.rundir import RunDir, atomic_write_text, write_parquet
 from kgfact.sampling import KgfactEngine, Request, SamplingConfig
 from kgfact.slick import CATEGORIES

@@ -80,3 +80,40 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     from tests.tinymodel import make_tiny_model
 
     return make_tiny_model(tmp_path_factory.mktemp("tiny-model"))
+
+
+SMOKE_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "smoke.toml"
+
+
+def kgfact_command(*args: str) -> list[str]:
+    """The ``kgfact`` command line run in a fresh interpreter (what a user runs)."""
+    import sys
+
+    return [sys.executable, "-m", "kgfact.cli", *args]
+
+
+@pytest.fixture(scope="session")
+def embedded_store(kgfact_home):
+    """The embedded store of this session's KGFACT_HOME, on a free port (7878 may be taken by
+    a store outside the tests); ``kgfact build`` and ``kgfact run`` find it running."""
+    from kgfact.data.store import OxigraphStore, StoreConfig
+
+    store = OxigraphStore(StoreConfig(port=0))
+    store.start()
+    yield store
+    store.stop()
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory, embedded_store) -> Path:
+    """``kgfact run configs/smoke.toml`` once per session; its run directory."""
+    import subprocess
+    import time
+
+    run = tmp_path_factory.mktemp("smoke") / "run"
+    started = time.monotonic()
+    done = subprocess.run(kgfact_command("run", str(SMOKE_CONFIG), "--run", str(run), "--quiet"),
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    print(f"smoke run: {time.monotonic() - started:.0f} s")
+    return run

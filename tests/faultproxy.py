@@ -41,7 +41,7 @@ import ipaddress
 import logging
 import socket
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Iterable, Union
 from urllib.parse import urlsplit

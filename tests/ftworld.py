@@ -52,3 +52,12 @@ def make_run(path) -> RunDir:
     with run.stage("slick", {"rule": "town_category"}):
         run.write_table("slick", slick)
     return run
+
+
+def make_ft_run(path) -> RunDir:
+    """:func:`make_run` plus FT-Known and FT-Unknown sets of 6 examples (3 per relation)."""
+    from kgfact.ftsets import FtSetsConfig, make_ftsets
+
+    run = make_run(path)
+    make_ftsets(run, FtSetsConfig(size=6, unknown_shares=(0.0, 1.0)))
+    return run

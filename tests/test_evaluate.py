@@ -10,7 +10,6 @@ import pytest
 from kgfact.cli import main
 from kgfact.errors import KgfactError
 from kgfact.evaluate import EvalConfig, EvalModel, PromptBuilder, accuracy_table, evaluate
-from kgfact.ftsets import FtSetsConfig, make_ftsets
 from kgfact.gap import bootstrap_mean_ci, factuality_gap, gekhman_regression
 from kgfact.models import ModelConfig
 from kgfact.prompts import StepWriter, exemplar_text, is_abstention, parse_generation
@@ -46,9 +45,7 @@ def test_cot_steps_follow_kg_paths_or_state_supporting_facts():
 
 @pytest.fixture
 def run(tmp_path):
-    run = ftworld.make_run(tmp_path / "run")
-    make_ftsets(run, FtSetsConfig(size=6, unknown_shares=(0.0, 1.0)))
-    return run
+    return ftworld.make_ft_run(tmp_path / "run")
 
 
 def test_exemplar_strategies_draw_what_they_say(run):

@@ -10,7 +10,6 @@ import torch
 from kgfact.errors import KgfactError
 from kgfact.finetune import (FinetuneConfig, LoraSettings, adapter_dir, answer_loss, batches,
                              collate, encode, finetune, greedy_answers)
-from kgfact.ftsets import FtSetsConfig, make_ftsets
 from kgfact.models import ModelConfig, load_model
 from kgfact.sampling import KgfactEngine
 from tests import ftworld
@@ -26,9 +25,7 @@ def fp32(tiny_model_dir):
 
 @pytest.fixture
 def run(tmp_path):
-    run = ftworld.make_run(tmp_path / "run")
-    make_ftsets(run, FtSetsConfig(size=6, unknown_shares=(0.0, 1.0)))
-    return run
+    return ftworld.make_ft_run(tmp_path / "run")
 
 
 def test_loss_is_on_answer_tokens_only(fp32):
@@ -123,8 +120,7 @@ def test_interrupted_training_resumes_to_identical_adapters(tmp_path, tiny_model
     model = ModelConfig(name=str(tiny_model_dir), dtype="float32")
     runs = {}
     for name in ("whole", "killed"):
-        runs[name] = ftworld.make_run(tmp_path / name)
-        make_ftsets(runs[name], FtSetsConfig(size=6, unknown_shares=(0.0, 1.0)))
+        runs[name] = ftworld.make_ft_run(tmp_path / name)
     whole = finetune(runs["whole"], FAST, model, progress=False)
 
     def crash(epoch, step):
@@ -166,8 +162,7 @@ def test_killed_finetune_process_resumes_to_identical_adapters(tmp_path, tiny_mo
             "--lora-alpha", "8", "--quiet"]
     runs = {}
     for name in ("whole", "killed"):
-        runs[name] = ftworld.make_run(tmp_path / name)
-        make_ftsets(runs[name], FtSetsConfig(size=6, unknown_shares=(0.0, 1.0)))
+        runs[name] = ftworld.make_ft_run(tmp_path / name)
     assert main(["finetune", str(runs["whole"].path), *args]) == 0
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "kgfact.cli", "finetune",

@@ -3,7 +3,6 @@ fault-injecting proxy."""
 
 from __future__ import annotations
 
-from dataclasses import replace
 
 import re
 from urllib.parse import parse_qs
