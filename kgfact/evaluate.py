@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 
 from kgfact.answers import match_many
 from kgfact.errors import KgfactError
-from kgfact.finetune import CHECKPOINTS, adapter_dir
+from kgfact.finetune import CHECKPOINTS, adapter_dir, trained_sets
 from kgfact.ftsets import read_set
 from kgfact.gap import factuality_gap, gekhman_regression
 from kgfact.models import ModelConfig
@@ -95,9 +95,7 @@ class EvalModel:
 def models_to_evaluate(run: RunDir, config: EvalConfig) -> list[EvalModel]:
     """The base model and every requested adapter that exists."""
     out = [EvalModel("base", None, "base", None)] if config.base else []
-    home = run.path / "adapters"
-    trained = sorted(p.name for p in home.iterdir()) if home.is_dir() else []
-    sets = list(config.sets) if config.sets is not None else trained
+    sets = list(config.sets) if config.sets is not None else trained_sets(run)
     for name in sets:
         for checkpoint in config.checkpoints:
             path = adapter_dir(run, name, checkpoint)

@@ -345,6 +345,20 @@ def train_set(run: RunDir, set_name: str, config: FinetuneConfig, loaded: Loaded
                 save_adapter(model, home / "convergence")
             _save_state(state_dir, model, optimizer, trainer, dynamics)
     model.unload()  # the base weights are untouched: LoRA never merged into them
+    return set_dynamics(run, set_name)
+
+
+def trained_sets(run: RunDir) -> list[str]:
+    """Sets of ``run`` whose training finished (both checkpoints saved)."""
+    home = run.path / "adapters"
+    return sorted(p.parent.name for p in home.glob("*/convergence")) if home.is_dir() else []
+
+
+def set_dynamics(run: RunDir, set_name: str) -> pd.DataFrame:
+    """The saved dynamics of one set, with its EARLY_STOP and CONVERGENCE epochs flagged."""
+    state = run.path / "adapters" / set_name / "state"
+    trainer = json.loads((state / "trainer.json").read_text())
+    dynamics = pd.read_parquet(state / "dynamics.parquet")
     return dynamics.assign(set=set_name, early_stop=dynamics["epoch"] == trainer["best_epoch"],
                            convergence=dynamics["epoch"] == trainer["epoch"])
 
@@ -375,7 +389,10 @@ def finetune(run: RunDir | str, config: FinetuneConfig | None = None,
             parts.append(train_set(run, name, config, loaded, progress=progress,
                                    on_step=on_step))
         dynamics = pd.concat(parts, ignore_index=True)
-        run.write_table("dynamics", dynamics)
+        # the table holds every set trained in this run, not only this call's
+        run.write_table("dynamics", pd.concat([set_dynamics(run, name)
+                                               for name in trained_sets(run)],
+                                              ignore_index=True))
         info["report"] = {
             name: {"epochs": int(d["epoch"].max()),
                    "early_stop_epoch": int(d.loc[d["early_stop"], "epoch"].iloc[0]),
