@@ -32,6 +32,7 @@ import json
 import shutil
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -166,6 +167,8 @@ def with_lora(model: Any, lora: LoraSettings, seed: int) -> Any:
     from peft import LoraConfig, get_peft_model
 
     torch.manual_seed(seed)  # the adapter's initialisation
+    # peft asks transformers a deprecated question on every wrap; the warning is not the user's
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
     return get_peft_model(model, LoraConfig(
         r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, task_type="CAUSAL_LM",
         target_modules=(lora.target_modules if isinstance(lora.target_modules, str)
