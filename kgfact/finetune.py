@@ -32,7 +32,6 @@ import json
 import shutil
 import sys
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -45,7 +44,7 @@ from tqdm.auto import tqdm
 from kgfact.answers import match_many
 from kgfact.errors import KgfactError
 from kgfact.ftsets import read_set
-from kgfact.models import LoadedModel, ModelConfig, load_model
+from kgfact.models import LoadedModel, ModelConfig, load_model, quiet_peft
 from kgfact.qa import sample_per_group
 from kgfact.rundir import RunDir, atomic_write_text, write_parquet
 from kgfact.sampling import KgfactEngine, Request, SamplingConfig
@@ -167,8 +166,7 @@ def with_lora(model: Any, lora: LoraSettings, seed: int) -> Any:
     from peft import LoraConfig, get_peft_model
 
     torch.manual_seed(seed)  # the adapter's initialisation
-    # peft asks transformers a deprecated question on every wrap; the warning is not the user's
-    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
+    quiet_peft()
     return get_peft_model(model, LoraConfig(
         r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, task_type="CAUSAL_LM",
         target_modules=(lora.target_modules if isinstance(lora.target_modules, str)

@@ -182,4 +182,10 @@ def apply_adapter(model: Any, adapter: str | os.PathLike[str]) -> Any:
     if not (path / "adapter_model.safetensors").is_file():
         raise KgfactError(f"{path} is not a LoRA adapter directory "
                           "(no adapter_model.safetensors in it)")
+    quiet_peft()
     return PeftModel.from_pretrained(model, str(path), is_trainable=False)
+
+
+def quiet_peft() -> None:
+    """Silence peft's deprecated question to transformers on every wrap (not the user's)."""
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
