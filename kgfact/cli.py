@@ -251,7 +251,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     timings = run_experiment(run, config, progress=not args.quiet,
                              log=lambda line: print(f"kgfact run: {line}", file=sys.stderr))
     spent = sum(t for t in timings.values() if t is not None)
-    print(f"finished {run} in {spent:.0f} s; report: {run}/report.html (and report.md)")
+    skipped = sum(t is None for t in timings.values())
+    print(f"finished {run} in {spent:.0f} s ({skipped} of {len(timings)} steps were already "
+          f"complete); report: {run}/report.html (and report.md)")
     return 0
 
 

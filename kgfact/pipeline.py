@@ -1,0 +1,325 @@
+"""``kgfact run``: a whole study from one TOML config, resumable stage by stage.
+
+A config file has one section per stage (``[build]`` with ``[build.qa]``, ``[slick]``,
+``[ftsets]``, ``[finetune]``, ``[evaluate]``, ``[theory]``) plus ``[model]`` and ``[backend]``;
+:func:`load_config` maps it onto :class:`ExperimentConfig` with :func:`from_dict`, the one
+TOML-to-dataclass converter (nested dataclasses, tuples from lists, type checks, unknown keys
+named with the valid ones).
+
+:func:`run_experiment` runs build -> SliCK -> fine-tuning sets -> LoRA -> evaluation -> theory ->
+report into one run directory. Each step is recorded in the manifest as stage ``run:<step>``
+(the step's config, versions, git hash, timing); the whole run as stage ``run`` (the full config,
+threads, per-step timings). A step is skipped when its ``run:<step>`` record is complete with
+the same config, the stage it wraps is complete and its tables are readable; otherwise it runs
+again and the stage resumes from its own checkpoints (SliCK chunks, fine-tuning epochs,
+evaluation jobs), so a killed run finishes with the same tables as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import time
+import tomllib
+import types
+from collections.abc import Callable
+from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+
+from kgfact.build import BuildConfig
+from kgfact.errors import KgfactError
+from kgfact.evaluate import EvalConfig
+from kgfact.finetune import FinetuneConfig
+from kgfact.ftsets import FtSetsConfig
+from kgfact.models import ModelConfig
+from kgfact.rundir import RunDir
+from kgfact.slick import SlickConfig
+from kgfact.theory import TheoryConfig
+
+STAGE = "run"
+STEPS = ("build", "slick", "ftsets", "finetune", "evaluate", "theory", "report")
+# tables a complete step must have left readable (evaluate's gap/regression are optional)
+OUTPUTS = {
+    "build": ("triples", "entities", "qa", "qa_two_hop"),
+    "slick": ("slick",),
+    "ftsets": ("ftsets",),
+    "finetune": ("dynamics",),
+    "evaluate": ("predictions", "prompts", "prompt_edges", "accuracy"),
+    "theory": ("theory_metrics", "theory_predictions", "theory_stats", "cot_steps"),
+    "report": (),
+}
+
+
+@dataclass(frozen=True)
+class BackendConfig:
+    """The generation engine SliCK and evaluation use."""
+
+    name: str = field(default="kgfact", metadata={"help": "kgfact, vllm or ray."})
+    address: str | None = field(default=None, metadata={
+        "help": "Ray cluster address (ray only; default: a local Ray instance)."})
+    workers: int | None = field(default=None, metadata={
+        "help": "Ray workers, one model replica each (ray only)."})
+    max_batch: int = field(default=32, metadata={"help": "Prompts prefilled together."})
+    chunk_size: int = field(default=64, metadata={"help": "SliCK questions per checkpoint."})
+
+    def options(self) -> dict:
+        """``backend_options`` for the stages: the Ray settings that are set."""
+        opts = {k: v for k, v in (("address", self.address), ("workers", self.workers))
+                if v is not None}
+        if opts and self.name != "ray":
+            raise KgfactError("[backend] address and workers are for name = \"ray\"")
+        return opts
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """A whole study: one section per stage."""
+
+    build: BuildConfig = field(metadata={"help": "Data source, relations, questions, splits."})
+    slick: SlickConfig = field(default_factory=SlickConfig, metadata={
+        "help": "SliCK knowledge categories."})
+    ftsets: FtSetsConfig = field(default_factory=FtSetsConfig, metadata={
+        "help": "Fine-tuning sets (Known/Unknown mixtures)."})
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig, metadata={
+        "help": "LoRA training (EARLY_STOP and CONVERGENCE adapters)."})
+    evaluate: EvalConfig = field(default_factory=EvalConfig, metadata={
+        "help": "Evaluation under zero-shot, few-shot and CoT prompts."})
+    theory: TheoryConfig = field(default_factory=TheoryConfig, metadata={
+        "help": "Prompt-subgraph metrics and predicted vs measured gaps."})
+    model: ModelConfig = field(default_factory=ModelConfig, metadata={
+        "help": "The base model every stage uses."})
+    backend: BackendConfig = field(default_factory=BackendConfig, metadata={
+        "help": "Generation engine for SliCK and evaluation."})
+    threads: int | None = field(default=None, metadata={
+        "help": "torch CPU threads; 1 keeps a shared CPU from stalling torch's thread pool."})
+
+
+# -- TOML -> dataclasses -----------------------------------------------------------------------
+def from_dict(cls: type, data: Any, where: str = "") -> Any:
+    """Build dataclass ``cls`` from a mapping (parsed TOML), checking keys and types.
+
+    Nested dataclasses come from tables, tuples from arrays, ``X | None`` fields are set by
+    giving an ``X`` (TOML has no null: leave the key out for the default).
+
+    Raises
+    ------
+    KgfactError
+        Naming the offending key (``where.key``) on an unknown key (with the valid keys and a
+        did-you-mean), a missing required key, a wrong type or a value the dataclass rejects.
+    """
+    if not isinstance(data, dict):
+        raise KgfactError(f"{where or 'the config'} must be a table, got {_show(data)}")
+    hints = get_type_hints(cls)
+    known = {f.name: f for f in fields(cls) if f.init}
+    for key in data:
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise KgfactError(f"unknown key {_key(where, key)}{hint}; valid keys: "
+                              f"{', '.join(known)}")
+    for name, f in known.items():
+        if name not in data and f.default is MISSING and f.default_factory is MISSING:
+            raise KgfactError(f"missing required key {_key(where, name)} "
+                              f"({f.metadata.get('help', _type_name(hints[name]))})")
+    values = {k: _convert(hints[k], v, _key(where, k)) for k, v in data.items()}
+    try:
+        return cls(**values)
+    except (KgfactError, TypeError, ValueError) as exc:  # the dataclass's own checks
+        raise KgfactError(f"[{where}]: {exc}" if where else str(exc)) from None
+
+
+def _key(where: str, key: str) -> str:
+    return f"{where}.{key}" if where else key
+
+
+def _convert(tp: Any, value: Any, where: str) -> Any:
+    origin, args = get_origin(tp), get_args(tp)
+    if origin in (Union, types.UnionType):
+        for option in args:
+            if option is type(None):
+                continue
+            try:
+                return _convert(option, value, where)
+            except KgfactError:
+                continue
+        raise KgfactError(f"{where} must be {_type_name(tp)}, got {_show(value)}")
+    if origin is Literal:
+        if value not in args:
+            raise KgfactError(f"{where} must be one of {', '.join(map(repr, args))}, "
+                              f"got {_show(value)}")
+        return value
+    if is_dataclass(tp):
+        return from_dict(tp, value, where)
+    if origin is tuple:
+        if not isinstance(value, list):
+            raise KgfactError(f"{where} must be {_type_name(tp)}, got {_show(value)}")
+        items = args[:1] * len(value) if args[1:] == (Ellipsis,) else args
+        if len(items) != len(value):
+            raise KgfactError(f"{where} must have {len(items)} items, got {len(value)}")
+        return tuple(_convert(t, v, f"{where}[{i}]") for i, (t, v) in
+                     enumerate(zip(items, value)))
+    if tp is Any:
+        return value
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    # bool is an int subclass: true must not pass for 1
+    if isinstance(value, tp) and not (tp is int and isinstance(value, bool)):
+        return value
+    raise KgfactError(f"{where} must be {_type_name(tp)}, got {_show(value)}")
+
+
+def _type_name(tp: Any) -> str:
+    origin, args = get_origin(tp), get_args(tp)
+    if origin in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in args if a is not type(None))
+    if origin is tuple:
+        return f"an array of {_PLURAL.get(args[0], _type_name(args[0]))}"
+    if origin is Literal:
+        return "one of " + ", ".join(map(repr, args))
+    if is_dataclass(tp):
+        return "a table"
+    return {str: "a string", int: "an integer", float: "a number", bool: "true or false"}.get(
+        tp, getattr(tp, "__name__", str(tp)))
+
+
+_PLURAL = {str: "strings", int: "integers", float: "numbers", bool: "booleans"}
+
+
+def _show(value: Any) -> str:
+    kind = {bool: "boolean", int: "integer", float: "number", str: "string", list: "array",
+            dict: "table"}.get(type(value), type(value).__name__)
+    return f"{kind} {value!r}" if not isinstance(value, (list, dict)) else kind
+
+
+def load_config(path: str | Path) -> ExperimentConfig:
+    """Read and validate a TOML experiment config; every problem is a one-line KgfactError."""
+    path = Path(path)
+    try:
+        text = path.read_text("utf-8")
+    except FileNotFoundError:
+        raise KgfactError(f"config file {path} does not exist (presets are in configs/)") \
+            from None
+    except OSError as exc:
+        raise KgfactError(f"cannot read config {path}: {exc.strerror}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise KgfactError(f"{path} is not valid TOML: {exc}") from None
+    try:
+        return from_dict(ExperimentConfig, data)
+    except KgfactError as exc:
+        raise KgfactError(f"{path}: {exc}") from None
+
+
+# -- running -----------------------------------------------------------------------------------
+def _jsonable(value: Any) -> Any:
+    # the manifest's JSON form (tuples become lists), so stored and fresh specs compare equal
+    return json.loads(json.dumps(asdict(value) if is_dataclass(value) else value))
+
+
+def step_specs(config: ExperimentConfig) -> dict[str, dict]:
+    """What each step depends on: a step is redone when its spec changes."""
+    model, backend = asdict(config.model), asdict(config.backend)
+    specs = {
+        "build": {"build": asdict(config.build)},
+        "slick": {"slick": asdict(config.slick), "model": model, "backend": backend},
+        "ftsets": {"ftsets": asdict(config.ftsets)},
+        "finetune": {"finetune": asdict(config.finetune), "model": model},
+        "evaluate": {"evaluate": asdict(config.evaluate), "model": model, "backend": backend},
+        "theory": {"theory": asdict(config.theory)},
+        "report": {},
+    }
+    # a step is stale when anything before it changed, so each spec includes its predecessors'
+    chained, before = {}, {}
+    for name in STEPS:
+        before = {**before, **specs[name]}
+        chained[name] = _jsonable(before)
+    return chained
+
+
+def step_done(run: RunDir, name: str, spec: dict) -> bool:
+    """Whether step ``name`` finished with ``spec`` and left its outputs readable.
+
+    A complete step whose table is damaged raises the table's one-line error (delete it and run
+    again) rather than silently redoing work.
+    """
+    record = run.manifest().get("stages", {}).get(f"{STAGE}:{name}", {})
+    if record.get("status") != "complete" or record.get("config") != spec:
+        return False
+    if name != "report" and run.stage_status(name) != "complete":
+        return False
+    for table in OUTPUTS[name]:
+        if not run.has_table(table):
+            return False
+        run.read_table(table)
+    if name == "ftsets":
+        for set_name in run.read_table("ftsets")["set"]:
+            if not run.has_table(f"ftsets/{set_name}"):
+                return False
+    if name == "report":
+        from kgfact.report import REPORT_FILES
+
+        return all((run.path / f).exists() for f in REPORT_FILES)
+    return True
+
+
+def run_experiment(run: RunDir | str | Path, config: ExperimentConfig, *,
+                   progress: bool = False, log: Callable[[str], None] = print
+                   ) -> dict[str, float | None]:
+    """Run every step of ``config`` into ``run``, skipping finished ones.
+
+    Returns the seconds each step took in this call (``None`` for a skipped step); the
+    manifest's ``run`` stage keeps the seconds each step took when it last ran. ``log``
+    receives one line per step.
+    """
+    run = run if isinstance(run, RunDir) else RunDir(run)
+    if config.threads is not None:
+        import torch
+
+        torch.set_num_threads(config.threads)
+    specs = step_specs(config)
+    actions = _actions(run, config, progress)
+    timings: dict[str, float | None] = {}
+    with run.stage(STAGE, _jsonable(config)) as info:
+        for name in STEPS:
+            if step_done(run, name, specs[name]):
+                timings[name] = None
+                log(f"{name}: complete, skipped")
+                continue
+            started = time.time()
+            with run.stage(f"{STAGE}:{name}", specs[name]):
+                actions[name]()
+            timings[name] = round(time.time() - started, 3)
+            log(f"{name}: done in {timings[name]:.0f} s")
+        # what each step took when it ran, so a resumed or repeated run keeps the record
+        stages = run.manifest()["stages"]
+        info["timings"] = {n: stages[f"{STAGE}:{n}"].get("seconds") for n in STEPS}
+        info["skipped"] = [n for n, t in timings.items() if t is None]
+    return timings
+
+
+def _actions(run: RunDir, config: ExperimentConfig, progress: bool) -> dict[str, Callable]:
+    from kgfact.build import build
+    from kgfact.evaluate import evaluate
+    from kgfact.finetune import finetune
+    from kgfact.ftsets import make_ftsets
+    from kgfact.report import write_report
+    from kgfact.slick import run_slick
+    from kgfact.theory import run_theory
+
+    backend = config.backend
+    return {
+        "build": lambda: build(run, config.build, progress=progress),
+        "slick": lambda: run_slick(run, config.slick, config.model, backend=backend.name,
+                                   backend_options=backend.options(),
+                                   chunk_size=backend.chunk_size, max_batch=backend.max_batch,
+                                   progress=progress),
+        "ftsets": lambda: make_ftsets(run, config.ftsets),
+        "finetune": lambda: finetune(run, config.finetune, config.model, progress=progress),
+        "evaluate": lambda: evaluate(run, config.evaluate, config.model, backend=backend.name,
+                                     backend_options=backend.options(),
+                                     max_batch=backend.max_batch, progress=progress),
+        "theory": lambda: run_theory(run, config.theory),
+        "report": lambda: write_report(run),
+    }

@@ -1,0 +1,444 @@
+"""``kgfact report``: a run's findings as one self-contained HTML page and a Markdown file.
+
+Every number and figure comes from the run's tables. Each figure function takes a
+:class:`~kgfact.rundir.RunDir` and returns a matplotlib ``Figure``, so notebooks redraw the
+report's figures through the same code; a section whose tables the run lacks (a run stopped
+before evaluation, a fit with too few points) says so instead of failing the report.
+
+Written to the run directory: ``report.html`` (figures embedded as base64 PNG), ``report.md``
+and its figures under ``report/``.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from kgfact.errors import KgfactError
+from kgfact.rundir import RunDir, atomic_write_text
+from kgfact.slick import CATEGORIES
+
+REPORT_FILES = ("report.html", "report.md")
+FIGURE_DIR = "report"
+
+
+def _subplots(*grid: int, figsize: tuple[float, float], **kw):
+    """A figure and its axes without pyplot: no global state, no display needed, and a
+    notebook shows the returned figure like any other."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(*grid, **kw)
+
+
+def _run(run: RunDir | str | Path) -> RunDir:
+    run = run if isinstance(run, RunDir) else RunDir(run)
+    if not run.manifest_path.exists():
+        raise KgfactError(f"{run.path} is not a kgfact run (no manifest.json)")
+    return run
+
+
+# -- tables ------------------------------------------------------------------------------------
+def category_mix(run: RunDir) -> pd.DataFrame:
+    """SliCK questions per relation, split and category (counts; columns in category order)."""
+    slick = _run(run).read_table("slick")
+    return (pd.crosstab([slick["relation"], slick["split"]], slick["category"])
+            .reindex(columns=list(CATEGORIES), fill_value=0).rename_axis(columns=None)
+            .reset_index())
+
+
+def knowledge_vs_graph(run: RunDir) -> pd.DataFrame:
+    """Each SliCK question with its subject's popularity, degree and PageRank in the run's KG."""
+    from kgfact.graph import KnowledgeGraph
+
+    run = _run(run)
+    kg = KnowledgeGraph.from_tables(run.read_table("triples"), run.read_table("entities"))
+    nodes = kg.degree_table()[["id", "degree"]].merge(kg.pagerank_table()[["id", "pagerank"]],
+                                                      on="id")
+    qa = run.read_table("qa")[["qid", "subject", "popularity"]]
+    return (run.read_table("slick").merge(qa, on="qid")
+            .merge(nodes, left_on="subject", right_on="id", how="left").drop(columns="id"))
+
+
+def graph_correlations(run: RunDir) -> pd.DataFrame:
+    """Spearman correlation of P_Correct(T=0) with each subject graph measure."""
+    from scipy.stats import spearmanr
+
+    data = knowledge_vs_graph(run)
+    rows = []
+    for measure in ("popularity", "degree", "pagerank"):
+        d = data[["p_correct_greedy", measure]].astype(float).dropna()
+        rho = spearmanr(d["p_correct_greedy"], d[measure]).statistic if len(d) > 2 else np.nan
+        rows.append((measure, float(rho), len(d)))
+    return pd.DataFrame(rows, columns=["measure", "spearman_rho", "n"])
+
+
+def kg_tables(run: RunDir) -> dict[str, pd.DataFrame]:
+    """Graph metrics of the run's knowledge graph: summary, relations, top PageRank."""
+    from kgfact.graph import KnowledgeGraph
+
+    run = _run(run)
+    kg = KnowledgeGraph.from_tables(run.read_table("triples"), run.read_table("entities"))
+    summary = pd.DataFrame([kg.summary()])
+    top = kg.pagerank_table().merge(kg.degree_table()[["id", "degree"]], on="id")
+    return {"summary": summary, "relations": kg.relation_counts(),
+            "top PageRank": top.nlargest(10, "pagerank").reset_index(drop=True)}
+
+
+def subgraph_metrics(run: RunDir) -> pd.DataFrame:
+    """Mean prompt-induced-subgraph metrics and A(P) per model set, mode and strategy."""
+    from kgfact.theory.metrics import METRICS
+
+    metrics = _run(run).read_table("theory_metrics")
+    cols = [c for c in [*METRICS.names(), "A"] if c in metrics]
+    keys = ["set", "mode", "strategy"]
+    # prompts without a set are the base model's (and every model's set-independent ones)
+    grouped = metrics[cols].astype(float).join(metrics[keys].fillna("base")).groupby(keys)
+    return grouped.mean().assign(units=grouped.size()).reset_index()
+
+
+def cot_step_counts(run: RunDir) -> pd.DataFrame:
+    """Chain-of-thought steps per model and verification status."""
+    steps = _run(run).read_table("cot_steps")
+    return steps.groupby(["model", "status"]).size().unstack(fill_value=0).reset_index()
+
+
+# -- figures -----------------------------------------------------------------------------------
+def fig_categories(run: RunDir):
+    """Stacked bars: share of each SliCK category per relation and split."""
+    mix = category_mix(run)
+    labels = mix["relation"] + " " + mix["split"]
+    shares = mix[list(CATEGORIES)].div(mix[list(CATEGORIES)].sum(axis=1), axis=0)
+    fig, ax = _subplots(figsize=(7, 0.45 * len(mix) + 1.2))
+    left = np.zeros(len(mix))
+    for cat, colour in zip(CATEGORIES, ("#1a9850", "#91cf60", "#fee08b", "#d73027")):
+        ax.barh(labels, shares[cat], left=left, color=colour, label=cat)
+        left += shares[cat].to_numpy()
+    ax.set_xlabel("share of questions")
+    ax.set_xlim(0, 1)
+    ax.invert_yaxis()
+    ax.legend(ncol=4, fontsize="small", loc="lower center", bbox_to_anchor=(0.5, 1.0))
+    fig.tight_layout()
+    return fig
+
+
+def fig_pcorrect_graph(run: RunDir):
+    """P_Correct(T=0) against subject popularity, degree and PageRank, with binned means."""
+    data = knowledge_vs_graph(run)
+    fig, axes = _subplots(1, 3, figsize=(11, 3.4), sharey=True)
+    for ax, measure in zip(axes, ("popularity", "degree", "pagerank")):
+        d = data[["p_correct_greedy", measure]].astype(float).dropna()
+        d = d[d[measure] > 0]
+        ax.scatter(d[measure], d["p_correct_greedy"], s=10, alpha=0.35)
+        if len(d) >= 10:
+            bins = pd.qcut(np.log(d[measure]), q=min(8, d[measure].nunique()), duplicates="drop")
+            mean = d.groupby(bins, observed=True).agg(x=(measure, "median"),
+                                                      y=("p_correct_greedy", "mean"))
+            ax.plot(mean["x"], mean["y"], "o-", color="black", label="binned mean")
+            ax.legend(fontsize="small")
+        ax.set_xscale("log")
+        ax.set_xlabel(f"subject {measure}")
+    axes[0].set_ylabel("P_Correct (greedy)")
+    fig.tight_layout()
+    return fig
+
+
+def fig_accuracy_vs_unknown(run: RunDir):
+    """Test accuracy against the % Unknown of the training set at EARLY_STOP and CONVERGENCE,
+    with Gekhman's regression at full fit (acc = b0 + b_kn (1 - u) + b_unk u)."""
+    run = _run(run)
+    dyn = run.read_table("dynamics")
+    size = dyn["n_known"] + dyn["n_unknown"]
+    dyn = dyn.assign(unknown_pct=100 * dyn["n_unknown"] / size)
+    fig, ax = _subplots(figsize=(6, 4))
+    for column, marker, label in (("early_stop", "o", "EARLY_STOP"),
+                                  ("convergence", "s", "CONVERGENCE")):
+        pts = dyn[dyn[column].astype(bool)]
+        ax.scatter(pts["unknown_pct"], pts["test_accuracy"], marker=marker, s=50, label=label)
+    if run.has_table("regression"):
+        reg = run.read_table("regression").set_index("term")["coef"]
+        u = np.linspace(0, 1, 50)
+        ax.plot(100 * u, reg["const"] + reg["known_fit"] * (1 - u) + reg["unknown_fit"] * u,
+                "k--", label="regression, full fit")
+    ax.set_xlabel("% Unknown in the fine-tuning set")
+    ax.set_ylabel("test accuracy")
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
+def fig_dynamics(run: RunDir):
+    """Training dynamics: share of each SliCK category's training examples fitted per epoch."""
+    dyn = _run(run).read_table("dynamics")
+    sets = list(dict.fromkeys(dyn["set"]))
+    fig, axes = _subplots(1, len(sets), figsize=(4.2 * len(sets), 3.4), sharey=True,
+                             squeeze=False)
+    for ax, name in zip(axes[0], sets):
+        d = dyn[dyn["set"] == name]
+        for cat in CATEGORIES:
+            if f"fit_{cat}" in d and d[f"fit_{cat}"].notna().any():
+                ax.plot(d["epoch"], d[f"fit_{cat}"], "o-", label=cat)
+        stop = d.loc[d["early_stop"].astype(bool), "epoch"]
+        if len(stop):
+            ax.axvline(stop.iloc[0], color="grey", ls=":", label="EARLY_STOP")
+        ax.set_title(name)
+        ax.set_xlabel("epoch")
+        ax.legend(fontsize="small")
+    axes[0][0].set_ylabel("share of training examples fitted")
+    fig.tight_layout()
+    return fig
+
+
+def fig_gap(run: RunDir):
+    """Factuality gap (FT-Known minus FT-Unknown accuracy) with 95% CIs per prompt mode and
+    strategy, checkpoint and distribution."""
+    gap = _run(run).read_table("gap")
+    dists = list(dict.fromkeys(gap["distribution"]))
+    fig, axes = _subplots(1, len(dists), figsize=(5.5 * len(dists), 3.6), sharey=True,
+                             squeeze=False)
+    for ax, dist in zip(axes[0], dists):
+        g = gap[gap["distribution"] == dist]
+        g = g.set_index(g["mode"] + "\n" + g["strategy"])
+        prompts = list(dict.fromkeys(g.index))
+        x = np.arange(len(prompts))
+        for k, ckpt in enumerate(dict.fromkeys(g["checkpoint"])):
+            c = g[g["checkpoint"] == ckpt].reindex(prompts)
+            ax.errorbar(x + 0.15 * (k - 0.5), c["gap"],
+                        yerr=[c["gap"] - c["ci_low"], c["ci_high"] - c["gap"]],
+                        fmt="o", capsize=3, label=ckpt)
+        ax.axhline(0, color="grey", lw=0.8)
+        ax.set_xticks(x, prompts, fontsize="small")
+        ax.set_title(f"{dist.upper()} test queries")
+        ax.legend(fontsize="small")
+    axes[0][0].set_ylabel("gap: acc(FT-Known) - acc(FT-Unknown)")
+    fig.tight_layout()
+    return fig
+
+
+def primary_predictions(run: RunDir) -> pd.DataFrame:
+    """The theory's buckets under its primary A(P), over all relation families, that had enough
+    units to be tested."""
+    run = _run(run)
+    config = run.manifest().get("stages", {}).get("theory", {}).get("config") or {}
+    pred = run.read_table("theory_predictions")
+    return pred[(pred["augmentation"] == config.get("augmentation", "default"))
+                & (pred["family"] == "all") & pred["used"].astype(bool)]
+
+
+def fig_predicted_vs_measured(run: RunDir):
+    """Predicted against measured gap reduction (zero-shot gap minus the prompt's gap), and
+    predicted against measured gap with the measured gap's 95% CI, per A(P) bucket."""
+    pred = primary_predictions(run)
+    fig, (left, right) = _subplots(1, 2, figsize=(10, 4.2))
+    for mode, d in pred.groupby("mode"):
+        left.scatter(d["predicted_reduction"], d["measured_reduction"], label=mode)
+        right.errorbar(d["predicted_gap"], d["measured_gap"],
+                       yerr=[d["measured_gap"] - d["ci_low"], d["ci_high"] - d["measured_gap"]],
+                       fmt="o", capsize=2, alpha=0.8, label=mode)
+    for ax, what in ((left, "gap reduction"), (right, "gap")):
+        cols = (["predicted_reduction", "measured_reduction"] if ax is left
+                else ["predicted_gap", "ci_low", "ci_high"])
+        lo, hi = float(pred[cols].min().min()), float(pred[cols].max().max())
+        ax.plot([lo, hi], [lo, hi], "k:", lw=1, label="y = x")
+        ax.set_xlabel(f"predicted {what}")
+        ax.set_ylabel(f"measured {what}")
+        ax.legend(fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
+def _theory_tables(run: RunDir) -> dict[str, pd.DataFrame]:
+    config = run.manifest().get("stages", {}).get("theory", {}).get("config") or {}
+    stats = run.read_table("theory_stats")
+    stats = stats[stats["augmentation"].isin([config.get("augmentation", "default"), "none"])
+                  & stats["family"].isin(["all", "ood", "training"])]
+    controls = run.read_table("theory_controls")
+    return {"predictions per bucket": primary_predictions(run).drop(
+                columns=["augmentation", "family", "used"]),
+            "agreement statistics": stats,
+            "controls": controls[["control", "checkpoint", "mode", "treatment", "baseline",
+                                  "predicted", "measured", "difference", "ci_low", "ci_high",
+                                  "outcome", "n_queries"]]}
+
+
+def fig_cot_steps(run: RunDir):
+    """Chain-of-thought steps per model by verification status."""
+    counts = cot_step_counts(run).set_index("model")
+    fig, ax = _subplots(figsize=(7, 0.4 * len(counts) + 1.4))
+    counts.plot.barh(stacked=True, ax=ax)
+    ax.set_xlabel("CoT steps")
+    ax.invert_yaxis()
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
+# -- the report --------------------------------------------------------------------------------
+@dataclass
+class Section:
+    """One part of the report: text, an optional figure and tables."""
+
+    title: str
+    text: str
+    figure: Callable | None = None
+    tables: Callable[[RunDir], dict[str, pd.DataFrame]] | None = None
+    rendered: dict = field(default_factory=dict)
+
+
+def _gap_table(run: RunDir) -> dict[str, pd.DataFrame]:
+    return {"gap": run.read_table("gap")}
+
+
+def _accuracy_table(run: RunDir) -> dict[str, pd.DataFrame]:
+    acc = run.read_table("accuracy")
+    acc = acc[(acc["relation"] == "all") & (acc["category"] == "all")]
+    tables = {"accuracy (all relations and categories)": acc.pivot_table(
+        index="model", columns=["distribution", "mode", "strategy"], values="accuracy")
+        .round(3).reset_index()}
+    if run.has_table("regression"):
+        tables["Gekhman's regression"] = run.read_table("regression")
+    return tables
+
+
+SECTIONS = (
+    Section("SliCK knowledge categories",
+            "Share of questions per SliCK category (HighlyKnown, MaybeKnown, WeaklyKnown, "
+            "Unknown), per relation and split.", fig_categories,
+            lambda run: {"questions per category": category_mix(run)}),
+    Section("What the model knows and the graph",
+            "P_Correct(T=0) of each SliCK question against its subject's popularity, degree and "
+            "PageRank in the run's knowledge graph.", fig_pcorrect_graph,
+            lambda run: {"Spearman correlations": graph_correlations(run)}),
+    Section("Accuracy vs % Unknown",
+            "Test accuracy of each trained set at EARLY_STOP and CONVERGENCE against its share "
+            "of Unknown examples, with Gekhman's linear model evaluated at full fit.",
+            fig_accuracy_vs_unknown, _accuracy_table),
+    Section("Training dynamics",
+            "Share of the training examples of each SliCK category the model fits after every "
+            "epoch.", fig_dynamics,
+            lambda run: {"dynamics": run.read_table("dynamics").drop(
+                columns=["train_fit"], errors="ignore")}),
+    Section("Factuality gap",
+            "acc(FT-Known) - acc(FT-Unknown) on the same test queries, per prompt mode and "
+            "exemplar strategy, EARLY_STOP and CONVERGENCE, in (ID) and out of distribution "
+            "(OOD), with paired bootstrap 95% CIs.", fig_gap, _gap_table),
+    Section("Predicted vs measured gap reduction",
+            "The prompt-subgraph theory's predicted against measured gap reduction and gap per "
+            "A(P) bucket (buckets by checkpoint, mode and strategy, primary A(P)); agreement "
+            "statistics and the controls' outcomes, with bootstrap CIs.",
+            fig_predicted_vs_measured, _theory_tables),
+    Section("Graph metrics of the knowledge graph",
+            "Size and shape of the run's knowledge graph, edges per relation, and the entities "
+            "with the highest PageRank.", None, kg_tables),
+    Section("Graph metrics of the prompt-induced subgraphs",
+            "Mean metrics of the subgraph each prompt induces, per model set, prompt mode and "
+            "strategy (units: prompt-query pairs).", None,
+            lambda run: {"prompt subgraphs": subgraph_metrics(run)}),
+    Section("Chain-of-thought step verification",
+            "Each CoT step checked against the knowledge graph.", fig_cot_steps,
+            lambda run: {"steps per status": cot_step_counts(run)}),
+)
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    return buf.getvalue()
+
+
+def _fmt(value) -> str:
+    if isinstance(value, (float, np.floating)):
+        return "–" if np.isnan(value) else f"{value:.4g}"
+    return str(value)
+
+
+def _md_table(df: pd.DataFrame) -> str:
+    df = df.copy()
+    df.columns = [" ".join(map(str, c)).strip() if isinstance(c, tuple) else str(c)
+                  for c in df.columns]
+    lines = ["| " + " | ".join(df.columns) + " |", "|" + " --- |" * len(df.columns)]
+    lines += ["| " + " | ".join(_fmt(v) for v in row) + " |"
+              for row in df.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+def _html_table(df: pd.DataFrame) -> str:
+    return df.to_html(index=False, border=0, na_rep="–", float_format=_fmt, classes="t")
+
+
+def render(run: RunDir) -> list[Section]:
+    """Each section with its figure (PNG bytes) and tables, or the reason they are missing."""
+    out = []
+    for s in SECTIONS:
+        rendered: dict = {}
+        try:
+            rendered["png"] = _png(s.figure(run)) if s.figure else None
+            rendered["tables"] = s.tables(run) if s.tables else {}
+        except KgfactError as exc:  # a missing or unreadable table: say which
+            rendered = {"missing": str(exc)}
+        out.append(Section(s.title, s.text, s.figure, s.tables, rendered))
+    return out
+
+
+def _header(run: RunDir) -> tuple[str, list[tuple[str, str]]]:
+    manifest = run.manifest()
+    stages = manifest.get("stages", {})
+    from kgfact.pipeline import STAGE, STEPS
+
+    timings = [(step, f"{info['seconds']:.0f} s" if "seconds" in info else info["status"])
+               for step in STEPS if (info := stages.get(f"{STAGE}:{step}"))]
+    model = (stages.get("slick", {}).get("config", {}) or {}).get("model", {}).get("name", "?")
+    git = next((i.get("git") for i in stages.values() if i.get("git")), None)
+    title = f"kgfact report: {run.path.name} (model {model}, git {str(git)[:10]})"
+    return title, timings
+
+
+def write_report(run: RunDir | str | Path) -> list[Path]:
+    """Write ``report.html`` (self-contained), ``report.md`` and ``report/*.png``; returns the
+    paths of the two pages."""
+    run = _run(run)
+    sections = render(run)
+    title, timings = _header(run)
+    fig_dir = run.path / FIGURE_DIR
+    fig_dir.mkdir(exist_ok=True)
+    md = [f"# {title}", ""]
+    body = [f"<h1>{html.escape(title)}</h1>"]
+    if timings:
+        t = pd.DataFrame(timings, columns=["step", "time"])
+        md += ["## Steps", "", _md_table(t), ""]
+        body += ["<h2>Steps</h2>", _html_table(t)]
+    for k, s in enumerate(sections, 1):
+        md += [f"## {s.title}", "", s.text, ""]
+        body += [f"<h2>{html.escape(s.title)}</h2>", f"<p>{html.escape(s.text)}</p>"]
+        if "missing" in s.rendered:
+            md += [f"*Not available: {s.rendered['missing']}*", ""]
+            body.append(f"<p class=missing>Not available: "
+                        f"{html.escape(s.rendered['missing'])}</p>")
+            continue
+        if s.rendered["png"]:
+            name = f"fig{k}.png"
+            (fig_dir / name).write_bytes(s.rendered["png"])
+            md += [f"![{s.title}]({FIGURE_DIR}/{name})", ""]
+            body.append(f'<img alt="{html.escape(s.title)}" src="data:image/png;base64,'
+                        f'{base64.b64encode(s.rendered["png"]).decode()}">')
+        for caption, df in s.rendered["tables"].items():
+            md += [f"**{caption}**", "", _md_table(df), ""]
+            body += [f"<h3>{html.escape(caption)}</h3>", _html_table(df)]
+    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
+             "table.t{border-collapse:collapse;font-size:13px;margin:0.5em 0;display:block;"
+             "overflow-x:auto}"
+             "table.t td,table.t th{border-bottom:1px solid #ddd;padding:2px 8px;"
+             "text-align:right}img{max-width:100%}.missing{color:#a33}")
+    page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
+            f"</title><style>{style}</style></head><body>{''.join(body)}</body></html>\n")
+    paths = [run.path / name for name in REPORT_FILES]
+    atomic_write_text(paths[0], page)
+    atomic_write_text(paths[1], "\n".join(md))
+    return paths
