@@ -266,11 +266,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from kgfact.rundir import RunDir
-
-    run = RunDir(args.run)
-    if not run.manifest_path.exists():
-        raise KgfactError(f"{args.run} is not a kgfact run (no manifest.json)")
+    run = _existing_run(args.run)
     print(json.dumps(run.manifest(), indent=2, sort_keys=True))
     return 0
 

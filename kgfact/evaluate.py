@@ -25,7 +25,7 @@ import hashlib
 import json
 import shutil
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import pandas as pd
 from tqdm.auto import tqdm
@@ -283,9 +283,8 @@ def evaluate(run: RunDir | str, config: EvalConfig | None = None,
                     bar.update(len(qs))
                     continue
                 if engine_for != m.name:
-                    engine = make_backend(backend, ModelConfig(
-                        base.name, base.device, base.dtype, base.revision, m.adapter),
-                        max_batch, **(backend_options or {}))
+                    engine = make_backend(backend, replace(base, adapter=m.adapter),
+                                          max_batch, **(backend_options or {}))
                     engine_for = m.name
                 part = evaluate_model(engine, m, mode, strategy, qs, builder, config)
                 write_parquet(part, path)
