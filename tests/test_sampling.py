@@ -135,3 +135,40 @@ def test_bad_requests_are_clear_errors(fp32):
         engine.generate([Request("a", "x", "")], SamplingConfig())
     with pytest.raises(KgfactError, match="temperature"):
         SamplingConfig(temperature=0)
+
+
+def test_a_leading_newline_does_not_end_the_answer(tiny_model_dir):
+    """A model that starts its answer with a newline is not cut to an empty answer: the stop
+    string applies after the leading whitespace."""
+    loaded = load_model(ModelConfig(name=str(tiny_model_dir), dtype="float32"))
+    tok, request = loaded.tokenizer, Request("q", "", QUESTIONS[0])
+    free_config = SamplingConfig(n_samples=0, max_new_tokens=8, stop=("@@",))
+    first = KgfactEngine(loaded).generate([request], free_config)[0].greedy[0]
+    # swap the output rows of that first character and the newline: the model now begins
+    # its answer with a newline and goes on with what it would have said
+    rows = [tok.convert_tokens_to_ids(c) for c in (first, "\n")]
+    with torch.no_grad():
+        loaded.model.lm_head.weight[rows] = loaded.model.lm_head.weight[rows[::-1]].clone()
+    free = KgfactEngine(loaded).generate([request], free_config)[0].greedy
+    assert free.startswith("\n") and free.strip()
+    answer = KgfactEngine(loaded).generate([request], SamplingConfig(
+        n_samples=3, temperature=1e-3, max_new_tokens=8))[0]
+    assert answer.greedy == cut_at_stop(free, ("\n",)) and answer.greedy.strip()
+    assert set(answer.samples) == {answer.greedy}  # samples follow the same rule
+
+
+def test_cut_at_stop_skips_leading_whitespace():
+    assert cut_at_stop("\nParis\nQ: next", ("\n",)) == "\nParis"
+    assert cut_at_stop("  \n \n", ("\n",)) == "  \n \n"
+    assert cut_at_stop(" Paris. Q", ("\n", ".")) == " Paris"
+
+
+def test_the_engine_states_the_adapter_it_serves(fp32, tiny_model_dir, tmp_path):
+    from tests.tinymodel import make_tiny_adapter
+
+    assert KgfactEngine(fp32).adapter is None
+    make_tiny_adapter(tiny_model_dir, tmp_path / "adapter")
+    (tmp_path / "x").mkdir()
+    loaded = load_model(ModelConfig(name=str(tiny_model_dir), dtype="float32",
+                                    adapter=str(tmp_path / "x" / ".." / "adapter")))
+    assert KgfactEngine(loaded).adapter == str((tmp_path / "adapter").resolve())

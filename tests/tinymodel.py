@@ -7,11 +7,17 @@ import string
 from pathlib import Path
 
 
-def make_tiny_model(path: Path, seed: int = 0) -> Path:
-    """Write a 2-layer Llama-architecture model and its tokenizer to ``path``."""
+def make_tiny_model(path: Path, seed: int = 0, arch: str = "llama") -> Path:
+    """Write a 2-layer model and its tokenizer to ``path``.
+
+    ``arch="llama"`` prepends a BOS token to every encoding, as Llama and Gemma do;
+    ``arch="qwen2"`` is a Qwen2-architecture model whose tokenizer has no BOS token at all, as
+    Qwen2.5's has not (an empty text encodes to no tokens).
+    """
     import torch
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    from transformers import (LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast,
+                              Qwen2Config, Qwen2ForCausalLM)
 
     specials = ["<pad>", "<bos>", "<eos>", "<unk>"]
     chars = sorted(set(string.printable) - set("\x0b\x0c\r\t"))
@@ -19,18 +25,34 @@ def make_tiny_model(path: Path, seed: int = 0) -> Path:
     tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
     tok.decoder = decoders.Fuse()
-    tok.post_processor = processors.TemplateProcessing(
-        single="<bos> $A", special_tokens=[("<bos>", vocab["<bos>"])])
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>",
+    bos = "<bos>" if arch == "llama" else None
+    if bos is not None:
+        tok.post_processor = processors.TemplateProcessing(
+            single=f"{bos} $A", special_tokens=[(bos, vocab[bos])])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=bos, eos_token="<eos>",
                                    pad_token="<pad>", unk_token="<unk>")
     torch.manual_seed(seed)
-    config = LlamaConfig(vocab_size=len(vocab), hidden_size=64, intermediate_size=128,
-                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                         max_position_embeddings=1024, bos_token_id=vocab["<bos>"],
-                         eos_token_id=vocab["<eos>"], pad_token_id=vocab["<pad>"])
-    model = LlamaForCausalLM(config)
+    config_class, model_class = {"llama": (LlamaConfig, LlamaForCausalLM),
+                                 "qwen2": (Qwen2Config, Qwen2ForCausalLM)}[arch]
+    config = config_class(vocab_size=len(vocab), hidden_size=64, intermediate_size=128,
+                          num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                          max_position_embeddings=1024,
+                          bos_token_id=vocab[bos] if bos else None,
+                          eos_token_id=vocab["<eos>"], pad_token_id=vocab["<pad>"])
+    model = model_class(config)
     with torch.no_grad():  # larger logits than the default init, so argmax ties never occur
         model.lm_head.weight.mul_(50)
     model.save_pretrained(path, safe_serialization=True)
     fast.save_pretrained(path)
+    return path
+
+
+def make_tiny_adapter(model_dir: Path, path: Path) -> Path:
+    """Save a freshly initialised LoRA adapter of the tiny model to ``path``: peft starts its
+    update at zero, so the adapted model answers exactly as the bare one."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir, use_safetensors=True)
+    get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj"])).save_pretrained(path)
     return path
