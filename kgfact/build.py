@@ -15,6 +15,7 @@ import pandas as pd
 
 from kgfact.data.fetch import FetchConfig, GraphFetcher
 from kgfact.data.sparql import USER_AGENT, EndpointConfig, SparqlClient
+from kgfact.config import check_fields
 from kgfact.errors import KgfactError
 from kgfact.qa import (QA_COLUMNS, QAConfig, build_qa, build_two_hop, drop_ambiguous,
                        drop_leakage, finish, sample_per_group)
@@ -32,15 +33,17 @@ class BuildConfig:
         "help": "SPARQL endpoint URL; None uses the embedded Oxigraph store."})
     entityquestions: str | None = field(default=None, metadata={
         "help": "Import an EntityQuestions folder instead of querying an endpoint."})
-    page_size: int = field(default=10_000, metadata={"help": "Rows per SPARQL page."})
-    max_triples_per_relation: int | None = field(default=None, metadata={
+    page_size: int = field(default=10_000, metadata={"min": 1, "help": "Rows per SPARQL page."})
+    max_triples_per_relation: int | None = field(default=None, metadata={"min": 1,
         "help": "Cap on fetched triples per relation (useful on Wikidata)."})
-    expand_hops: int = field(default=1, metadata={
+    expand_hops: int = field(default=1, metadata={"min": 0,
         "help": "Neighbourhood hops fetched from objects to complete multi-hop paths."})
-    timeout: float = field(default=60.0, metadata={"help": "SPARQL request timeout (s)."})
+    timeout: float = field(default=60.0, metadata={"above": 0,
+        "help": "SPARQL request timeout (s)."})
     user_agent: str = field(default=USER_AGENT, metadata={"help": "SPARQL User-Agent."})
 
     def __post_init__(self) -> None:
+        check_fields(self)
         if self.endpoint and self.entityquestions:
             raise KgfactError("give either an endpoint or an EntityQuestions folder, not both")
 

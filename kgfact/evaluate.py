@@ -31,6 +31,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from kgfact.answers import match_many
+from kgfact.config import check_fields
 from kgfact.errors import KgfactError
 from kgfact.finetune import CHECKPOINTS, adapter_dir, trained_sets
 from kgfact.ftsets import read_set
@@ -50,7 +51,7 @@ STAGE = "evaluate"
 class EvalConfig:
     """What is evaluated, and how."""
 
-    sets: tuple[str, ...] | None = field(default=None, metadata={
+    sets: tuple[str, ...] | None = field(default=None, metadata={"name": True,
         "help": "Fine-tuning sets whose adapters are evaluated; None = every trained set."})
     checkpoints: tuple[str, ...] = field(default=CHECKPOINTS, metadata={
         "help": "Adapter checkpoints: early_stop and/or convergence."})
@@ -60,17 +61,21 @@ class EvalConfig:
     strategies: tuple[str, ...] = field(default=("random",), metadata={
         "help": "Exemplar strategies for few-shot and CoT (random, known, unknown, from-ft, "
                 "disjoint, other-relation)."})
-    shots: int = field(default=4, metadata={"help": "Exemplars per prompt."})
-    n_prompts: int = field(default=3, metadata={"help": "Fixed exemplar sets per relation."})
+    shots: int = field(default=4, metadata={"min": 1, "help": "Exemplars per prompt."})
+    n_prompts: int = field(default=3, metadata={"min": 1,
+        "help": "Fixed exemplar sets per relation."})
     split: str = field(default="test", metadata={"help": "Split of the queries."})
-    max_questions_per_relation: int | None = field(default=200, metadata={
+    max_questions_per_relation: int | None = field(default=200, metadata={"min": 1,
         "help": "Seeded sample of queries per relation; None = all."})
     idk_answer: str = field(default="I don't know", metadata={
         "help": "Answer counted as an abstention."})
-    bootstrap: int = field(default=2000, metadata={"help": "Bootstrap resamples for CIs."})
-    seed: int = field(default=0, metadata={"help": "Seed of query samples and exemplar sets."})
+    bootstrap: int = field(default=2000, metadata={"min": 1,
+        "help": "Bootstrap resamples for CIs."})
+    seed: int = field(default=0, metadata={"min": 0,
+        "help": "Seed of query samples and exemplar sets."})
 
     def __post_init__(self) -> None:
+        check_fields(self)
         for mode in self.modes:
             PROMPT_MODES.get(mode)
         for strategy in self.strategies:
@@ -79,8 +84,6 @@ class EvalConfig:
         if unknown:
             raise KgfactError(f"unknown checkpoint(s) {', '.join(sorted(unknown))}; "
                               f"use {', '.join(CHECKPOINTS)}")
-        if self.shots < 1 or self.n_prompts < 1:
-            raise KgfactError("shots and n_prompts must be >= 1")
 
 
 @dataclass(frozen=True)

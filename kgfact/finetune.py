@@ -42,6 +42,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from kgfact.answers import match_many
+from kgfact.config import check_fields, check_name
 from kgfact.errors import KgfactError
 from kgfact.ftsets import read_set
 from kgfact.models import LoadedModel, ModelConfig, load_model, quiet_peft
@@ -60,39 +61,43 @@ TARGET = " {answer}\n"
 class LoraSettings:
     """The LoRA adapter (peft ``LoraConfig``) trained on top of the frozen model."""
 
-    r: int = field(default=16, metadata={"help": "Rank of the update matrices."})
-    alpha: int = field(default=32, metadata={"help": "Scaling numerator (update * alpha / r)."})
-    dropout: float = field(default=0.0, metadata={
+    r: int = field(default=16, metadata={"min": 1, "help": "Rank of the update matrices."})
+    alpha: int = field(default=32, metadata={"min": 1,
+        "help": "Scaling numerator (update * alpha / r)."})
+    dropout: float = field(default=0.0, metadata={"min": 0, "below": 1,
         "help": "Dropout on the adapter input; 0 keeps resumed runs bit-identical."})
     target_modules: str | tuple[str, ...] = field(default="all-linear", metadata={
         "help": "Modules to adapt: 'all-linear' or module names such as ('q_proj', 'v_proj')."})
+
+    def __post_init__(self) -> None:
+        check_fields(self)
 
 
 @dataclass(frozen=True)
 class FinetuneConfig:
     """How every fine-tuning set is trained."""
 
-    sets: tuple[str, ...] = field(default=("ft-known", "ft-unknown"), metadata={
+    sets: tuple[str, ...] = field(default=("ft-known", "ft-unknown"), metadata={"name": True,
         "help": "Fine-tuning sets to train (names from the ftsets table)."})
     lora: LoraSettings = field(default_factory=LoraSettings, metadata={
         "help": "The adapter."})
-    learning_rate: float = field(default=1e-3, metadata={"help": "AdamW learning rate (constant)."})
-    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
-    batch_size: int = field(default=16, metadata={"help": "Examples per optimizer step."})
-    max_epochs: int = field(default=10, metadata={"help": "Epoch limit (CONVERGENCE at the latest)."})
-    convergence_fit: float = field(default=1.0, metadata={
+    learning_rate: float = field(default=1e-3, metadata={"above": 0,
+        "help": "AdamW learning rate (constant)."})
+    weight_decay: float = field(default=0.0, metadata={"min": 0, "help": "AdamW weight decay."})
+    batch_size: int = field(default=16, metadata={"min": 1, "help": "Examples per optimizer step."})
+    max_epochs: int = field(default=10, metadata={"min": 1,
+        "help": "Epoch limit (CONVERGENCE at the latest)."})
+    convergence_fit: float = field(default=1.0, metadata={"above": 0, "max": 1,
         "help": "Stop once the model fits this share of its training set (train accuracy)."})
-    eval_questions: int = field(default=100, metadata={
+    eval_questions: int = field(default=100, metadata={"min": 1,
         "help": "Dev and test questions per relation evaluated after every epoch."})
-    seed: int = field(default=0, metadata={"help": "Seed of batch orders and adapter init."})
+    seed: int = field(default=0, metadata={"min": 0,
+        "help": "Seed of batch orders and adapter init."})
 
     def __post_init__(self) -> None:
+        check_fields(self)
         if not self.sets:
             raise KgfactError("no fine-tuning sets to train")
-        if self.batch_size < 1 or self.max_epochs < 1 or self.learning_rate <= 0:
-            raise KgfactError("batch_size and max_epochs must be >= 1, learning_rate > 0")
-        if not 0 < self.convergence_fit <= 1:
-            raise KgfactError("convergence_fit must lie in (0, 1]")
 
 
 @dataclass(frozen=True)
@@ -281,6 +286,7 @@ def eval_questions(run: RunDir, relations: list[str], split: str, per_relation: 
 # -- training ------------------------------------------------------------------------------------
 def adapter_dir(run: RunDir, set_name: str, checkpoint: str) -> Path:
     """Where the adapter of ``set_name`` at ``checkpoint`` (early_stop / convergence) lives."""
+    check_name(set_name, "fine-tuning set")
     return run.path / "adapters" / set_name / checkpoint
 
 

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from kgfact.config import check_fields, check_name
 from kgfact.errors import KgfactError
 from kgfact.qa import shuffled
 from kgfact.rundir import RunDir
@@ -42,23 +43,22 @@ COLUMNS = ["qid", "relation", "subject", "object", "question", "answer", "gold",
 class FtSetsConfig:
     """Which fine-tuning sets to build and how large."""
 
-    size: int | None = field(default=None, metadata={
+    size: int | None = field(default=None, metadata={"min": 1,
         "help": "|D|, examples per set; None = the largest the mixture grid allows."})
     unknown_shares: tuple[float, ...] = field(default=(0.0, 0.25, 0.5, 0.75, 1.0), metadata={
+        "min": 0, "max": 1,
         "help": "Shares of Unknown examples of the mixture grid (0 = ft-known, 1 = ft-unknown)."})
     relations: tuple[str, ...] | None = field(default=None, metadata={
         "help": "Relations to train on; None = every train relation with Known and Unknown facts."})
-    relabel_share: float = field(default=0.5, metadata={
+    relabel_share: float = field(default=0.5, metadata={"min": 0, "max": 1,
         "help": "Unknown share of the set that idk-relabel and filtered are derived from."})
     idk_answer: str = field(default=IDK, metadata={
         "help": "Answer that replaces Unknown answers in idk-relabel."})
-    seed: int = field(default=0, metadata={"help": "Seed of the per-relation example orders."})
+    seed: int = field(default=0, metadata={"min": 0,
+        "help": "Seed of the per-relation example orders."})
 
     def __post_init__(self) -> None:
-        if any(not 0.0 <= x <= 1.0 for x in (*self.unknown_shares, self.relabel_share)):
-            raise KgfactError("unknown shares must lie between 0 and 1")
-        if self.size is not None and self.size < 1:
-            raise KgfactError(f"size must be >= 1, got {self.size}")
+        check_fields(self)
 
 
 def mixture_name(share: float) -> str:
@@ -209,6 +209,7 @@ def make_ftsets(run: RunDir | str, config: FtSetsConfig | None = None) -> pd.Dat
 
 def read_set(run: RunDir, name: str) -> pd.DataFrame:
     """Fine-tuning set ``name`` of ``run`` (one-line error naming the sets there are)."""
+    check_name(name, "fine-tuning set")
     if not run.has_table(f"ftsets/{name}"):
         have = run.read_table("ftsets")["set"].tolist() if run.has_table("ftsets") else []
         raise KgfactError(f"{run.path} has no fine-tuning set {name!r}"

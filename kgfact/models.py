@@ -22,6 +22,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from kgfact.config import check_fields
 from kgfact.errors import KgfactError
 from kgfact.paths import kgfact_home
 
@@ -45,6 +46,7 @@ class ModelConfig:
         "help": "Directory of a LoRA adapter (peft, safetensors) applied on top of the model."})
 
     def __post_init__(self) -> None:
+        check_fields(self)
         if self.dtype not in _DTYPES:
             raise KgfactError(f"unknown dtype {self.dtype!r}; use one of {', '.join(_DTYPES)}")
 

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 from kgfact.build import BuildConfig
+from kgfact.config import check_fields
 from kgfact.errors import KgfactError
 from kgfact.evaluate import EvalConfig
 from kgfact.finetune import FinetuneConfig
@@ -58,10 +59,14 @@ class BackendConfig:
     name: str = field(default="kgfact", metadata={"help": "kgfact, vllm or ray."})
     address: str | None = field(default=None, metadata={
         "help": "Ray cluster address (ray only; default: a local Ray instance)."})
-    workers: int | None = field(default=None, metadata={
+    workers: int | None = field(default=None, metadata={"min": 1,
         "help": "Ray workers, one model replica each (ray only)."})
-    max_batch: int = field(default=32, metadata={"help": "Prompts prefilled together."})
-    chunk_size: int = field(default=64, metadata={"help": "SliCK questions per checkpoint."})
+    max_batch: int = field(default=32, metadata={"min": 1, "help": "Prompts prefilled together."})
+    chunk_size: int = field(default=64, metadata={"min": 1,
+        "help": "SliCK questions per checkpoint."})
+
+    def __post_init__(self) -> None:
+        check_fields(self)
 
     def options(self) -> dict:
         """``backend_options`` for the stages: the Ray settings that are set."""
@@ -91,8 +96,11 @@ class ExperimentConfig:
         "help": "The base model every stage uses."})
     backend: BackendConfig = field(default_factory=BackendConfig, metadata={
         "help": "Generation engine for SliCK and evaluation."})
-    threads: int | None = field(default=None, metadata={
+    threads: int | None = field(default=None, metadata={"min": 1,
         "help": "torch CPU threads; 1 keeps a shared CPU from stalling torch's thread pool."})
+
+    def __post_init__(self) -> None:
+        check_fields(self)
 
 
 # -- TOML -> dataclasses -----------------------------------------------------------------------

@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from kgfact.answers import normalize
+from kgfact.config import check_fields
 from kgfact.errors import KgfactError
 from kgfact.graph import popularity
 from kgfact.relations import RELATIONS, TWO_HOPS, get_relations
@@ -49,30 +50,27 @@ class QAConfig:
         "help": "Relations with train/dev/test splits (used for fine-tuning)."})
     out_of_distribution: tuple[str, ...] = field(default=(), metadata={
         "help": "Test-only relations (dev/test splits; dev gives few-shot exemplars)."})
-    train_fraction: float = field(default=0.8, metadata={
+    train_fraction: float = field(default=0.8, metadata={"min": 0, "max": 1,
         "help": "Share of an in-distribution relation's questions in train."})
-    dev_fraction: float = field(default=0.1, metadata={
+    dev_fraction: float = field(default=0.1, metadata={"min": 0, "max": 1,
         "help": "Share of each relation's questions in dev; the rest is test."})
-    max_questions_per_relation: int | None = field(default=None, metadata={
+    max_questions_per_relation: int | None = field(default=None, metadata={"min": 1,
         "help": "Sample at most this many questions per relation (before splitting)."})
     leakage_filter: LeakageRule = field(default="test_subjects", metadata={
         "help": "Which train questions to drop for sharing entities with test (see module doc)."})
     two_hop: bool = field(default=True, metadata={
         "help": "Also build two-hop questions with their KG path (for chain-of-thought)."})
-    seed: int = field(default=0, metadata={"help": "Seed for sampling and splits."})
+    seed: int = field(default=0, metadata={"min": 0, "help": "Seed for sampling and splits."})
 
     def __post_init__(self) -> None:
+        check_fields(self)
         get_relations([*self.in_distribution, *self.out_of_distribution])
         both = set(self.in_distribution) & set(self.out_of_distribution)
         if both:
             raise KgfactError(f"relations cannot be both in and out of distribution: "
                               f"{', '.join(sorted(both))}")
-        if not (0 <= self.dev_fraction and 0 <= self.train_fraction
-                and self.train_fraction + self.dev_fraction <= 1):
-            raise KgfactError("train_fraction and dev_fraction must be >= 0 and sum to <= 1")
-        if self.leakage_filter not in ("test_subjects", "test_entities", "none"):
-            raise KgfactError(f"unknown leakage_filter {self.leakage_filter!r}; "
-                              "use test_subjects, test_entities or none")
+        if self.train_fraction + self.dev_fraction > 1:
+            raise KgfactError("train_fraction and dev_fraction must sum to <= 1")
 
     @property
     def relations(self) -> tuple[str, ...]:

@@ -37,6 +37,7 @@ from typing import Protocol
 
 import numpy as np
 
+from kgfact.config import check_fields
 from kgfact.errors import KgfactError
 from kgfact.models import LoadedModel, ModelConfig, load_model
 from kgfact.registry import Registry
@@ -46,18 +47,21 @@ from kgfact.registry import Registry
 class SamplingConfig:
     """How each prompt is answered: one greedy answer plus ``n_samples`` samples."""
 
-    n_samples: int = field(default=16, metadata={"help": "Sampled answers per prompt."})
-    temperature: float = field(default=0.5, metadata={"help": "Sampling temperature (> 0)."})
-    top_k: int = field(default=40, metadata={"help": "Sample among the k most likely tokens."})
+    n_samples: int = field(default=16, metadata={"min": 0, "help": "Sampled answers per prompt."})
+    temperature: float = field(default=0.5, metadata={"min": 0,
+        "help": "Sampling temperature (> 0)."})
+    top_k: int = field(default=40, metadata={"min": 1,
+        "help": "Sample among the k most likely tokens."})
     greedy: bool = field(default=True, metadata={"help": "Also produce the greedy answer."})
-    max_new_tokens: int = field(default=16, metadata={"help": "Longest answer in tokens."})
+    max_new_tokens: int = field(default=16, metadata={"min": 1,
+        "help": "Longest answer in tokens."})
     stop: tuple[str, ...] = field(default=("\n",), metadata={
         "help": "An answer ends before the first of these strings."})
-    seed: int = field(default=0, metadata={"help": "Seed of the per-sample random streams."})
+    seed: int = field(default=0, metadata={"min": 0,
+        "help": "Seed of the per-sample random streams."})
 
     def __post_init__(self) -> None:
-        if self.n_samples < 0 or self.max_new_tokens < 1 or self.top_k < 1:
-            raise KgfactError("n_samples must be >= 0, max_new_tokens and top_k >= 1")
+        check_fields(self)
         if self.n_samples and self.temperature <= 0:
             raise KgfactError("temperature must be > 0 when sampling")
         if not self.greedy and not self.n_samples:

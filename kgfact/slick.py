@@ -30,6 +30,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from kgfact.answers import match_many
+from kgfact.config import check_fields
 from kgfact.errors import KgfactError
 from kgfact.models import ModelConfig
 from kgfact.qa import shuffled
@@ -45,8 +46,10 @@ CATEGORIES = ("HighlyKnown", "MaybeKnown", "WeaklyKnown", "Unknown")
 class SlickConfig:
     """SliCK's sampling protocol; the defaults are the paper's."""
 
-    n_prompts: int = field(default=10, metadata={"help": "Few-shot prompts per question."})
-    shots: int = field(default=4, metadata={"help": "Exemplars per prompt (same relation)."})
+    n_prompts: int = field(default=10, metadata={"min": 1,
+        "help": "Few-shot prompts per question."})
+    shots: int = field(default=4, metadata={"min": 0,
+        "help": "Exemplars per prompt (same relation)."})
     exemplar_split: str = field(default="dev", metadata={"help": "Split exemplars come from."})
     exemplar_template: str = field(default="Q: {question}\nA: {answer}\n\n", metadata={
         "help": "How one exemplar is written ({question}, {answer})."})
@@ -58,13 +61,12 @@ class SlickConfig:
         "help": "Which splits' questions to categorise."})
     relations: tuple[str, ...] | None = field(default=None, metadata={
         "help": "Relations to categorise; None means every relation with enough exemplars."})
-    max_questions_per_relation: int | None = field(default=None, metadata={
+    max_questions_per_relation: int | None = field(default=None, metadata={"min": 1,
         "help": "Sample at most this many questions per relation and split."})
-    seed: int = field(default=0, metadata={"help": "Seed for exemplar sets and samples."})
+    seed: int = field(default=0, metadata={"min": 0, "help": "Seed for exemplar sets and samples."})
 
     def __post_init__(self) -> None:
-        if self.n_prompts < 1 or self.shots < 0:
-            raise KgfactError("n_prompts must be >= 1 and shots >= 0")
+        check_fields(self)
         if not self.sampling.greedy:
             raise KgfactError("SliCK needs the greedy answers: sampling.greedy must be true")
 

@@ -19,6 +19,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from kgfact.data.sparql import SparqlClient, render_query
+from kgfact.config import check_fields
 from kgfact.errors import KgfactError
 from kgfact.relations import get_relations
 from kgfact.rundir import write_parquet
@@ -33,16 +34,19 @@ class FetchConfig:
     """What to fetch from the endpoint and in what page sizes."""
 
     relations: tuple[str, ...] = field(metadata={"help": "Property ids to fetch."})
-    page_size: int = field(default=10_000, metadata={
+    page_size: int = field(default=10_000, metadata={"min": 1,
         "help": "Rows per query; a partition that fills a page is split ten ways."})
-    max_triples_per_relation: int | None = field(default=None, metadata={
+    max_triples_per_relation: int | None = field(default=None, metadata={"min": 1,
         "help": "Stop a relation after this many triples (whole partitions, then cut)."})
-    expand_hops: int = field(default=1, metadata={
+    expand_hops: int = field(default=1, metadata={"min": 0,
         "help": "Hops of neighbourhood expansion from objects along the fetched relations."})
-    batch_size: int = field(default=200, metadata={
+    batch_size: int = field(default=200, metadata={"min": 1,
         "help": "Entities per labels/neighbourhood query."})
-    max_suffix_digits: int = field(default=7, metadata={
+    max_suffix_digits: int = field(default=7, metadata={"min": 1,
         "help": "Deepest subject-id suffix partition before giving up on a relation."})
+
+    def __post_init__(self) -> None:
+        check_fields(self)
 
 
 @dataclass(frozen=True)
@@ -111,8 +115,6 @@ class GraphFetcher:
     def __init__(self, client: SparqlClient, config: FetchConfig, checkpoint_dir: Path,
                  progress: bool = True) -> None:
         get_relations(list(config.relations))  # unknown ids fail before any request
-        if config.page_size < 1 or config.batch_size < 1:
-            raise KgfactError("page_size and batch_size must be positive")
         self.client, self.config = client, config
         self.checkpoints = Checkpoints(checkpoint_dir)
         self.progress = progress

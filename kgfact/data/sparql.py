@@ -38,6 +38,7 @@ from SPARQLWrapper.SPARQLExceptions import (
 )
 
 import kgfact
+from kgfact.config import check_fields
 from kgfact.errors import KgfactError
 from kgfact.paths import kgfact_home
 from kgfact.rundir import atomic_write_text
@@ -146,15 +147,23 @@ class EndpointConfig:
     url: str = field(metadata={"help": "SPARQL query endpoint URL."})
     user_agent: str = field(default=USER_AGENT,
                             metadata={"help": "User-Agent header (Wikidata requires one)."})
-    timeout: float = field(default=60.0, metadata={"help": "Seconds before a request times out."})
-    max_retries: int = field(default=8, metadata={"help": "Retries of one query before giving up."})
-    backoff: float = field(default=1.0, metadata={"help": "First retry delay in seconds; doubles."})
-    max_backoff: float = field(default=60.0, metadata={"help": "Cap on one retry delay (seconds)."})
+    timeout: float = field(default=60.0, metadata={"above": 0,
+        "help": "Seconds before a request times out."})
+    max_retries: int = field(default=8, metadata={"min": 0,
+        "help": "Retries of one query before giving up."})
+    backoff: float = field(default=1.0, metadata={"min": 0,
+        "help": "First retry delay in seconds; doubles."})
+    max_backoff: float = field(default=60.0, metadata={"min": 0,
+        "help": "Cap on one retry delay (seconds)."})
     max_retry_after: float = field(
-        default=600.0, metadata={"help": "Longest Retry-After honoured before giving up (s)."})
+        default=600.0, metadata={"min": 0,
+            "help": "Longest Retry-After honoured before giving up (s)."})
     cache_dir: Path | None = field(
         default_factory=lambda: kgfact_home() / "sparql-cache",
         metadata={"help": "On-disk response cache; None disables it."})
+
+    def __post_init__(self) -> None:
+        check_fields(self)
 
 
 @dataclass

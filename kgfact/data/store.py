@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from kgfact.config import check_fields
 from kgfact.errors import KgfactError
 from kgfact.paths import kgfact_home
 from kgfact.rundir import atomic_write_text
@@ -50,7 +51,11 @@ class StoreConfig:
     location: Path = field(default_factory=lambda: kgfact_home() / "store",
                            metadata={"help": "Store directory (database in <location>/db)."})
     host: str = field(default="127.0.0.1", metadata={"help": "Loopback address to bind."})
-    port: int = field(default=DEFAULT_PORT, metadata={"help": "TCP port; 0 picks a free one."})
+    port: int = field(default=DEFAULT_PORT, metadata={"min": 0, "max": 65535,
+        "help": "TCP port; 0 picks a free one."})
+
+    def __post_init__(self) -> None:
+        check_fields(self)
 
 
 class OxigraphStore:

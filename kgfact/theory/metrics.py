@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from kgfact.config import check_fields
 from kgfact.errors import KgfactError
 from kgfact.registry import Registry
 from kgfact.theory.graphs import ModelKnowledge
@@ -30,17 +31,16 @@ MODES = ("zero-shot", "few-shot", "cot")
 class MetricConfig:
     """Radii of the graph metrics."""
 
-    neighbourhood_hops: int = field(default=1, metadata={
+    neighbourhood_hops: int = field(default=1, metadata={"min": 0,
         "help": "h of query_neighbourhood_overlap: G_P entities within h hops of s in G "
                 "(edges followed either way)."})
-    path_hops: int = field(default=2, metadata={
+    path_hops: int = field(default=2, metadata={"min": 1,
         "help": "h of hop_support: s must reach o within h directed hops in G_P ∪ K_kn."})
-    chunk: int = field(default=250_000, metadata={
+    chunk: int = field(default=250_000, metadata={"min": 1,
         "help": "Units computed together (bounds memory, not results)."})
 
     def __post_init__(self) -> None:
-        if self.neighbourhood_hops < 0 or self.path_hops < 1 or self.chunk < 1:
-            raise KgfactError("neighbourhood_hops must be >= 0, path_hops and chunk >= 1")
+        check_fields(self)
 
 
 def ragged(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:

@@ -40,6 +40,7 @@ import scipy.sparse as sp
 from scipy.sparse.csgraph import shortest_path
 from scipy.stats import ConstantInputWarning, spearmanr
 
+from kgfact.config import check_fields
 from kgfact.errors import KgfactError
 
 FAMILIES = ("all", "relation", "category", "a_quantile")
@@ -52,23 +53,23 @@ _UNIT = ["checkpoint", "mode", "strategy", "prompt", "qid"]
 class PredictionConfig:
     """How predictions are fitted, bucketed and tested."""
 
-    known_set: str = field(default="ft-known", metadata={"help": "The FT-Known set."})
-    unknown_set: str = field(default="ft-unknown", metadata={"help": "The FT-Unknown set."})
-    fit_sets: tuple[str, ...] | None = field(default=None, metadata={
+    known_set: str = field(default="ft-known", metadata={"name": True, "help": "The FT-Known set."})
+    unknown_set: str = field(default="ft-unknown", metadata={"name": True,
+        "help": "The FT-Unknown set."})
+    fit_sets: tuple[str, ...] | None = field(default=None, metadata={"name": True,
         "help": "Sets whose zero-shot ID accuracy fits α; None: the two above and every mix-*."})
-    quantiles: int = field(default=4, metadata={"help": "A(P) quantile bins per mode."})
-    min_bucket: int = field(default=20, metadata={"help": "Units a bucket needs to be tested."})
-    n_boot: int = field(default=1000, metadata={"help": "Bootstrap replicates."})
-    level: float = field(default=0.95, metadata={"help": "Confidence level of the intervals."})
-    seed: int = field(default=0, metadata={"help": "Bootstrap seed."})
-    equal_tolerance: float = field(default=0.01, metadata={
+    quantiles: int = field(default=4, metadata={"min": 1, "help": "A(P) quantile bins per mode."})
+    min_bucket: int = field(default=20, metadata={"min": 1,
+        "help": "Units a bucket needs to be tested."})
+    n_boot: int = field(default=1000, metadata={"min": 1, "help": "Bootstrap replicates."})
+    level: float = field(default=0.95, metadata={"above": 0, "below": 1,
+        "help": "Confidence level of the intervals."})
+    seed: int = field(default=0, metadata={"min": 0, "help": "Bootstrap seed."})
+    equal_tolerance: float = field(default=0.01, metadata={"min": 0,
         "help": "Predicted gaps closer than this count as equal in the controls."})
 
     def __post_init__(self) -> None:
-        if self.quantiles < 1 or self.min_bucket < 1 or self.n_boot < 1:
-            raise KgfactError("quantiles, min_bucket and n_boot must be >= 1")
-        if not 0 < self.level < 1:
-            raise KgfactError(f"level must be in (0, 1), got {self.level}")
+        check_fields(self)
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from kgfact.config import check_fields
 from kgfact.errors import KgfactError
 from kgfact.rundir import RunDir, atomic_write_text
 from kgfact.theory.controls import CONTROLS
@@ -52,6 +53,7 @@ class TheoryConfig:
         "help": "Controlled comparisons to report; None: every registered one."})
 
     def __post_init__(self) -> None:
+        check_fields(self)
         AUGMENTATIONS.get(self.augmentation)
         for name in self.augmentations or ():
             AUGMENTATIONS.get(name)
