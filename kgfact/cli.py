@@ -10,10 +10,18 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 from kgfact.errors import KgfactError
 
 DEFAULT_RUNS = Path("runs")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with kgfact's error form: one ``kgfact: error: ...`` line, exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"kgfact: error: {self.prog}: {message} (see '{self.prog} --help')\n")
 
 
 def _pids(text: str) -> tuple[str, ...]:
@@ -79,6 +87,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     from kgfact.build import BuildConfig, build
     from kgfact.qa import QAConfig
     from kgfact.relations import SPLITS
+    from kgfact.rundir import RunDir
 
     if args.entityquestions:
         default_split, default_run = "slick", "entityquestions"
@@ -95,22 +104,22 @@ def cmd_build(args: argparse.Namespace) -> int:
         present = set(available_relations(Path(args.entityquestions)))
         in_dist = tuple(p for p in in_dist if p in present)
         ood = tuple(p for p in ood if p in present)
-    if not args.endpoint and not args.entityquestions:
-        _ensure_embedded_store()
     qa = QAConfig(in_distribution=tuple(in_dist), out_of_distribution=tuple(ood),
                   max_questions_per_relation=args.max_questions, seed=args.seed,
                   leakage_filter=args.leakage_filter)
     config = BuildConfig(qa=qa, endpoint=args.endpoint, entityquestions=args.entityquestions,
                          page_size=args.page_size, max_triples_per_relation=args.max_triples,
                          timeout=args.timeout)
-    run = Path(args.run) if args.run else DEFAULT_RUNS / default_run
+    run = RunDir(args.run or DEFAULT_RUNS / default_run).create()
+    if not args.endpoint and not args.entityquestions:
+        _ensure_embedded_store()  # only once the config and the run are known to be good
     report = build(run, config, force=args.force, progress=not args.quiet,
                    cache_dir=None if args.no_cache else "default")
     questions = report.get("questions", {})
     total = sum(sum(s.values()) for s in questions.values())
     verb = "already built" if report.get("skipped") else "built"
-    print(f"{verb} {run}: {total} questions over {len(questions)} relations "
-          f"(tables: triples, entities, qa, qa_two_hop; report: kgfact info {run})")
+    print(f"{verb} {run.path}: {total} questions over {len(questions)} relations "
+          f"(tables: triples, entities, qa, qa_two_hop; report: kgfact info {run.path})")
     return 0
 
 
@@ -244,16 +253,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     from kgfact.rundir import RunDir
 
     config = load_config(args.config)
-    run = Path(args.run) if args.run else DEFAULT_RUNS / Path(args.config).stem
+    run = RunDir(args.run or DEFAULT_RUNS / Path(args.config).stem).create()
     uses_store = not config.build.endpoint and not config.build.entityquestions
-    if uses_store and RunDir(run).stage_status("build") != "complete":
+    if uses_store and run.stage_status("build") != "complete":
         _ensure_embedded_store()
     timings = run_experiment(run, config, progress=not args.quiet,
                              log=lambda line: print(f"kgfact run: {line}", file=sys.stderr))
     spent = sum(t for t in timings.values() if t is not None)
     skipped = sum(t is None for t in timings.values())
-    print(f"finished {run} in {spent:.0f} s ({skipped} of {len(timings)} steps were already "
-          f"complete); report: {run}/report.html (and report.md)")
+    print(f"finished {run.path} in {spent:.0f} s ({skipped} of {len(timings)} steps were "
+          f"already complete); report: {run.path}/report.html (and report.md)")
     return 0
 
 
@@ -288,7 +297,7 @@ def _model_args(p: argparse.ArgumentParser) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="kgfact", description=__doc__.splitlines()[0])
+    p = _Parser(prog="kgfact", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("store", help="run the embedded Oxigraph SPARQL endpoint")

@@ -38,7 +38,7 @@ def check_name(name: Any, what: str = "name") -> str:
     'mix-50'
     """
     if not isinstance(name, str) or not NAME_RE.fullmatch(name):
-        raise KgfactError(f"{what} {name!r} is not a valid name: use letters, digits, '.', '_' "
+        raise KgfactError(f"{what}: {name!r} is not a valid name: use letters, digits, '.', '_' "
                           "and '-', starting with a letter or digit (at most 64 characters)")
     return name
 

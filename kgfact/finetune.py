@@ -385,6 +385,8 @@ def finetune(run: RunDir | str, config: FinetuneConfig | None = None,
     model = model or ModelConfig()
     if not run.has_table("ftsets"):
         make_ftsets(run)
+    for name in config.sets:  # a misspelt set is an error now, not after loading the model
+        read_set(run, name)
     spec = json.loads(json.dumps({"finetune": asdict(config), "model": asdict(model)}))
     previous = run.manifest().get("stages", {}).get(STAGE, {}).get("config")
     if previous is not None and previous != spec and (run.path / "adapters").exists():

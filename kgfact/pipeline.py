@@ -210,6 +210,8 @@ def load_config(path: str | Path) -> ExperimentConfig:
             from None
     except OSError as exc:
         raise KgfactError(f"cannot read config {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise KgfactError(f"{path} is not a text file (TOML must be UTF-8)") from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

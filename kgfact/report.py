@@ -392,12 +392,20 @@ def _header(run: RunDir) -> tuple[str, list[tuple[str, str]]]:
     stages = manifest.get("stages", {})
     from kgfact.pipeline import STAGE, STEPS
 
-    timings = [(step, f"{info['seconds']:.0f} s" if "seconds" in info else info["status"])
-               for step in STEPS if (info := stages.get(f"{STAGE}:{step}"))]
+    timings = [(step, _step_time(step, info)) for step in STEPS
+               if (info := stages.get(f"{STAGE}:{step}"))]
     model = (stages.get("slick", {}).get("config", {}) or {}).get("model", {}).get("name", "?")
     git = next((i.get("git") for i in stages.values() if i.get("git")), None)
     title = f"kgfact report: {run.path.name} (model {model}, git {str(git)[:10]})"
     return title, timings
+
+
+def _step_time(step: str, info: dict) -> str:
+    # the report step is recorded as running while it writes this very page; a time from an
+    # earlier run of it would be stale, so neither is shown
+    if step == "report" and info.get("status") == "running":
+        return "this report"
+    return f"{info['seconds']:.0f} s" if "seconds" in info else info["status"]
 
 
 def write_report(run: RunDir | str | Path) -> list[Path]:

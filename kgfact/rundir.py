@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import asdict, is_dataclass
 from datetime import datetime, timezone
 from importlib import metadata
@@ -30,23 +30,36 @@ _PACKAGES = ("kgfact", "pandas", "pyarrow", "networkx", "rdflib", "SPARQLWrapper
              "oxigraph", "torch", "transformers", "peft")
 
 
+@contextmanager
+def _atomic(path: Path) -> Iterator[Path]:
+    """A temporary path beside ``path`` to write to; renamed onto ``path`` when the body ends.
+
+    A place that cannot be written (a file where a folder should be, no permission, a full
+    disk) is a one-line :class:`KgfactError` naming it.
+    """
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        yield tmp
+        os.replace(tmp, path)
+    except OSError as exc:
+        with suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise KgfactError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` so readers see the old or the new file, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
+    with _atomic(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
         fh.write(text)
         fh.flush()
         os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def write_parquet(df: pd.DataFrame, path: Path) -> None:
     """Write ``df`` to ``path`` atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    df.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
+    with _atomic(path) as tmp:
+        df.to_parquet(tmp, index=False)
 
 
 def _git_hash() -> str | None:
@@ -90,6 +103,19 @@ class RunDir:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
+        if self.path.exists() and not self.path.is_dir():
+            raise KgfactError(f"{self.path} is a file, not a run directory; choose another "
+                              "--run")
+
+    def create(self) -> RunDir:
+        """Make the directory now (a one-line error if it cannot be), so a command finds out
+        before it starts long work."""
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise KgfactError(f"cannot create run directory {self.path}: "
+                              f"{exc.strerror or exc}") from None
+        return self
 
     # -- manifest -------------------------------------------------------------------------------
     @property
@@ -101,10 +127,17 @@ class RunDir:
         if not self.manifest_path.exists():
             return {"created": _now(), "stages": {}}
         try:
-            return json.loads(self.manifest_path.read_text("utf-8"))
-        except json.JSONDecodeError as exc:
+            manifest = json.loads(self.manifest_path.read_text("utf-8"))
+        except OSError as exc:
+            raise KgfactError(f"cannot read {self.manifest_path}: {exc.strerror}") from None
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise KgfactError(f"{self.manifest_path} is not valid JSON ({exc}); "
                               "fix or delete it") from None
+        stages = manifest.get("stages", {}) if isinstance(manifest, dict) else None
+        if not isinstance(stages, dict) or not all(isinstance(s, dict) for s in stages.values()):
+            raise KgfactError(f"{self.manifest_path} is not a kgfact manifest (a JSON object "
+                              "whose 'stages' maps names to objects); fix or delete it")
+        return manifest
 
     def _write_manifest(self, manifest: dict[str, Any]) -> None:
         text = json.dumps(manifest, indent=2, sort_keys=True, default=_jsonable)

@@ -81,3 +81,11 @@ def test_report_renders_in_headless_chromium(report, tmp_path):
                    check=True, timeout=120, capture_output=True)
     data = png.read_bytes()
     assert data.startswith(b"\x89PNG") and len(data) > 20_000  # a page, not a blank
+
+
+@pytest.mark.slow
+def test_the_step_table_of_kgfact_run_names_its_own_step(smoke_run):
+    """``kgfact run`` writes the report while its report step is recorded as running."""
+    steps = (smoke_run / "report.md").read_text().split("## Steps")[1].split("\n## ")[0]
+    assert "| report | this report |" in steps and "running" not in steps
+    assert "| build |" in steps and re.search(r"\| slick \| \d+ s \|", steps)

@@ -1,0 +1,208 @@
+"""User mistakes end in one ``kgfact: error:`` line and exit status 2, never a traceback: each
+class of mistake by example, then Hypothesis generating command lines and TOML configs."""
+
+from __future__ import annotations
+
+import json
+import string
+import tempfile
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from kgfact.cli import main
+from kgfact.rundir import RunDir
+
+# nothing listens on port 1: a build against it fails at once, so no generated input starts work
+DEAD_ENDPOINT = "http://127.0.0.1:1/sparql"
+
+
+def run_cli(capsys, argv: list[str]) -> tuple[int, str]:
+    """Exit status and stderr of ``kgfact ARGV`` run in-process (argparse exits included)."""
+    import torch
+
+    threads = torch.get_num_threads()  # a config's `threads` must not leak into other tests
+    try:
+        code = main(argv)
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 2
+    finally:
+        torch.set_num_threads(threads)
+    return code, capsys.readouterr().err
+
+
+def assert_one_error(code: int, err: str, expected: str | None = None) -> None:
+    assert "Traceback" not in err
+    errors = [line for line in err.splitlines() if line.startswith("kgfact: error:")]
+    assert code == 2 and len(errors) == 1, err
+    if expected is not None:
+        assert expected in errors[0], errors[0]
+
+
+@pytest.fixture
+def fake_run(tmp_path) -> Path:
+    """A run with a manifest and no tables: every stage stops at its first missing table."""
+    run = RunDir(tmp_path / "run").create()
+    with run.stage("build", {"source": "none"}):
+        pass
+    return run.path
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["build", "--endpoint", DEAD_ENDPOINT, "--max-questions", "-1"],
+     "max_questions_per_relation must be >= 1, got -1"),
+    (["build", "--endpoint", DEAD_ENDPOINT, "--timeout", "inf"],
+     "timeout must be a finite number, got inf"),
+    (["build", "--endpoint", DEAD_ENDPOINT, "--timeout", "nan"],
+     "timeout must be a finite number, got nan"),
+    (["build", "--endpoint", DEAD_ENDPOINT, "--page-size", "0"], "page_size must be >= 1"),
+    (["slick", "RUN", "--temperature", "-1"], "temperature must be >= 0"),
+    (["finetune", "RUN", "--sets", "../../x"], "'../../x' is not a valid name"),
+    (["finetune", "RUN", "--lr", "0"], "learning_rate must be > 0"),
+    (["evaluate", "RUN", "--sets", "a/b"], "'a/b' is not a valid name"),
+    (["evaluate", "RUN", "--prompts", "0"], "n_prompts must be >= 1"),
+    (["ftsets", "RUN", "--shares", "0,1.5"], "unknown_shares must be <= 1"),
+    (["slick"], "the following arguments are required: run"),
+    (["evaluate", "RUN", "--shots", "two"], "invalid int value: 'two'"),
+])
+def test_out_of_range_and_malformed_values(capsys, fake_run, argv, expected):
+    argv = [str(fake_run) if a == "RUN" else a for a in argv]
+    assert_one_error(*run_cli(capsys, argv), expected)
+
+
+def test_config_values_are_checked_like_flags(capsys, tmp_path):
+    config = tmp_path / "c.toml"
+    config.write_text(f'threads = 0\n[build]\nendpoint = "{DEAD_ENDPOINT}"\n'
+                      '[build.qa]\nin_distribution = ["P17"]\n')
+    assert_one_error(*run_cli(capsys, ["run", str(config)]), "threads must be >= 1, got 0")
+    config.write_text(f'[build]\nendpoint = "{DEAD_ENDPOINT}"\n[build.qa]\n'
+                      'in_distribution = ["P17"]\n[finetune]\nsets = ["../../x"]\n')
+    assert_one_error(*run_cli(capsys, ["run", str(config)]), "'../../x' is not a valid name")
+
+
+def test_unreadable_configs_manifests_and_run_places(capsys, tmp_path, fake_run):
+    binary = tmp_path / "binary.toml"
+    binary.write_bytes(b"\xff\xfe\x00\x81")
+    assert_one_error(*run_cli(capsys, ["run", str(binary)]), "is not a text file")
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    assert_one_error(*run_cli(capsys, ["run", "configs/smoke.toml", "--run", str(a_file)]),
+                     "is a file, not a run directory")
+    assert_one_error(*run_cli(capsys, ["run", "configs/smoke.toml", "--run",
+                                       str(a_file / "sub")]), "cannot create run directory")
+    manifest = fake_run / "manifest.json"
+    for text in ("[1, 2]", '{"stages": []}', '{"stages": {"build": 3}}'):
+        manifest.write_text(text)
+        assert_one_error(*run_cli(capsys, ["info", str(fake_run)]), "is not a kgfact manifest")
+    manifest.write_bytes(b"\xff\xfe")
+    assert_one_error(*run_cli(capsys, ["info", str(fake_run)]), "is not valid JSON")
+    manifest.unlink()
+    manifest.mkdir()
+    assert_one_error(*run_cli(capsys, ["info", str(fake_run)]), "Is a directory")
+
+
+# -- generated inputs --------------------------------------------------------------------------
+NUMBERS = st.one_of(st.integers(-3, 3), st.sampled_from([10**12, -(10**12)]),
+                    st.floats(allow_nan=True, allow_infinity=True))
+WORDS = st.one_of(st.sampled_from(["", "../../x", "a/b", "ft-known", "P17", "P17,P36",
+                                   "zero-shot", "nope", ".hidden", "-x", "é", "1e309"]),
+                  st.text(string.printable.replace("\x00", ""), max_size=8))
+FLAGS = {
+    "build": ["--max-questions", "--max-triples", "--page-size", "--timeout", "--seed",
+              "--relations", "--ood", "--split", "--leakage-filter"],
+    "slick": ["--samples", "--temperature", "--top-k", "--max-new-tokens", "--prompts",
+              "--shots", "--max-questions", "--batch", "--chunk", "--relations", "--splits",
+              "--seed", "--backend", "--workers", "--dtype", "--device"],
+    "ftsets": ["--size", "--shares", "--relations", "--seed"],
+    "finetune": ["--sets", "--epochs", "--lr", "--batch-size", "--lora-r", "--lora-alpha",
+                 "--convergence-fit", "--eval-questions", "--seed", "--target-modules"],
+    "evaluate": ["--sets", "--modes", "--strategies", "--shots", "--prompts",
+                 "--max-questions", "--batch", "--seed", "--backend"],
+    "theory": ["--known-set", "--fit-sets", "--augmentation", "--neighbourhood-hops",
+               "--path-hops", "--quantiles", "--min-bucket", "--n-boot", "--seed"],
+}
+
+
+@st.composite
+def command_lines(draw) -> list[str]:
+    command = draw(st.sampled_from([*FLAGS, "info", "report", "relations", "nope"]))
+    argv = [command]
+    if command in ("build",):
+        argv += ["--endpoint", DEAD_ENDPOINT, "--no-cache", "--quiet"]
+    elif command != "relations":
+        argv.append(draw(st.sampled_from(["RUN", "MISSING", "FILE"])))
+    for flag in draw(st.lists(st.sampled_from(FLAGS.get(command, ["--bogus"])), max_size=4)):
+        argv += [flag, str(draw(st.one_of(NUMBERS, WORDS)))]
+    return argv
+
+
+@settings(max_examples=120, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(argv=command_lines())
+def test_generated_command_lines(capsys, argv):
+    root = Path(tempfile.mkdtemp(prefix="kgfact-fuzz-"))
+    run = RunDir(root / "run").create()
+    with run.stage("build", {"source": "none"}):
+        pass
+    (root / "file").write_text("x")
+    places = {"RUN": str(run.path), "MISSING": str(root / "missing"), "FILE": str(root / "file")}
+    argv = [places.get(a, a) for a in argv]
+    if argv[0] == "build":
+        argv += ["--run", str(root / "build")]
+    code, err = run_cli(capsys, argv)
+    if code != 0:
+        assert_one_error(code, err)
+
+
+TOML_VALUES = st.one_of(NUMBERS.filter(lambda v: v == v and abs(v) != float("inf")),
+                        st.booleans(), WORDS, st.lists(st.one_of(st.integers(-2, 2), WORDS),
+                                                      max_size=3))
+SECTIONS = {"": ["threads", "nope"],
+            "build": ["page_size", "max_triples_per_relation", "expand_hops", "timeout",
+                      "entityquestions"],
+            "build.qa": ["in_distribution", "out_of_distribution", "train_fraction",
+                         "max_questions_per_relation", "leakage_filter", "seed"],
+            "slick": ["n_prompts", "shots", "relations", "splits", "seed"],
+            "slick.sampling": ["n_samples", "temperature", "top_k", "max_new_tokens"],
+            "ftsets": ["size", "unknown_shares", "relabel_share"],
+            "finetune": ["sets", "learning_rate", "max_epochs", "batch_size"],
+            "finetune.lora": ["r", "alpha", "dropout"],
+            "evaluate": ["sets", "modes", "shots", "n_prompts", "bootstrap"],
+            "theory.prediction": ["quantiles", "min_bucket", "level"],
+            "model": ["name", "dtype", "device"], "backend": ["name", "workers", "max_batch"]}
+
+
+def _toml(value) -> str:
+    return json.dumps(value)  # JSON scalars and arrays of them are TOML (no NaN, no inf)
+
+
+@st.composite
+def configs(draw) -> bytes:
+    body = {section: {} for section in ("", "build", "build.qa")}
+    body["build"]["endpoint"] = DEAD_ENDPOINT
+    body["build.qa"]["in_distribution"] = ["P17"]
+    for _ in range(draw(st.integers(1, 4))):
+        section = draw(st.sampled_from(list(SECTIONS)))
+        key = draw(st.sampled_from(SECTIONS[section]))
+        body.setdefault(section, {})[key] = draw(TOML_VALUES)
+    lines = [f"{k} = {_toml(v)}" for k, v in body.pop("").items()]
+    for section, values in body.items():
+        lines += [f"[{section}]", *(f"{k} = {_toml(v)}" for k, v in values.items())]
+    text = "\n".join(lines).encode()
+    if draw(st.integers(0, 9)) == 0:  # now and then, odd bytes somewhere
+        at = draw(st.integers(0, len(text)))
+        text = text[:at] + draw(st.binary(min_size=1, max_size=3)) + text[at:]
+    return text
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(text=configs())
+def test_generated_configs(capsys, text):
+    root = Path(tempfile.mkdtemp(prefix="kgfact-fuzz-"))
+    config = root / "study.toml"
+    config.write_bytes(text)
+    code, err = run_cli(capsys, ["run", str(config), "--run", str(root / "run"), "--quiet"])
+    assert_one_error(code, err)  # the dead endpoint fails every config that is valid
