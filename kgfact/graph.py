@@ -563,7 +563,7 @@ def _check_triples(triples: pd.DataFrame) -> pd.DataFrame:
     t = triples[list(TRIPLE_COLUMNS)]
     for col in TRIPLE_COLUMNS:
         _check_ids(t[col], f"triples column {col!r}")
-    bad = [r for r in pd.unique(t["relation"]) if not PID_RE.match(r)]
+    bad = [r for r in pd.unique(t["relation"]) if not PID_RE.fullmatch(r)]
     if bad:
         raise KgfactError(f"triples column 'relation' holds non-property ids "
                           f"{', '.join(map(repr, bad[:_SHOW]))} (expected P followed by digits)")
@@ -661,7 +661,7 @@ def _rdf_entity(iri: str | None) -> str | None:
     if iri is None:
         return None
     # wd: also names properties, lexemes and statement nodes, which are not graph entities.
-    if iri.startswith(LOCAL) or (iri.startswith(WD) and QID_RE.match(iri[len(WD):])):
+    if iri.startswith(LOCAL) or (iri.startswith(WD) and QID_RE.fullmatch(iri[len(WD):])):
         return entity_id(iri)
     return None
 

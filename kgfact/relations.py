@@ -92,7 +92,7 @@ _load()
 
 def check_pid(pid: str) -> str:
     """Return ``pid`` if it is shaped like a Wikidata property id, else raise."""
-    if not isinstance(pid, str) or not PID_RE.match(pid):
+    if not isinstance(pid, str) or not PID_RE.fullmatch(pid):
         raise KgfactError(f"{pid!r} is not a Wikidata property id (expected P followed by digits)")
     return pid
 

@@ -28,8 +28,8 @@ PREFIXES = {
     "xsd": "http://www.w3.org/2001/XMLSchema#",
 }
 
-QID_RE = re.compile(r"^Q[1-9][0-9]*$")
-PID_RE = re.compile(r"^P[1-9][0-9]*$")
+QID_RE = re.compile(r"Q[1-9][0-9]*")  # use with fullmatch: "$" admits a final newline
+PID_RE = re.compile(r"P[1-9][0-9]*")
 POPULATION = "P1082"
 GEONAMES_ID = "P1566"
 INSTANCE_OF = "P31"
@@ -37,14 +37,14 @@ INSTANCE_OF = "P31"
 
 def check_qid(qid: str) -> str:
     """Return ``qid`` if it is a Wikidata item id (``Q`` and digits), else raise."""
-    if not isinstance(qid, str) or not QID_RE.match(qid):
+    if not isinstance(qid, str) or not QID_RE.fullmatch(qid):
         raise KgfactError(f"{qid!r} is not a Wikidata item id (expected Q followed by digits)")
     return qid
 
 
 def entity_iri(entity_id: str) -> str:
     """IRI of an entity id: ``wd:Q…`` for Wikidata items, a ``urn:kgfact:entity:`` IRI otherwise."""
-    if QID_RE.match(entity_id):
+    if QID_RE.fullmatch(entity_id):
         return WD + entity_id
     return LOCAL + quote(entity_id, safe="")
 
@@ -60,7 +60,7 @@ def entity_id(iri: str) -> str:
 
 def property_iri(pid: str) -> str:
     """``wdt:`` IRI of a property id."""
-    if not PID_RE.match(pid):
+    if not PID_RE.fullmatch(pid):
         raise KgfactError(f"{pid!r} is not a Wikidata property id (expected P followed by digits)")
     return WDT + pid
 
@@ -69,7 +69,7 @@ def property_id(iri: str) -> str | None:
     """Property id of a ``wdt:`` IRI, or ``None`` for any other predicate."""
     if iri.startswith(WDT):
         pid = iri[len(WDT):]
-        return pid if PID_RE.match(pid) else None
+        return pid if PID_RE.fullmatch(pid) else None
     return None
 
 

@@ -45,6 +45,11 @@ def test_render_rejects_bad_ids_and_missing_params():
         render_query("triples", pid="P17", suffix='1") }', limit=3)
     with pytest.raises(KgfactError, match="missing"):
         render_query("triples", pid="P17", limit=3)
+    # "$" lets a final newline through; ids are checked whole
+    with pytest.raises(KgfactError, match="not a Wikidata item id"):
+        render_query("labels", entities=["Q1\n"])
+    with pytest.raises(KgfactError, match="not a Wikidata property id"):
+        render_query("triples", pid="P17\n", suffix="", limit=3)
 
 
 def test_injection_shaped_label_stays_a_literal():

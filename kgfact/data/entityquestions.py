@@ -131,7 +131,7 @@ def available_relations(root: str | Path, splits: Sequence[str] = EQ_SPLITS) -> 
     root = _check_root(root)
     pids = {path.name.split(".")[0] for split in splits
             for path in (root / split).glob(f"P*.{split}.json")}
-    return sorted((p for p in pids if PID_RE.match(p)), key=lambda p: int(p[1:]))
+    return sorted((p for p in pids if PID_RE.fullmatch(p)), key=lambda p: int(p[1:]))
 
 
 def _relations_to_load(root: Path, relations: Sequence[str] | None, splits: Sequence[str],

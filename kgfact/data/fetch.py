@@ -84,7 +84,7 @@ class Checkpoints:
 def _qid(iri: str) -> str | None:
     if iri.startswith(WD):
         qid = iri[len(WD):]
-        return qid if QID_RE.match(qid) else None
+        return qid if QID_RE.fullmatch(qid) else None
     return None
 
 

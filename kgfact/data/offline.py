@@ -30,7 +30,7 @@ from kgfact.paths import kgfact_home
 GEONAMES_OFFSET = 9_000_000_000
 CURRENCY_OFFSET = 9_900_000_000
 DATASET_VERSION = "geonames-v1"
-_LATIN_NAME = re.compile(r"^[A-Z][A-Za-z .'\-]*$")
+_LATIN_NAME = re.compile(r"[A-Z][A-Za-z .'\-]*")
 _MAX_ALIASES = 8
 
 
@@ -58,7 +58,7 @@ def _aliases(label: str, names: list[str]) -> list[str]:
     seen, out = {_fold(label)}, []
     for name in names:
         name = name.strip()
-        if _LATIN_NAME.match(name) and _fold(name) not in seen:
+        if _LATIN_NAME.fullmatch(name) and _fold(name) not in seen:
             seen.add(_fold(name))
             out.append(name)
     return out[:_MAX_ALIASES]

@@ -70,13 +70,13 @@ class StepParser:
         for rel in rels:
             pattern = re.escape(normalize(rel.statement.replace("[X]", _X).replace("[Y]", _Y)))
             pattern = pattern.replace(_X, "(?P<x>.+?)").replace(_Y, "(?P<y>.+?)")
-            self.templates.append((rel.pid, re.compile(f"^{pattern}$")))
+            self.templates.append((rel.pid, re.compile(pattern)))
 
     def parse(self, text: str) -> Step:
         """The edge ``text`` asserts and whether it is in ``G``."""
         norm = normalize(text) if isinstance(text, str) else ""
         matches = [(pid, m["x"], m["y"]) for pid, rx in self.templates
-                   if (m := rx.match(norm)) is not None]
+                   if (m := rx.fullmatch(norm)) is not None]
         if not matches:
             return Step("unparsed")
         codec = self.knowledge.codec
