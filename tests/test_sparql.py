@@ -174,3 +174,73 @@ def test_empty_result_is_a_clear_error(mini_store, tmp_path):
 def test_unknown_relation_fails_before_any_request(mini_store, tmp_path):
     with pytest.raises(KgfactError, match="unknown relation"):
         fetch("http://127.0.0.1:9/query", tmp_path, relations=("P17", "P99999"))
+
+
+class _NotSparql:
+    """A loopback HTTP server answering every request with one fixed status, type and body."""
+
+    def __init__(self, status: int, content_type: str, body: bytes) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        answer = (status, content_type, body)
+
+        class Handler(BaseHTTPRequestHandler):
+            def _answer(self):
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                self.send_response(answer[0])
+                self.send_header("Content-Type", answer[1])
+                self.send_header("Content-Length", str(len(answer[2])))
+                self.end_headers()
+                self.wfile.write(answer[2])
+
+            do_GET = do_POST = _answer
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/sparql"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.parametrize("status, content_type, body, message", [
+    (200, "text/html", b"<html><body>Welcome</body></html>", "is not a SPARQL endpoint: it "
+     "answered with text/html"),
+    (200, "application/json", b'{"ok": true}', "not SPARQL JSON results"),
+    (501, "text/plain", b"no", "answered HTTP 501"),
+    (405, "text/plain", b"no", "answered HTTP 405"),
+    (403, "text/plain", b"no", "403"),
+])
+def test_permanent_failures_are_not_retried(status, content_type, body, message):
+    waits = []
+    with _NotSparql(status, content_type, body) as server:
+        c = SparqlClient(EndpointConfig(url=server.url, cache_dir=None), sleep=waits.append)
+        with pytest.raises(KgfactError, match=re.escape(message)):
+            c.select("SELECT * WHERE { ?s ?p ?o } LIMIT 1")
+    assert c.stats.requests == 1 and waits == []
+
+
+@pytest.mark.parametrize("url", ["ftp://example.org/sparql", "localhost:7878/query", "query",
+                                 "http:///sparql"])
+def test_a_url_that_is_not_http_is_refused_before_any_request(url):
+    with pytest.raises(KgfactError, match="is not an http\\(s\\) URL"):
+        EndpointConfig(url=url)
+
+
+@pytest.mark.parametrize("status", [502, 504])
+def test_gateway_errors_are_retried(status):
+    waits = []
+    with _NotSparql(status, "text/plain", b"busy") as server:
+        c = SparqlClient(EndpointConfig(url=server.url, cache_dir=None, max_retries=2),
+                         sleep=waits.append)
+        with pytest.raises(KgfactError, match=f"failed 3 times; last error: HTTP {status}"):
+            c.select("SELECT * WHERE { ?s ?p ?o } LIMIT 1")
+    assert c.stats.requests == 3 and waits == [1.0, 2.0]

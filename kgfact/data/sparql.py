@@ -2,9 +2,11 @@
 
 The client is built for Wikidata's query service and works unchanged against the embedded
 Oxigraph store: a specific User-Agent (Wikidata's policy), a timeout (60 s by default, the
-service's own limit), retries with exponential backoff on 5xx, timeouts and dropped connections,
-honouring ``Retry-After`` on 429/503, one request in flight, and an on-disk cache of responses so a
-re-run costs nothing.
+service's own limit), retries with exponential backoff on transient failures (HTTP 500, 502, 503
+and 504, timeouts, dropped connections), honouring ``Retry-After`` on 429/503, one request in
+flight, and an on-disk cache of responses so a re-run costs nothing. A permanent failure is a
+one-line error at once, with no retry: a URL that is not http(s), any other 4xx or 5xx status
+(501 included), or an answer that is not SPARQL JSON results (a web page answering 200).
 
 Queries live as ``.rq`` files in the project's ``queries/`` folder with ``{{name}}`` placeholders.
 :func:`render_query` fills them only with validated or escaped values, so an entity id or label
@@ -22,11 +24,13 @@ import socket
 import threading
 import time
 import urllib.error
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from SPARQLWrapper import JSON, POST, SPARQLWrapper
 from SPARQLWrapper.SPARQLExceptions import (
@@ -164,6 +168,10 @@ class EndpointConfig:
 
     def __post_init__(self) -> None:
         check_fields(self)
+        parts = urlsplit(self.url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise KgfactError(f"{self.url!r} is not an http(s) URL of a SPARQL endpoint "
+                              "(e.g. https://query.wikidata.org/sparql)")
 
 
 @dataclass
@@ -260,14 +268,17 @@ class SparqlClient:
         sw.setReturnFormat(JSON)
         sw.setTimeout(int(max(1, round(self.config.timeout))))
         self.stats.requests += 1
+        result = None
         try:
             result = sw.query()
-            data = result.convert()
+            with warnings.catch_warnings():  # SPARQLWrapper warns of a non-SPARQL answer;
+                warnings.simplefilter("ignore", RuntimeWarning)  # kgfact refuses it below
+                data = result.convert()
         except urllib.error.HTTPError as exc:
             if exc.code in (429, 503):
                 raise _Retry(f"HTTP {exc.code}", _retry_after(exc.headers.get("Retry-After"))) \
                     from None
-            if exc.code >= 500:
+            if exc.code in (502, 504):
                 raise _Retry(f"HTTP {exc.code}") from None
             raise KgfactError(f"{self.config.url} answered HTTP {exc.code} {exc.reason}") from None
         except EndPointInternalError as exc:
@@ -288,10 +299,12 @@ class SparqlClient:
             raise _Retry("timeout") from None
         except (http.client.HTTPException, ConnectionError, OSError) as exc:
             raise _Retry(f"connection: {exc.__class__.__name__}") from None
-        except (json.JSONDecodeError, UnicodeDecodeError, ValueError) as exc:
-            raise _Retry(f"bad response: {exc.__class__.__name__}") from None
+        except (json.JSONDecodeError, UnicodeDecodeError, ValueError):
+            data = None
         if not isinstance(data, dict) or "results" not in data:
-            raise _Retry("bad response: not SPARQL JSON results")
+            kind = result.info().get("content-type", "?") if result is not None else "?"
+            raise KgfactError(f"{self.config.url} is not a SPARQL endpoint: it answered with "
+                              f"{kind}, not SPARQL JSON results")
         self._answered = True
         return [{var: term["value"] for var, term in row.items()}
                 for row in data["results"]["bindings"]]
