@@ -70,9 +70,9 @@ def build(run: RunDir | str | Path, config: BuildConfig, *, force: bool = False,
         if config.entityquestions:
             triples, entities, qa, source_report = _from_entityquestions(config)
         else:
-            url = config.endpoint or _embedded_endpoint()
+            url, version = (config.endpoint, None) if config.endpoint else _embedded_endpoint()
             endpoint = EndpointConfig(url=url, timeout=config.timeout,
-                                      user_agent=config.user_agent)
+                                      user_agent=config.user_agent, data_version=version)
             if cache_dir != "default":
                 endpoint = replace(endpoint, cache_dir=Path(cache_dir) if cache_dir else None)
             fetch = FetchConfig(relations=config.qa.relations, page_size=config.page_size,
@@ -115,14 +115,15 @@ def _split_counts(qa: pd.DataFrame) -> dict:
             for rel in counts.index.get_level_values(0).unique()}
 
 
-def _embedded_endpoint() -> str:
+def _embedded_endpoint() -> tuple[str, str]:
+    """The running embedded store's query URL and data version."""
     from kgfact.data.store import OxigraphStore
 
     store = OxigraphStore()
     if store.status() is None:
         raise KgfactError("the embedded store is not running: start it with 'kgfact store "
                           "start', or pass --endpoint URL")
-    return store.query_url
+    return store.query_url, store.data_version
 
 
 def _from_entityquestions(config: BuildConfig):

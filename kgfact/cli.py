@@ -76,8 +76,6 @@ def cmd_store(args: argparse.Namespace) -> int:
         print(f"running: {state['url']} (pid {state['pid']}, {store.count_triples()} triples, "
               f"data in {store.location})")
     elif args.action == "load":
-        if not args.files:
-            raise KgfactError("store load needs at least one RDF file")
         store.load(args.files)
         print(f"loaded {len(args.files)} file(s) into {store.location}")
     return 0
@@ -301,11 +299,17 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("store", help="run the embedded Oxigraph SPARQL endpoint")
-    s.add_argument("action", choices=["start", "stop", "status", "load"])
-    s.add_argument("files", nargs="*", help="RDF files for 'load' (.nt, .ttl, ...)")
-    s.add_argument("--location", help="store directory (default $KGFACT_HOME/store)")
-    s.add_argument("--port", type=int, help="port on 127.0.0.1 (default 7878)")
-    s.add_argument("--empty", action="store_true", help="start without the default dataset")
+    where = _Parser(add_help=False)
+    where.add_argument("--location", help="store directory (default $KGFACT_HOME/store)")
+    where.add_argument("--port", type=int, help="port on 127.0.0.1 (default 7878)")
+    actions = s.add_subparsers(dest="action", required=True)
+    start = actions.add_parser("start", parents=[where], help="start the server (first start "
+                               "loads the offline default dataset)")
+    start.add_argument("--empty", action="store_true", help="start without the default dataset")
+    actions.add_parser("stop", parents=[where], help="stop the server")
+    actions.add_parser("status", parents=[where], help="is it running, and how many triples")
+    load = actions.add_parser("load", parents=[where], help="bulk-load RDF files")
+    load.add_argument("files", nargs="+", help="RDF files (.nt, .ttl, ...)")
     s.set_defaults(func=cmd_store)
 
     b = sub.add_parser("build", help="build QA data into a run directory")

@@ -79,3 +79,170 @@ def test_bad_files_are_clear_errors(tmp_path):
     broken.write_text("<http://x/a> <http://x/b> .\n")
     with pytest.raises(KgfactError, match="loading .*broken.nt failed"):
         store.load([broken])
+
+
+def _recorded(pid: int, cmdline: list[str]) -> str:
+    """A server.json naming process ``pid`` with its real start time."""
+    import json
+
+    from kgfact.data.store import _start_time
+
+    return json.dumps({"pid": pid, "host": "127.0.0.1", "port": 1, "url": "http://x/query",
+                       "cmdline": cmdline, "started": _start_time(pid)})
+
+
+def test_a_recycled_pid_is_never_signalled(tmp_path):
+    """The recorded pid now belongs to another program: not ours, so left alone."""
+    import subprocess
+
+    other = subprocess.Popen(["sleep", "30"])
+    try:
+        store = OxigraphStore(StoreConfig(location=tmp_path / "s", port=0))
+        store.location.mkdir(parents=True)
+        store.state_file.write_text(_recorded(other.pid, ["oxigraph", "serve", "--location",
+                                                          str(store.db)]))
+        assert store.status() is None and store.stop() is False
+        assert other.poll() is None  # still running, never signalled
+        # the same process and command line but another start time is not ours either
+        record = _recorded(other.pid, ["sleep", "30"]).replace('"started": ', '"started": 1')
+        store.state_file.write_text(record)
+        assert store.status() is None and other.poll() is None
+    finally:
+        other.kill()
+        other.wait()
+
+
+def test_a_zombie_server_counts_as_stopped(tmp_path):
+    """A dead server not yet reaped by its parent (not this process) is a zombie: stopped."""
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    parent = subprocess.Popen([sys.executable, "-c", "import subprocess, time; "
+                               "p = subprocess.Popen(['sleep', '0']); print(p.pid, flush=True); "
+                               "time.sleep(30)"], stdout=subprocess.PIPE, text=True)
+    try:
+        pid = int(parent.stdout.readline())
+        deadline = time.monotonic() + 10
+        while " Z " not in Path(f"/proc/{pid}/stat").read_text() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        store = OxigraphStore(StoreConfig(location=tmp_path / "s", port=0))
+        store.location.mkdir(parents=True)
+        store.state_file.write_text(_recorded(pid, ["sleep", "0"]))
+        assert store.status() is None and store.stop() is False
+    finally:
+        parent.kill()
+        parent.wait()
+
+
+def test_an_interrupted_load_is_refused_not_served_empty(tmp_path):
+    """SIGKILL a ``kgfact store load`` (and its ``oxigraph load``) mid-way: the store is not
+    taken as loaded; starting it says what to do."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from tests.conftest import kgfact_command
+
+    big = tmp_path / "big.nt"
+    with open(big, "w") as fh:
+        for i in range(1_500_000):
+            fh.write(f"<http://x/s{i}> <http://x/p> \"value {i}\" .\n")
+    location = tmp_path / "s"
+    proc = subprocess.Popen(kgfact_command("store", "load", "--location", str(location),
+                                           str(big)), start_new_session=True)
+    store = OxigraphStore(StoreConfig(location=location, port=0))
+    deadline = time.monotonic() + 60
+    # kill once oxigraph has begun writing the database
+    while not (store.db.is_dir() and any(store.db.iterdir())) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert store.data()["complete"] is False
+    with pytest.raises(KgfactError, match="big.nt into .* did not finish"):
+        store.start(load_default=False)
+    with pytest.raises(KgfactError, match="holds no completely loaded data"):
+        store.data_version
+
+
+def test_an_interrupted_default_load_is_redone_from_scratch(tmp_path, miniworld_nt,
+                                                            monkeypatch):
+    import json
+
+    from kgfact.data import offline
+    from kgfact.data.store import DEFAULT_DATASET
+
+    monkeypatch.setattr(offline, "default_dataset_file", lambda: miniworld_nt)
+    store = OxigraphStore(StoreConfig(location=tmp_path / "s", port=0))
+    store.load([miniworld_nt])
+    store.start(load_default=False)
+    n = store.count_triples()
+    store.stop()
+    # as a first load of the default dataset leaves it when killed: data, marked incomplete
+    store.data_file.write_text(json.dumps({"version": "x", "complete": False,
+                                           "files": [DEFAULT_DATASET]}))
+    store.start()
+    try:
+        assert store.count_triples() == n  # reloaded once, not twice
+        assert store.data()["complete"] and store.data_version != "x"
+    finally:
+        store.stop()
+
+
+def test_each_load_changes_the_data_version_and_so_the_cache_key(tmp_path, miniworld_nt):
+    from kgfact.data.sparql import EndpointConfig, SparqlClient
+
+    store = OxigraphStore(StoreConfig(location=tmp_path / "s", port=0))
+    store.load([miniworld_nt])
+    store.start(load_default=False)
+    try:
+        query = "SELECT (COUNT(*) AS ?n) WHERE { ?s ?p ?o }"
+
+        def count() -> tuple[int, int]:
+            client = SparqlClient(EndpointConfig(url=store.query_url, cache_dir=tmp_path / "c",
+                                                 data_version=store.data_version))
+            return int(client.select(query)[0]["n"]), client.stats.cache_hits
+        before, _ = count()
+        assert count() == (before, 1)  # cached
+        extra = tmp_path / "extra.nt"
+        extra.write_text("<http://x/a> <http://x/b> <http://x/c> .\n")
+        store.load([extra])
+        assert count() == (before + 1, 0)  # asked again after the load
+    finally:
+        store.stop()
+
+
+def test_port_is_checked_before_the_first_load(tmp_path):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        store = OxigraphStore(StoreConfig(location=tmp_path / "s",
+                                          port=busy.getsockname()[1]))
+        with pytest.raises(KgfactError, match="is in use"):
+            store.start()  # would load the default dataset first
+        assert store.is_empty() and store.data() is None
+
+
+def test_store_cli_order_status_after_kill_and_damaged_records(tmp_path, miniworld_nt, capsys):
+    import os
+    import signal
+    import time
+
+    from kgfact.cli import main
+
+    where = ["--location", str(tmp_path / "s")]
+    assert main(["store", "load", *where, str(miniworld_nt)]) == 0  # options first
+    assert main(["store", "load", str(miniworld_nt), *where]) == 0  # or last
+    assert main(["store", "start", "--empty", "--port", "0", *where]) == 0
+    store = OxigraphStore(StoreConfig(location=tmp_path / "s"))
+    os.kill(store.status()["pid"], signal.SIGKILL)
+    time.sleep(0.2)
+    capsys.readouterr()
+    assert main(["store", "status", *where]) == 3  # not running: no traceback
+    assert "not running" in capsys.readouterr().out
+    store.state_file.write_text("{not json")
+    assert main(["store", "status", *where]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("kgfact: error: ") and "server.json is damaged" in err

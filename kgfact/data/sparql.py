@@ -8,6 +8,10 @@ flight, and an on-disk cache of responses so a re-run costs nothing. A permanent
 one-line error at once, with no retry: a URL that is not http(s), any other 4xx or 5xx status
 (501 included), or an answer that is not SPARQL JSON results (a web page answering 200).
 
+The cache is keyed by URL, query and the endpoint's data version where it has one: the embedded
+store's changes with every load, so a build after ``kgfact store load`` asks again. A remote
+endpoint's answers are taken as unchanging: ``kgfact build --no-cache`` asks it afresh.
+
 Queries live as ``.rq`` files in the project's ``queries/`` folder with ``{{name}}`` placeholders.
 :func:`render_query` fills them only with validated or escaped values, so an entity id or label
 coming from outside cannot change a query's shape.
@@ -165,6 +169,9 @@ class EndpointConfig:
     cache_dir: Path | None = field(
         default_factory=lambda: kgfact_home() / "sparql-cache",
         metadata={"help": "On-disk response cache; None disables it."})
+    data_version: str | None = field(default=None, metadata={
+        "help": "Version of the endpoint's data, part of the cache key: the embedded store's "
+                "changes with every load. None: answers are cached by URL and query only."})
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -212,7 +219,8 @@ class SparqlClient:
     def _cache_path(self, query: str) -> Path | None:
         if self.config.cache_dir is None:
             return None
-        key = hashlib.sha256(f"{self.config.url}\n{query}".encode()).hexdigest()
+        key = hashlib.sha256(f"{self.config.url}\n{self.config.data_version or ''}\n{query}"
+                             .encode()).hexdigest()
         return Path(self.config.cache_dir) / key[:2] / f"{key}.json"
 
     def select(self, query: str) -> list[dict[str, str]]:

@@ -4,12 +4,24 @@
 background process and records it in ``server.json`` inside the store directory; on first start
 it bulk-loads the offline default dataset (:mod:`kgfact.data.offline`) so that every ``.rq`` query
 works with no network. The database itself lives in ``<store>/db``.
+
+- **Which process is ours.** ``server.json`` keeps the server's process id, command line and
+  start time (Linux ``/proc``); ``status`` and ``stop`` act on that process only when all three
+  still match, so a recycled process id is never signalled, and a zombie counts as stopped.
+- **Loads finish or are known not to have.** ``data.json`` records every load: it is marked
+  incomplete before ``oxigraph load`` runs and complete, with a new random *data version*, only
+  after it exits cleanly. A first load of the default dataset that was interrupted is redone from
+  an empty database on the next start; an interrupted load of the user's files is refused until
+  it is loaded again. The data version is part of the SPARQL response cache's key
+  (:class:`kgfact.data.sparql.EndpointConfig`), so a build after ``kgfact store load`` never
+  reads answers cached from the old data.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -20,6 +32,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +42,7 @@ from kgfact.paths import kgfact_home
 from kgfact.rundir import atomic_write_text
 
 DEFAULT_PORT = 7878
+DEFAULT_DATASET = "kgfact:offline-default"  # how data.json names the offline default dataset
 RDF_SUFFIXES = {".nt": "application/n-triples", ".ttl": "text/turtle", ".nq": "application/n-quads",
                 ".trig": "application/trig", ".rdf": "application/rdf+xml", ".owl": "application/rdf+xml"}
 
@@ -72,23 +86,48 @@ class OxigraphStore:
         self.location = Path(self.config.location)
         self.db = self.location / "db"
         self.state_file = self.location / "server.json"
+        self.data_file = self.location / "data.json"
 
     # -- state ----------------------------------------------------------------------------------
-    def _state(self) -> dict | None:
+    def _read_json(self, path: Path, keys: dict[str, type]) -> dict | None:
+        """``path``'s record, None if there is none; a damaged one is a one-line error."""
         try:
-            return json.loads(self.state_file.read_text("utf-8"))
-        except (OSError, json.JSONDecodeError):
+            record = json.loads(path.read_text("utf-8"))
+        except FileNotFoundError:
             return None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise KgfactError(f"{path} is damaged ({exc.__class__.__name__}); delete it "
+                              "(and stop any oxigraph serving this store by hand)") from None
+        if not isinstance(record, dict) or not all(
+                isinstance(record.get(k), t) for k, t in keys.items()):
+            raise KgfactError(f"{path} is damaged (not the record kgfact writes); delete it "
+                              "(and stop any oxigraph serving this store by hand)")
+        return record
 
     def status(self) -> dict | None:
-        """``{"pid", "host", "port", "url"}`` of the running server, or ``None``."""
-        state = self._state()
+        """``{"pid", "host", "port", "url", ...}`` of the running server, or ``None``."""
+        state = self._read_json(self.state_file, {"pid": int, "url": str, "host": str,
+                                                  "port": int})
         if state is None:
             return None
-        if not _alive(state["pid"]):
+        if not _is_our_server(state):
             self.state_file.unlink(missing_ok=True)  # a stale record from a crashed server
             return None
         return state
+
+    def data(self) -> dict | None:
+        """The last load's record: ``{"version", "complete", "files"}``, or None if none."""
+        return self._read_json(self.data_file, {"version": str, "complete": bool,
+                                                "files": list})
+
+    @property
+    def data_version(self) -> str:
+        """Changes with every completed load (part of the SPARQL cache key)."""
+        data = self.data()
+        if data is None or not data["complete"]:
+            raise KgfactError(f"the store at {self.location} holds no completely loaded data: "
+                              "load it with 'kgfact store load FILE' or 'kgfact store start'")
+        return data["version"]
 
     @property
     def query_url(self) -> str:
@@ -113,13 +152,22 @@ class OxigraphStore:
         if running is not None:
             return running
         self.location.mkdir(parents=True, exist_ok=True)
-        if load_default and self.is_empty():
-            from kgfact.data.offline import default_dataset_file
-            self._bulk_load([default_dataset_file()])
         port = self.config.port or _free_port(self.config.host)
-        if not _port_free(self.config.host, port):
+        if not _port_free(self.config.host, port):  # before a load that can take minutes
             raise KgfactError(f"port {port} on {self.config.host} is in use; "
                               "choose another with --port")
+        data = self.data()
+        if data is not None and not data["complete"]:
+            if data["files"] != [DEFAULT_DATASET]:
+                raise KgfactError(f"loading {', '.join(data['files'])} into {self.location} did "
+                                  "not finish: load the files again with 'kgfact store load', "
+                                  "or delete the store directory")
+            shutil.rmtree(self.db, ignore_errors=True)  # ours to redo from scratch
+        if data is None and not self.is_empty():  # a store older than data.json
+            self._record_load([str(self.db)], complete=True)
+        elif load_default and (self.is_empty() or not data["complete"]):
+            from kgfact.data.offline import default_dataset_file
+            self._bulk_load([default_dataset_file()], [DEFAULT_DATASET])
         log = open(self.location / "server.log", "ab")
         proc = subprocess.Popen(
             [oxigraph_binary(), "serve", "--location", str(self.db),
@@ -128,7 +176,8 @@ class OxigraphStore:
         log.close()
         url = f"http://{self.config.host}:{port}/query"
         state = {"pid": proc.pid, "host": self.config.host, "port": port, "url": url,
-                 "location": str(self.location)}
+                 "location": str(self.location), "cmdline": proc.args,
+                 "started": _start_time(proc.pid)}
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if proc.poll() is not None:
@@ -143,15 +192,16 @@ class OxigraphStore:
 
     def stop(self, timeout: float = 30.0) -> bool:
         """Stop the server; ``False`` if it was not running."""
-        state = self.status()
+        state = self.status()  # None unless the recorded process is still our server
         if state is None:
             return False
-        os.kill(state["pid"], signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while _alive(state["pid"]) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if _alive(state["pid"]):
-            os.kill(state["pid"], signal.SIGKILL)
+        with suppress(ProcessLookupError):
+            os.kill(state["pid"], signal.SIGTERM)
+            deadline = time.monotonic() + timeout
+            while _is_our_server(state) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if _is_our_server(state):
+                os.kill(state["pid"], signal.SIGKILL)
         self.state_file.unlink(missing_ok=True)
         return True
 
@@ -173,13 +223,16 @@ class OxigraphStore:
         if running is not None:
             self.stop()
         try:
-            self._bulk_load(paths)
+            self._bulk_load(paths, [str(p.resolve()) for p in paths])
         finally:
             if running is not None:
                 OxigraphStore(StoreConfig(self.location, running["host"], running["port"])).start(
                     load_default=False)
 
-    def _bulk_load(self, paths: Sequence[Path]) -> None:
+    def _bulk_load(self, paths: Sequence[Path], names: list[str]) -> None:
+        """Load ``paths`` (recorded as ``names``) with ``oxigraph load``: marked incomplete
+        before, complete with a new data version only once it exited cleanly."""
+        self._record_load(names, complete=False)
         self.db.mkdir(parents=True, exist_ok=True)
         cmd = [oxigraph_binary(), "load", "--location", str(self.db),
                "--file", *map(str, paths)]
@@ -188,31 +241,68 @@ class OxigraphStore:
             msg = (done.stderr or done.stdout).strip().splitlines()
             raise KgfactError(f"loading {', '.join(map(str, paths))} failed: "
                               f"{msg[-1] if msg else 'oxigraph load exit ' + str(done.returncode)}")
+        self._record_load(names, complete=True)
+
+    def _record_load(self, names: list[str], complete: bool) -> None:
+        atomic_write_text(self.data_file, json.dumps(
+            {"version": secrets.token_hex(8), "complete": complete, "files": names}) + "\n")
 
     def count_triples(self) -> int:
         """Number of triples in the default graph of the running server."""
         query = "SELECT (COUNT(*) AS ?n) WHERE { ?s ?p ?o }"
-        req = urllib.request.Request(
-            self.query_url + "?" + urllib.parse.urlencode({"query": query}),
-            headers={"Accept": "application/sparql-results+json"})
-        with urllib.request.urlopen(req, timeout=60) as resp:
-            data = json.load(resp)
-        return int(data["results"]["bindings"][0]["n"]["value"])
+        url = self.query_url
+        req = urllib.request.Request(url + "?" + urllib.parse.urlencode({"query": query}),
+                                     headers={"Accept": "application/sparql-results+json"})
+        try:
+            with urllib.request.urlopen(req, timeout=60) as resp:
+                data = json.load(resp)
+            return int(data["results"]["bindings"][0]["n"]["value"])
+        except (OSError, ValueError, KeyError, IndexError) as exc:  # URLError is an OSError
+            raise KgfactError(f"the store at {url} does not answer ({exc}); restart it with "
+                              "'kgfact store stop' and 'kgfact store start'") from None
 
 
-def _alive(pid: int) -> bool:
+def _start_time(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot (Linux), None where unknown."""
+    stat = _proc_stat(pid)
+    return int(stat[19]) if stat else None
+
+
+def _proc_stat(pid: int) -> list[str] | None:
+    """Fields of ``/proc/<pid>/stat`` after the command name (state first), or None."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return text[text.rindex(")") + 2:].split()
+
+
+def _is_our_server(state: dict) -> bool:
+    """Whether ``state["pid"]`` is still the server ``state`` records: alive, not a zombie,
+    with the same command line and start time. Without ``/proc`` only liveness is checked."""
+    pid = state["pid"]
+    with suppress(ChildProcessError):  # reap it if it is a dead child of this process
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return False
+    if not Path("/proc/self/stat").exists():
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            pass
+        return True
+    stat = _proc_stat(pid)
+    if stat is None or stat[0] in ("Z", "X"):
         return False
-    except PermissionError:
-        return True
-    # A zombie child of this process still "exists"; reap it if so.
     try:
-        done, _ = os.waitpid(pid, os.WNOHANG)
-        return done == 0
-    except ChildProcessError:
-        return True
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")[:-1]
+    except OSError:
+        return False
+    # the arguments after the program (a launcher may stand before it), and the start time
+    recorded = state.get("cmdline") or [None]
+    return (cmdline[-len(recorded) + 1:] == recorded[1:] and len(cmdline) >= len(recorded)
+            and int(stat[19]) == state.get("started"))
 
 
 def _answers(url: str) -> bool:
