@@ -2,11 +2,16 @@
 
 Writes ``triples.parquet``, ``entities.parquet``, ``qa.parquet`` and ``qa_two_hop.parquet`` and
 records the configuration and every filter count in the manifest's ``build`` stage. Work units are
-checkpointed under ``<run>/checkpoints/build``, so a killed build resumes where it stopped.
+checkpointed under ``<run>/checkpoints/build-<key>``, so a killed build resumes where it stopped.
+The key digests everything that decides what the units hold (the configuration, and the source's
+identity: the endpoint URL, or the embedded store's data version), so a build resumed with another
+source, other relations or a reloaded store starts afresh instead of mixing old units in.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import shutil
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -65,12 +70,13 @@ def build(run: RunDir | str | Path, config: BuildConfig, *, force: bool = False,
         if not same:
             raise KgfactError(f"{run.path} was built with a different configuration; "
                               "use --force to rebuild it or choose another --run")
-    checkpoints = run.path / "checkpoints" / STAGE
+    checkpoints = None
     with run.stage(STAGE, _config_json(config), seed=config.qa.seed) as info:
         if config.entityquestions:
             triples, entities, qa, source_report = _from_entityquestions(config)
         else:
             url, version = (config.endpoint, None) if config.endpoint else _embedded_endpoint()
+            checkpoints = _checkpoint_dir(run, config, version or url)
             endpoint = EndpointConfig(url=url, timeout=config.timeout,
                                       user_agent=config.user_agent, data_version=version)
             if cache_dir != "default":
@@ -92,8 +98,20 @@ def build(run: RunDir | str | Path, config: BuildConfig, *, force: bool = False,
         report = {**source_report, "two_hop": two_hop_report,
                   "questions": _split_counts(qa), "two_hop_questions": _split_counts(two_hop)}
         info["report"] = report
-    shutil.rmtree(checkpoints, ignore_errors=True)  # the tables now hold everything
+    if checkpoints is not None:
+        shutil.rmtree(checkpoints, ignore_errors=True)  # the tables now hold everything
     return report
+
+
+def _checkpoint_dir(run: RunDir, config: BuildConfig, source: str) -> Path:
+    """``checkpoints/build-<key>`` for this configuration and source; checkpoints of any other
+    key are removed (they hold another source's or configuration's units)."""
+    spec = json.dumps({"config": _config_json(config), "source": source}, sort_keys=True)
+    folder = run.path / "checkpoints" / f"{STAGE}-{hashlib.sha256(spec.encode()).hexdigest()[:12]}"
+    for stale in folder.parent.glob(f"{STAGE}*"):
+        if stale != folder:
+            shutil.rmtree(stale, ignore_errors=True)
+    return folder
 
 
 def _config_json(config: BuildConfig) -> dict:

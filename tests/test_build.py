@@ -57,6 +57,48 @@ def test_build_from_endpoint_writes_run(mini_store, tmp_path):
                  "--relations", "P17"]) == 2
 
 
+def kill_midway(argv: list[str], until) -> None:
+    """Run ``kgfact ARGV`` and SIGKILL it once ``until()`` is true."""
+    proc = subprocess.Popen([sys.executable, "-m", "kgfact.cli", *argv],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while not until() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+
+def test_a_build_resumed_on_another_endpoint_starts_afresh(mini_store, miniworld_nt, tmp_path):
+    """Checkpoints of one source are never mixed into a build from another."""
+    from kgfact.data.store import OxigraphStore, StoreConfig
+
+    other_nt = tmp_path / "other.nt"
+    # another world: a country renamed, and town 59 no longer in two countries
+    moved = ("entity/Q1059> <http://www.wikidata.org/prop/direct/P17> "
+             "<http://www.wikidata.org/entity/Q100>")
+    lines = miniworld_nt.read_text().replace('"Atlantis"', '"Atlantica"').splitlines(True)
+    other_nt.write_text("".join(line for line in lines if moved not in line))
+    other = OxigraphStore(StoreConfig(location=tmp_path / "other-store", port=0))
+    other.load([other_nt])
+    other.start(load_default=False)
+    try:
+        args = ["build", "--page-size", "4", "--no-cache", "--quiet", *MINI]
+        clean = tmp_path / "clean"
+        assert main([*args, "--endpoint", other.query_url, "--run", str(clean)]) == 0
+        run = tmp_path / "switched"
+        with FaultProxy(mini_store.query_url.rsplit("/", 1)[0],
+                        [Fault.every(1, "slow", delay=0.15)]) as proxy:
+            # every triple fetched, labels not yet
+            kill_midway(args + ["--endpoint", proxy.url + "/query", "--run", str(run)],
+                        lambda: any((run / "checkpoints").glob("build-*/labels-*.parquet")))
+        assert main([*args, "--endpoint", other.query_url, "--run", str(run)]) == 0
+    finally:
+        other.stop()
+    assert "Atlantica" in set(tables(run)["entities"]["label"])
+    assert (tables(run)["triples"]["subject"] == "Q1059").sum() == 1
+    assert_same_tables(run, clean)
+
+
 def test_build_killed_midway_resumes_with_identical_tables(mini_store, tmp_path):
     upstream = mini_store.query_url.rsplit("/", 1)[0]
     args = ["build", "--page-size", "4", "--no-cache", "--quiet", *MINI]
@@ -67,22 +109,17 @@ def test_build_killed_midway_resumes_with_identical_tables(mini_store, tmp_path)
         total_requests = len(proxy.requests)
 
     run = tmp_path / "killed"
+    # one proxy for both runs: checkpoints belong to the endpoint's URL
     with FaultProxy(upstream, [Fault.every(1, "slow", delay=0.15)]) as proxy:
-        proc = subprocess.Popen([sys.executable, "-m", "kgfact.cli", *args, "--endpoint",
-                                 proxy.url + "/query", "--run", str(run)],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 60
-        while len(proxy.requests) < total_requests // 2 and time.monotonic() < deadline:
-            time.sleep(0.02)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-    assert RunDir(run).stage_status("build") == "running"  # really killed mid-build
-    assert any((run / "checkpoints" / "build").glob("*.parquet"))
-
-    with FaultProxy(upstream) as proxy:
+        kill_midway(args + ["--endpoint", proxy.url + "/query", "--run", str(run)],
+                    lambda: len(proxy.requests) >= total_requests // 2)
+        assert RunDir(run).stage_status("build") == "running"  # really killed mid-build
+        assert any((run / "checkpoints").glob("build-*/*.parquet"))
+        proxy.set_faults([])
+        before = len(proxy.requests)
         done = kgfact(*args, "--endpoint", proxy.url + "/query", "--run", str(run))
         assert done.returncode == 0, done.stderr
-        resumed_requests = len(proxy.requests)
+        resumed_requests = len(proxy.requests) - before
     assert 0 < resumed_requests < total_requests  # finished units were not fetched again
     assert_same_tables(run, reference)
     assert not tables(run)["triples"].duplicated().any()
