@@ -41,13 +41,17 @@ def assert_one_error(code: int, err: str, expected: str | None = None) -> None:
         assert expected in errors[0], errors[0]
 
 
-@pytest.fixture
-def fake_run(tmp_path) -> Path:
+def make_fake_run(path: Path) -> Path:
     """A run with a manifest and no tables: every stage stops at its first missing table."""
-    run = RunDir(tmp_path / "run").create()
+    run = RunDir(path).create()
     with run.stage("build", {"source": "none"}):
         pass
     return run.path
+
+
+@pytest.fixture
+def fake_run(tmp_path) -> Path:
+    return make_fake_run(tmp_path / "run")
 
 
 @pytest.mark.parametrize("argv, expected", [
@@ -129,7 +133,7 @@ FLAGS = {
 def command_lines(draw) -> list[str]:
     command = draw(st.sampled_from([*FLAGS, "info", "report", "relations", "nope"]))
     argv = [command]
-    if command in ("build",):
+    if command == "build":
         argv += ["--endpoint", DEAD_ENDPOINT, "--no-cache", "--quiet"]
     elif command != "relations":
         argv.append(draw(st.sampled_from(["RUN", "MISSING", "FILE"])))
@@ -138,20 +142,23 @@ def command_lines(draw) -> list[str]:
     return argv
 
 
-@settings(max_examples=120, deadline=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+# bounded: both generated tests together take seconds (every input fails or ends fast)
+FUZZ = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                      HealthCheck.function_scoped_fixture])
+
+
+@settings(FUZZ, max_examples=120)
 @given(argv=command_lines())
 def test_generated_command_lines(capsys, argv):
-    root = Path(tempfile.mkdtemp(prefix="kgfact-fuzz-"))
-    run = RunDir(root / "run").create()
-    with run.stage("build", {"source": "none"}):
-        pass
-    (root / "file").write_text("x")
-    places = {"RUN": str(run.path), "MISSING": str(root / "missing"), "FILE": str(root / "file")}
-    argv = [places.get(a, a) for a in argv]
-    if argv[0] == "build":
-        argv += ["--run", str(root / "build")]
-    code, err = run_cli(capsys, argv)
+    with tempfile.TemporaryDirectory(prefix="kgfact-fuzz-") as tmp:
+        root = Path(tmp)
+        (root / "file").write_text("x")
+        places = {"RUN": str(make_fake_run(root / "run")), "MISSING": str(root / "missing"),
+                  "FILE": str(root / "file")}
+        argv = [places.get(a, a) for a in argv]
+        if argv[0] == "build":
+            argv += ["--run", str(root / "build")]
+        code, err = run_cli(capsys, argv)
     if code != 0:
         assert_one_error(code, err)
 
@@ -197,12 +204,12 @@ def configs(draw) -> bytes:
     return text
 
 
-@settings(max_examples=60, deadline=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@settings(FUZZ, max_examples=60)
 @given(text=configs())
 def test_generated_configs(capsys, text):
-    root = Path(tempfile.mkdtemp(prefix="kgfact-fuzz-"))
-    config = root / "study.toml"
-    config.write_bytes(text)
-    code, err = run_cli(capsys, ["run", str(config), "--run", str(root / "run"), "--quiet"])
+    with tempfile.TemporaryDirectory(prefix="kgfact-fuzz-") as tmp:
+        config = Path(tmp) / "study.toml"
+        config.write_bytes(text)
+        code, err = run_cli(capsys, ["run", str(config), "--run", str(Path(tmp) / "run"),
+                                     "--quiet"])
     assert_one_error(code, err)  # the dead endpoint fails every config that is valid
