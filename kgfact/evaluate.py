@@ -10,10 +10,12 @@ the sampling engine computes each prefix once). Written to the run:
 - ``prompts`` and ``prompt_edges``: each prompt's exemplars, and the edges it states (exemplar
   facts and their CoT steps), for the theory stage;
 - ``accuracy``: per model, mode, strategy, distribution, relation and SliCK category of the query:
-  accuracy over all queries, answer rate, and accuracy on answered queries ("I don't know" is an
-  abstention, counted apart);
+  accuracy over all queries, answer rate, accuracy on answered queries ("I don't know" is an
+  abstention, counted apart), and the memorised-answer rate (predictions that are one of the
+  model's own fine-tuning answers: a model collapsed onto its training set);
 - ``gap``: the factuality gap FT-Known vs FT-Unknown with bootstrap CIs (:mod:`kgfact.gap`);
-- ``regression``: Gekhman's linear model over the fine-tuning dynamics.
+- ``regression``: Gekhman's linear model over the %Unknown grid's fine-tuning dynamics, and
+  ``regression_other``: the sets outside the grid against that fit (:mod:`kgfact.gap`).
 
 Each (model, mode, strategy) is checkpointed when done: a killed evaluation resumes losing at most
 one of them, with the same final tables (generation is greedy and batch-invariant).
@@ -33,9 +35,9 @@ from tqdm.auto import tqdm
 from kgfact.answers import match_many
 from kgfact.config import check_fields
 from kgfact.errors import KgfactError
-from kgfact.finetune import CHECKPOINTS, adapter_dir, trained_sets
+from kgfact.finetune import CHECKPOINTS, adapter_dir, memorised, trained_sets
 from kgfact.ftsets import read_set
-from kgfact.gap import factuality_gap, gekhman_regression
+from kgfact.gap import factuality_gap, gekhman_other_sets, gekhman_regression
 from kgfact.models import ModelConfig
 from kgfact.prompts import (PROMPT_MODES, QUERY, SET_DEPENDENT, STRATEGIES, StepWriter,
                             StrategyContext, exemplar_text, is_abstention, parse_generation)
@@ -224,8 +226,19 @@ def evaluate_model(backend: SamplingBackend, model: EvalModel, mode: str, strate
     ).drop(columns=["answer", "aliases"])
 
 
+def _memorised(run: RunDir, predictions: pd.DataFrame) -> pd.Series:
+    """Per prediction: is it one of its model's own fine-tuning answers (False for the base
+    model, which has none)?"""
+    out = pd.Series(False, index=predictions.index)
+    for name, rows in predictions.groupby("set").groups.items():
+        trained = read_set(run, name)["answer"].tolist()
+        out[rows] = memorised(predictions.loc[rows, "prediction"].tolist(), trained)
+    return out
+
+
 def accuracy_table(predictions: pd.DataFrame) -> pd.DataFrame:
-    """Accuracy, answer rate and accuracy on answered queries, per model, mode, strategy,
+    """Accuracy, answer rate, accuracy on answered queries and memorised-answer rate (share of
+    predictions that are one of the model's own fine-tuning answers), per model, mode, strategy,
     distribution, relation and SliCK category (``"all"`` rows aggregate relations and
     categories)."""
     keys = ["model", "set", "checkpoint", "mode", "strategy", "distribution"]
@@ -235,7 +248,8 @@ def accuracy_table(predictions: pd.DataFrame) -> pd.DataFrame:
     for extra in (["relation", "category"], ["relation"], ["category"], []):
         g = frame.groupby(keys + extra, dropna=False)
         part = g.agg(n=("correct", "size"), accuracy=("correct", "mean"),
-                     answer_rate=("answered", "mean"), n_answered=("answered", "sum"))
+                     answer_rate=("answered", "mean"), n_answered=("answered", "sum"),
+                     memorised_rate=("memorised", "mean"))
         correct_answered = (frame["correct"] & frame["answered"]).groupby(
             [frame[k] for k in keys + extra], dropna=False).sum()
         part["accuracy_answered"] = (correct_answered / part["n_answered"]).where(
@@ -247,7 +261,7 @@ def accuracy_table(predictions: pd.DataFrame) -> pd.DataFrame:
         parts.append(part)
     return pd.concat(parts, ignore_index=True)[
         keys + ["relation", "category", "n", "accuracy", "answer_rate", "n_answered",
-                "accuracy_answered"]]
+                "accuracy_answered", "memorised_rate"]]
 
 
 def evaluate(run: RunDir | str, config: EvalConfig | None = None,
@@ -300,6 +314,7 @@ def evaluate(run: RunDir | str, config: EvalConfig | None = None,
                 parts.append(part)
                 bar.update(len(qs))
         predictions = pd.concat([p for p in parts if len(p)], ignore_index=True)
+        predictions["memorised"] = _memorised(run, predictions)
         prompts, edges = builder.tables()
         run.write_table("predictions", predictions)
         run.write_table("prompts", prompts)
@@ -315,7 +330,9 @@ def evaluate(run: RunDir | str, config: EvalConfig | None = None,
             report["gap"] = gap.to_dict(orient="records")
         if run.has_table("dynamics"):
             try:
-                run.write_table("regression", gekhman_regression(run.read_table("dynamics")))
+                dynamics = run.read_table("dynamics")
+                run.write_table("regression", gekhman_regression(dynamics))
+                run.write_table("regression_other", gekhman_other_sets(dynamics))
             except KgfactError as exc:  # too few points is a finding, not a failure
                 report["regression"] = str(exc)
         info["report"] = report

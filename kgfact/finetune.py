@@ -10,8 +10,10 @@ Why it is fast (``benchmarks/lora_throughput.py`` compares it with ``transformer
 - **Answer-only logits.** Examples are left-padded, so every answer ends at the last position;
   the output layer (a 262k-token vocabulary for Gemma 3, most of the model's FLOPs at these
   lengths) runs only on the last ``max answer length + 1`` positions.
-- **Length bucketing.** Batches are cut from examples of equal length where possible, so almost
-  no row is padded.
+
+Batches are drawn at random, not bucketed by length: questions of one relation share a
+template and so a length, and length buckets would make most batches a single relation (a
+recipe artefact Gekhman et al. do not have).
 
 After every epoch the model answers, greedily and zero-shot with the sampling engine, every
 training question (how many examples of each SliCK category it *fits*: the training dynamics),
@@ -41,7 +43,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from kgfact.answers import match_many
+from kgfact.answers import match_many, normalize
 from kgfact.config import check_fields, check_name
 from kgfact.errors import KgfactError
 from kgfact.ftsets import read_set
@@ -117,16 +119,9 @@ def encode(tokenizer: Any, question: str, answer: str) -> Example:
 
 
 def batches(examples: list[Example], batch_size: int, seed: int, epoch: int) -> list[list[int]]:
-    """Seeded, length-bucketed batches of example indices for one epoch.
-
-    Examples are ordered by length (random among equal lengths), cut into batches, and the
-    batches shuffled, so most batches hold examples of one length and need no padding.
-    """
-    rng = np.random.default_rng([seed, epoch])
-    jitter = rng.permutation(len(examples))
-    order = sorted(range(len(examples)), key=lambda i: (len(examples[i].ids), jitter[i]))
-    cut = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
-    return [cut[i] for i in rng.permutation(len(cut))]
+    """Seeded random batches of example indices for one epoch (a new order every epoch)."""
+    order = np.random.default_rng([seed, epoch]).permutation(len(examples)).tolist()
+    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
 
 
 def collate(examples: list[Example], pad_id: int, device: Any):
@@ -181,7 +176,7 @@ def with_lora(model: Any, lora: LoraSettings, seed: int) -> Any:
 def train_epoch(model: Any, optimizer: Any, examples: list[Example], batch_size: int, seed: int,
                 epoch: int, pad_id: int, device: Any,
                 after_step: Callable[[int, int, float], None] | None = None) -> None:
-    """One epoch of answer-only training over seeded, length-bucketed batches.
+    """One epoch of answer-only training over seeded random batches.
 
     ``after_step(step, batch_size, loss)`` is called after every optimizer step.
     """
@@ -249,11 +244,24 @@ def greedy_answers(engine: KgfactEngine, questions: list[str], max_new_tokens: i
     return [g.greedy.strip() for g in engine.generate(requests, config)]
 
 
-def _accuracy(engine: KgfactEngine, table: pd.DataFrame) -> np.ndarray:
+def _accuracy(engine: KgfactEngine, table: pd.DataFrame) -> tuple[np.ndarray, list[str]]:
+    """Whether each question of ``table`` is answered right, and the answers."""
     if table.empty:
-        return np.zeros(0, dtype=bool)
+        return np.zeros(0, dtype=bool), []
     answers = greedy_answers(engine, table["question"].tolist())
-    return match_many(answers, table["answer"].tolist(), table["aliases"].tolist())
+    return match_many(answers, table["answer"].tolist(), table["aliases"].tolist()), answers
+
+
+def memorised(answers: list[str | None], trained: list[str]) -> np.ndarray:
+    """Whether each answer is one of the model's own fine-tuning answers ``trained`` (after
+    answer normalisation): a model that collapsed onto its training set answers new questions
+    with old answers. Its mean is the *memorised-answer rate*.
+
+    >>> memorised(["Paris", "the Lima", "Quito", ""], ["Lima", "Paris"]).tolist()
+    [True, True, False, False]
+    """
+    known = {normalize(a) for a in trained}
+    return np.array([isinstance(a, str) and normalize(a) in known for a in answers], dtype=bool)
 
 
 def _dynamics_row(engine: KgfactEngine, train: pd.DataFrame, dev: pd.DataFrame,
@@ -261,13 +269,17 @@ def _dynamics_row(engine: KgfactEngine, train: pd.DataFrame, dev: pd.DataFrame,
     # relabelled examples are fitted when the model says the relabelled answer, not the gold one
     target = train.assign(aliases=[[] if r else list(a) for r, a in
                                    zip(train["relabelled"], train["aliases"])])
-    fit = _accuracy(engine, target)
+    fit, _ = _accuracy(engine, target)
+    dev_ok, _ = _accuracy(engine, dev)
+    test_ok, test_answers = _accuracy(engine, test)
     row = {"epoch": epoch, "loss": loss, "train_fit": float(fit.mean()),
            "n_known": int(train["known"].sum()), "n_unknown": int((~train["known"]).sum()),
            "n_known_fit": int(fit[train["known"].to_numpy()].sum()),
            "n_unknown_fit": int(fit[~train["known"].to_numpy()].sum()),
-           "dev_accuracy": float(_accuracy(engine, dev).mean()) if len(dev) else np.nan,
-           "test_accuracy": float(_accuracy(engine, test).mean()) if len(test) else np.nan,
+           "dev_accuracy": float(dev_ok.mean()) if len(dev) else np.nan,
+           "test_accuracy": float(test_ok.mean()) if len(test) else np.nan,
+           "memorised_rate": float(memorised(test_answers, train["answer"].tolist()).mean())
+           if test_answers else np.nan,
            "seconds": seconds}
     for category in CATEGORIES:
         mine = (train["category"] == category).to_numpy()
@@ -345,9 +357,9 @@ def train_set(run: RunDir, set_name: str, config: FinetuneConfig, loaded: Loaded
             best = int(trained.loc[trained["dev_accuracy"].fillna(-1).idxmax(), "epoch"])
             if best == epoch:
                 save_adapter(model, home / "early_stop")
-            trainer = {"epoch": epoch, "best_epoch": best,
-                       "done": row["train_fit"] >= config.convergence_fit
-                       or epoch >= config.max_epochs}
+            fitted = row["train_fit"] >= config.convergence_fit
+            trainer = {"epoch": epoch, "best_epoch": best, "fitted": bool(fitted),
+                       "done": fitted or epoch >= config.max_epochs}
             if trainer["done"]:
                 save_adapter(model, home / "convergence")
             _save_state(state_dir, model, optimizer, trainer, dynamics)
@@ -362,12 +374,17 @@ def trained_sets(run: RunDir) -> list[str]:
 
 
 def set_dynamics(run: RunDir, set_name: str) -> pd.DataFrame:
-    """The saved dynamics of one set, with its EARLY_STOP and CONVERGENCE epochs flagged."""
+    """The saved dynamics of one set, with its EARLY_STOP and CONVERGENCE epochs flagged;
+    ``epoch_limit`` marks a CONVERGENCE that the epoch limit imposed before the set was fitted
+    (so it is not convergence in Gekhman's sense)."""
     state = run.path / "adapters" / set_name / "state"
     trainer = json.loads((state / "trainer.json").read_text())
     dynamics = pd.read_parquet(state / "dynamics.parquet")
+    convergence = dynamics["epoch"] == trainer["epoch"]
     return dynamics.assign(set=set_name, early_stop=dynamics["epoch"] == trainer["best_epoch"],
-                           convergence=dynamics["epoch"] == trainer["epoch"])
+                           convergence=convergence,
+                           epoch_limit=convergence & (trainer["done"]
+                                                      and not trainer.get("fitted", True)))
 
 
 def finetune(run: RunDir | str, config: FinetuneConfig | None = None,

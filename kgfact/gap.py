@@ -1,15 +1,68 @@
-"""The factuality gap with bootstrap confidence intervals, and Gekhman's linear model.
+"""The factuality gap with crossed paired bootstrap intervals, Gekhman's linear model, findings.
 
-- :func:`factuality_gap`: ``acc(FT-Known) - acc(FT-Unknown)`` on the same test queries, per
-  prompt mode, strategy, distribution (ID/OOD) and checkpoint (EARLY_STOP/CONVERGENCE). A query's
-  accuracy is the mean over its prompts; the 95% CI is a paired percentile bootstrap over
-  queries (both models are resampled on the same queries).
-- :func:`gekhman_regression`: ``acc = b0 + b_kn N_kn/|D| + b_unk N_unk/|D|`` by ordinary least
-  squares (statsmodels) over (set, epoch) points, where ``N_kn`` and ``N_unk`` are the Known and
-  Unknown training examples the model *fits* at that epoch (Gekhman et al., section 5).
+Factuality gap (:func:`factuality_gap`)
+---------------------------------------
+``acc(FT-Known) - acc(FT-Unknown)`` per prompt mode, strategy, distribution (ID/OOD) and
+checkpoint (EARLY_STOP/CONVERGENCE). Three things vary between repeats of the experiment, and
+the interval accounts for all three:
+
+- the training seed ``s`` of the adapters (the ``seed`` column; a table without one is a single
+  seed, labelled 0),
+- the exemplar set ``p`` of a relation (the last field of ``prompt_id``,
+  ``mode/strategy/owner/relation/p``; zero-shot has the one set ``0``),
+- the test query ``q`` (each belongs to one relation).
+
+A *cell* is one (s, relation, p, q) that both models answered; its difference is
+``d = correct(FT-Known) - correct(FT-Unknown)``. The two models are paired cell by cell: same
+query, same seed, same exemplar-set index. Strategies whose exemplars depend on the set
+(``from-ft``, ``disjoint``) give each model its own p-th exemplar set; these are paired by the
+index p. The gap is the mean of ``d`` over the cells (with every query answered under every
+seed and exemplar set, the mean over queries of each query's mean over its prompts and seeds).
+
+The interval is a three-way crossed ("pigeonhole", Owen 2007) percentile bootstrap: each
+replicate draws with replacement S seeds out of the S seeds, and for every relation (a
+stratum: evaluation samples queries and draws exemplar sets per relation) ``P_r`` exemplar-set
+indices out of its ``P_r`` and ``Q_r`` queries out of its ``Q_r``. A cell's weight is the
+product of the multiplicities of its seed, exemplar set and query, and the replicate is the
+weighted mean of ``d``. One draw serves both models: that is the pairing. An unpaired bootstrap
+(the models resampled apart) or one that ignores seeds (only queries resampled) gives wrong
+widths; ``tests/test_gap.py`` has cases where each gives a visibly different interval.
+
+The replicates are computed without a loop over replicates: per relation the cube
+``d[s, p, q]`` is contracted with the query weights by one matrix product
+(``S·P_r × Q_r`` by ``Q_r × B``) and then with the seed and exemplar-set weights, O(B × cells).
+
+Beside the pooled gap the table lists each seed's gap (``seeds``, ``seed_gaps``: the mean of
+``d`` over that seed's cells) and the :func:`finding` for "FT-Known is more accurate" (gap > 0).
+
+Gekhman's regression (:func:`gekhman_regression`, :func:`gekhman_other_sets`)
+-----------------------------------------------------------------------------
+As published (Gekhman et al. 2024, section 5): test accuracy over the %Unknown grid
+(``ft-known``, ``mix-<X>``, ``ft-unknown``) times epochs,
+``acc = b0 + b_kn N_kn/|D| + b_unk N_unk/|D|``, where ``N_kn`` and ``N_unk`` are the Known and
+Unknown training examples the model *fits* at that epoch. Points are the (set, seed, epoch)
+rows of the ``dynamics`` table with epoch >= 1, plus the untrained model once: every set's
+epoch-0 row is the same base model, so it is entered as one point (its accuracy and fits
+averaged over the grid sets' epoch-0 rows), not once per set. Ordinary least squares with
+standard errors clustered by (set, seed) (the base point is its own cluster) and t intervals on
+(clusters - 1) degrees of freedom; the clustered covariance needs at least 4 clusters.
+
+Single-category sets (``highly-known``, ``maybe-known``, ``weakly-known``, ``unknown``),
+``natural``, ``idk-relabel`` and ``filtered`` are not pooled into the fit: their points are
+reported apart, against the grid fit's prediction.
+
+Findings (:func:`finding`)
+--------------------------
+A verdict from an interval, never from a point estimate: *supported* when the interval lies
+entirely on the expected side of a threshold (0 by default), *contradicted* when it lies
+entirely on the other side, *inconclusive* otherwise (an interval touching the threshold
+included).
 """
 
 from __future__ import annotations
+
+import re
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -17,11 +70,47 @@ import pandas as pd
 from kgfact.errors import KgfactError
 
 GAP_KEYS = ["mode", "strategy", "distribution", "checkpoint"]
+CELL = ["seed", "relation", "prompt", "qid"]  # the paired unit of the gap (module docstring)
+GRID = re.compile(r"ft-known|ft-unknown|mix-\d+")  # the %Unknown grid of kgfact.ftsets
+DIRECTIONS = ("above", "below")
+# what the literature expects of each estimate: the direction a finding is checked against
+EXPECTED = {"gap": "above", "known_fit": "above", "unknown_fit": "below"}
+
+
+def finding(estimate: float, ci_low: float, ci_high: float, expected: str = "above",
+            threshold: float = 0.0) -> str:
+    """Verdict on "the quantity lies ``expected`` (above/below) ``threshold``" from its interval.
+
+    The estimate never decides (a percentile interval need not even contain it); it only marks
+    a quantity that was not measured (NaN), which is inconclusive like a NaN interval.
+
+    >>> finding(0.4, 0.1, 0.7), finding(0.4, 0.1, 0.7, "below"), finding(0.4, 0.0, 0.7)
+    ('supported', 'contradicted', 'inconclusive')
+    >>> finding(0.05, 0.02, 0.2, threshold=0.1)
+    'inconclusive'
+    """
+    if expected not in DIRECTIONS:
+        raise KgfactError(f"expected direction {expected!r}: use {' or '.join(DIRECTIONS)}")
+    if np.isnan([estimate, ci_low, ci_high]).any():
+        return "inconclusive"
+    if ci_low > ci_high:
+        raise KgfactError(f"interval [{ci_low}, {ci_high}] has its low end above its high end")
+    if ci_low > threshold:
+        return "supported" if expected == "above" else "contradicted"
+    if ci_high < threshold:
+        return "supported" if expected == "below" else "contradicted"
+    return "inconclusive"
+
+
+def _percentile_ci(replicates: np.ndarray, level: float) -> tuple[float, float]:
+    tail = (1 - level) / 2 * 100
+    low, high = np.nanpercentile(replicates, [tail, 100 - tail])
+    return float(low), float(high)
 
 
 def bootstrap_mean_ci(values: np.ndarray, n_boot: int = 2000, seed: int = 0,
                       level: float = 0.95) -> tuple[float, float]:
-    """Percentile bootstrap CI of the mean of ``values``.
+    """Percentile bootstrap CI of the mean of ``values`` (independent units).
 
     >>> bootstrap_mean_ci(np.array([1.0, 1.0, 1.0]))
     (1.0, 1.0)
@@ -30,71 +119,209 @@ def bootstrap_mean_ci(values: np.ndarray, n_boot: int = 2000, seed: int = 0,
         return (np.nan, np.nan)
     rng = np.random.default_rng(seed)
     means = values[rng.integers(0, len(values), size=(n_boot, len(values)))].mean(axis=1)
-    tail = (1 - level) / 2 * 100
-    low, high = np.percentile(means, [tail, 100 - tail])
-    return float(low), float(high)
+    return _percentile_ci(means, level)
+
+
+def _with_design(frame: pd.DataFrame, defaults: dict[str, object]) -> pd.DataFrame:
+    """``frame`` with every column of ``defaults`` that it lacks set to one level."""
+    return frame.assign(**{k: v for k, v in defaults.items() if k not in frame})
+
+
+def paired_cells(predictions: pd.DataFrame, known: str = "ft-known",
+                 unknown: str = "ft-unknown") -> pd.DataFrame:
+    """One row per (mode, strategy, distribution, checkpoint, seed, relation, prompt, qid)
+    answered by both models, with their correctness in columns ``known`` and ``unknown``.
+
+    ``prompt`` is the exemplar-set index (the last field of ``prompt_id``). A missing ``seed``,
+    ``relation`` or ``prompt_id`` column is one seed (0), relation or exemplar set.
+    """
+    have = set(predictions["set"].dropna())
+    if not {known, unknown} <= have:
+        raise KgfactError(f"the gap needs predictions of both {known!r} and {unknown!r} "
+                          f"(evaluated sets: {', '.join(sorted(have)) or 'none'})")
+    frame = _with_design(predictions[predictions["set"].isin([known, unknown])],
+                         {"seed": 0, "relation": "-", "prompt_id": "0"})
+    frame = frame.assign(prompt=frame["prompt_id"].str.rsplit("/", n=1).str[-1],
+                         correct=frame["correct"].astype(float))
+    cells = (frame.groupby(GAP_KEYS + CELL + ["set"])["correct"].mean().unstack("set")
+             .dropna(subset=[known, unknown]))
+    return (cells[[known, unknown]].set_axis(["known", "unknown"], axis=1)
+            .rename_axis(columns=None).reset_index())
+
+
+def _draw_counts(rng: np.random.Generator, n: int, n_boot: int) -> np.ndarray:
+    """``(n_boot, n)`` multiplicities of ``n`` units, each row a draw of ``n`` with replacement
+    (a multinomial, counted with one bincount: several times faster than ``rng.multinomial``)."""
+    picks = rng.integers(0, n, size=(n_boot, n)) + n * np.arange(n_boot)[:, None]
+    return np.bincount(picks.ravel(), minlength=n_boot * n).reshape(n_boot, n).astype(float)
+
+
+def crossed_bootstrap(cells: pd.DataFrame, n_boot: int = 2000, seed: int = 0) -> np.ndarray:
+    """``n_boot`` bootstrap replicates of the mean of ``cells["d"]``, resampling seeds, the
+    exemplar sets of each relation and the queries of each relation together (module docs).
+
+    ``cells`` has columns ``seed``, ``relation``, ``prompt``, ``qid`` and ``d``, one row per
+    cell. A replicate whose draws hit no cell (possible only when cells are missing) is NaN.
+    """
+    rng = np.random.default_rng(seed)
+    s_code, seeds = pd.factorize(cells["seed"], sort=True)
+    w_seed = _draw_counts(rng, len(seeds), n_boot)
+    totals = np.zeros((2, n_boot))  # weighted sums of d and of the weights
+    for _, part in cells.assign(s=s_code).groupby("relation", sort=True):
+        p_code, prompts = pd.factorize(part["prompt"], sort=True)
+        q_code, qids = pd.factorize(part["qid"], sort=True)
+        w_prompt = _draw_counts(rng, len(prompts), n_boot)
+        w_query = _draw_counts(rng, len(qids), n_boot)
+        cube = np.zeros((2, len(seeds), len(prompts), len(qids)))
+        at = (part["s"].to_numpy(), p_code, q_code)
+        cube[0][at], cube[1][at] = part["d"].to_numpy(float), 1.0
+        by_query = (cube.reshape(-1, len(qids)) @ w_query.T).reshape(*cube.shape[:3], n_boot)
+        totals += np.einsum("kspb,bs,bp->kb", by_query, w_seed, w_prompt)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return totals[0] / totals[1]
 
 
 def factuality_gap(predictions: pd.DataFrame, known: str = "ft-known",
-                   unknown: str = "ft-unknown", n_boot: int = 2000, seed: int = 0
-                   ) -> pd.DataFrame:
+                   unknown: str = "ft-unknown", n_boot: int = 2000, seed: int = 0,
+                   level: float = 0.95) -> pd.DataFrame:
     """Gap between the models fine-tuned on sets ``known`` and ``unknown``.
 
     Parameters
     ----------
     predictions : DataFrame
         The ``predictions`` table (columns ``set``, ``checkpoint``, ``mode``, ``strategy``,
-        ``distribution``, ``qid``, ``correct``).
+        ``distribution``, ``relation``, ``prompt_id``, ``qid``, ``correct`` and, with several
+        training seeds, ``seed``).
     known, unknown : str
         Names of the two fine-tuning sets.
+    n_boot, seed, level : int, int, float
+        Bootstrap replicates, the seed of their draws and the interval's level.
 
     Returns
     -------
     DataFrame
         One row per (mode, strategy, distribution, checkpoint) with ``acc_known``,
-        ``acc_unknown``, ``gap``, ``ci_low``, ``ci_high`` and ``n`` (queries both answered).
-        Strategies that depend on the set (``from-ft``, ``disjoint``) compare each model under
-        its own exemplars.
+        ``acc_unknown``, ``gap`` and its interval ``ci_low``, ``ci_high`` (module docstring),
+        ``n`` (queries both models answered), ``n_seeds``, ``n_prompts`` (exemplar sets per
+        relation, at most), ``seeds`` and ``seed_gaps`` (each seed's gap, in seed order) and
+        ``finding`` (:func:`finding` for a gap above 0).
     """
-    have = set(predictions["set"].dropna())
-    if not {known, unknown} <= have:
-        raise KgfactError(f"the gap needs predictions of both {known!r} and {unknown!r} "
-                          f"(evaluated sets: {', '.join(sorted(have)) or 'none'})")
-    per_query = (predictions[predictions["set"].isin([known, unknown])]
-                 .groupby(GAP_KEYS + ["set", "qid"])["correct"].mean().unstack("set"))
-    per_query = per_query.dropna(subset=[known, unknown])
+    cells = paired_cells(predictions, known, unknown)
+    cells["d"] = cells["known"] - cells["unknown"]
     rows = []
-    for key, group in per_query.groupby(level=GAP_KEYS):
-        diff = (group[known] - group[unknown]).to_numpy()
-        low, high = bootstrap_mean_ci(diff, n_boot, seed)
-        rows.append((*key, group[known].mean(), group[unknown].mean(), diff.mean(), low, high,
-                     len(group)))
-    return pd.DataFrame(rows, columns=GAP_KEYS + ["acc_known", "acc_unknown", "gap", "ci_low",
-                                                  "ci_high", "n"])
+    for key, group in cells.groupby(GAP_KEYS, sort=True):
+        gap = group["d"].mean()
+        low, high = _percentile_ci(crossed_bootstrap(group, n_boot, seed), level)
+        per_seed = group.groupby("seed", sort=True)["d"].mean()
+        rows.append((*key, group["known"].mean(), group["unknown"].mean(), gap, low, high,
+                     group["qid"].nunique(), len(per_seed),
+                     int(group.groupby("relation")["prompt"].nunique().max()),
+                     per_seed.index.tolist(), per_seed.tolist(),
+                     finding(gap, low, high, EXPECTED["gap"])))
+    return pd.DataFrame(rows, columns=GAP_KEYS + [
+        "acc_known", "acc_unknown", "gap", "ci_low", "ci_high", "n", "n_seeds", "n_prompts",
+        "seeds", "seed_gaps", "finding"])
+
+
+def regression_points(dynamics: pd.DataFrame, accuracy: str = "test_accuracy") -> pd.DataFrame:
+    """Gekhman's points from the ``dynamics`` table (module docstring).
+
+    Returns
+    -------
+    DataFrame
+        One row per point: ``set`` (``base`` for the untrained model), ``seed``, ``epoch``,
+        ``known_fit`` (N_kn/|D|), ``unknown_fit`` (N_unk/|D|), ``accuracy``, ``cluster`` and
+        ``grid`` (whether the point enters the fit: the %Unknown grid sets and the base model).
+    """
+    rows = _with_design(dynamics.dropna(subset=[accuracy]), {"seed": 0})
+    size = rows["n_known"] + rows["n_unknown"]
+    points = pd.DataFrame({
+        "set": rows["set"], "seed": rows["seed"], "epoch": rows["epoch"],
+        "known_fit": rows["n_known_fit"] / size, "unknown_fit": rows["n_unknown_fit"] / size,
+        "accuracy": rows[accuracy], "grid": rows["set"].map(lambda s: bool(GRID.fullmatch(s)))})
+    untrained = points["epoch"] == 0
+    base = points[untrained & points["grid"]]
+    base = (base[["known_fit", "unknown_fit", "accuracy"]].mean().to_frame().T
+            .assign(set="base", seed=pd.NA, epoch=0, grid=True) if len(base) else base)
+    trained = points[~untrained]
+    out = pd.concat([base, trained], ignore_index=True)[list(points.columns)]
+    cluster = out["set"] + "/" + out["seed"].astype(str)
+    return out.assign(cluster=cluster.where(out["set"] != "base", "base"))
+
+
+def _grid_fit(dynamics: pd.DataFrame, accuracy: str) -> tuple[pd.DataFrame, Any]:
+    """The points and the clustered OLS fit of Gekhman's model over the grid points."""
+    import statsmodels.api as sm
+
+    points = regression_points(dynamics, accuracy)
+    grid = points[points["grid"]]
+    x = sm.add_constant(grid[["known_fit", "unknown_fit"]].astype(float), has_constant="add")
+    clusters = grid["cluster"].nunique()
+    if len(grid) <= 3 or np.linalg.matrix_rank(x.to_numpy()) < 3 or clusters < 4:
+        raise KgfactError(
+            f"Gekhman's regression needs more than 3 (set, epoch) points of the %Unknown grid "
+            f"(ft-known, mix-*, ft-unknown) with varied fits, in at least 4 (set, seed) "
+            f"clusters counting the base model; have {len(grid)} points in {clusters}: "
+            f"train more grid sets, seeds or epochs")
+    fit = sm.OLS(grid["accuracy"].to_numpy(float), x).fit(
+        cov_type="cluster", cov_kwds={"groups": pd.factorize(grid["cluster"])[0]}, use_t=True)
+    return points, fit
 
 
 def gekhman_regression(dynamics: pd.DataFrame, accuracy: str = "test_accuracy") -> pd.DataFrame:
-    """Fit Gekhman's linear model over the (set, epoch) points of ``dynamics``.
+    """Fit Gekhman's linear model over the %Unknown grid's points of ``dynamics``.
 
     Returns
     -------
     DataFrame
         One row per coefficient (``const``, ``known_fit``, ``unknown_fit``) with ``coef``,
-        ``std_err``, ``t``, ``p_value``, the 95% CI, and the fit's ``r_squared`` and ``n_points``.
-    """
-    import statsmodels.api as sm
+        ``std_err`` (clustered by set and seed), ``t``, ``p_value``, the 95% CI, the fit's
+        ``r_squared``, ``n_points`` and ``n_clusters``, the ``sets`` fitted, and for the two
+        slopes the ``expected`` sign (b_kn above 0, b_unk below) and its :func:`finding`.
 
-    points = dynamics.dropna(subset=[accuracy])
-    size = points["n_known"] + points["n_unknown"]
-    x = pd.DataFrame({"known_fit": points["n_known_fit"] / size,
-                      "unknown_fit": points["n_unknown_fit"] / size})
-    if len(points) <= 3 or np.linalg.matrix_rank(sm.add_constant(x).to_numpy()) < 3:
-        raise KgfactError(f"Gekhman's regression needs more than 3 (set, epoch) points with "
-                          f"varied fits; have {len(points)}: train more sets or epochs")
-    fit = sm.OLS(points[accuracy].to_numpy(), sm.add_constant(x)).fit()
+    Raises
+    ------
+    KgfactError
+        With too few grid points or clusters for the fit (see the module docstring).
+    """
+    points, fit = _grid_fit(dynamics, accuracy)
     ci = fit.conf_int(0.05)
-    return pd.DataFrame({
+    table = pd.DataFrame({
         "term": fit.params.index, "coef": fit.params.to_numpy(), "std_err": fit.bse.to_numpy(),
         "t": fit.tvalues.to_numpy(), "p_value": fit.pvalues.to_numpy(),
         "ci_low": ci[0].to_numpy(), "ci_high": ci[1].to_numpy(),
-        "r_squared": fit.rsquared, "n_points": int(fit.nobs), "accuracy": accuracy})
+        "r_squared": fit.rsquared, "n_points": int(fit.nobs),
+        "n_clusters": points.loc[points["grid"], "cluster"].nunique(), "accuracy": accuracy,
+        "sets": ",".join(sorted(set(points.loc[points["grid"], "set"]) - {"base"}))})
+    table["expected"] = table["term"].map(EXPECTED)
+    table["finding"] = [finding(r.coef, r.ci_low, r.ci_high, r.expected)
+                        if isinstance(r.expected, str) else None  # no claim on the intercept
+                        for r in table.itertuples()]
+    return table
+
+
+def gekhman_other_sets(dynamics: pd.DataFrame, accuracy: str = "test_accuracy"
+                       ) -> pd.DataFrame:
+    """The trained points of the sets outside the %Unknown grid (single-category, ``natural``,
+    ``idk-relabel``, ``filtered``) against the grid fit's prediction.
+
+    Returns
+    -------
+    DataFrame
+        One row per (set, seed, epoch) with ``known_fit``, ``unknown_fit``, the measured
+        ``accuracy``, the grid fit's ``predicted`` accuracy and its 95% interval
+        (``pred_ci_low``, ``pred_ci_high``, clustered like the fit) and ``residual``
+        (measured minus predicted). Empty when every set is a grid set.
+    """
+    from scipy import stats
+
+    points, fit = _grid_fit(dynamics, accuracy)
+    other = points.loc[~points["grid"], ["set", "seed", "epoch", "known_fit", "unknown_fit",
+                                         "accuracy"]].reset_index(drop=True)
+    x = np.column_stack([np.ones(len(other)), other["known_fit"], other["unknown_fit"]])
+    predicted = x @ fit.params.to_numpy()
+    half = (stats.t.ppf(0.975, fit.df_resid_inference)
+            * np.sqrt(np.einsum("ij,jk,ik->i", x, fit.cov_params().to_numpy(), x)))
+    return other.assign(predicted=predicted, pred_ci_low=predicted - half,
+                        pred_ci_high=predicted + half,
+                        residual=other["accuracy"].to_numpy(float) - predicted)

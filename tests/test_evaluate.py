@@ -10,7 +10,7 @@ import pytest
 from kgfact.cli import main
 from kgfact.errors import KgfactError
 from kgfact.evaluate import EvalConfig, EvalModel, PromptBuilder, accuracy_table, evaluate
-from kgfact.gap import bootstrap_mean_ci, factuality_gap, gekhman_regression
+from kgfact.gap import bootstrap_mean_ci, factuality_gap
 from kgfact.models import ModelConfig
 from kgfact.prompts import StepWriter, exemplar_text, is_abstention, parse_generation
 from kgfact.sampling import BACKENDS, Generation
@@ -128,6 +128,15 @@ def test_evaluate_accuracy_abstentions_and_gap_exactly(run, tmp_path):
     unknown = total[total["model"] == "ft-unknown@early_stop"]
     assert (unknown["accuracy"] == 0).all() and (unknown["answer_rate"] == 0).all()
     assert unknown["accuracy_answered"].isna().all()
+    # FT-Unknown says "I don't know", no answer of its set; the base model has no set; FT-Known
+    # answers right, and a country it was trained on is a memorised answer
+    memorised = total.groupby("set", dropna=False)["memorised_rate"].max()
+    assert memorised["ft-unknown"] == 0
+    assert (total.loc[total["model"] == "base", "memorised_rate"] == 0).all()
+    ft_known = run.read_table("ftsets/ft-known")["answer"]
+    expected = run.read_table("qa").query("split == 'test'")["answer"].isin(ft_known).mean()
+    zero_shot = total[(total["model"] == "ft-known@convergence") & (total["mode"] == "zero-shot")]
+    assert zero_shot["memorised_rate"].tolist() == pytest.approx([expected])
     base = total[total["model"] == "base"]
     atlantis = run.read_table("qa").query("split == 'test'")["answer"].eq("Atlantis").mean()
     assert base["accuracy"].tolist() == pytest.approx([atlantis] * len(base))
@@ -150,11 +159,13 @@ def test_accuracy_table_counts_abstentions_apart():
         "strategy": "none", "distribution": "id", "relation": ["P17"] * 4 + ["P36"],
         "category": ["Unknown", "Unknown", "HighlyKnown", None, "Unknown"],
         "correct": [True, False, False, True, False],
-        "abstained": [False, False, True, False, True]})
+        "abstained": [False, False, True, False, True],
+        "memorised": [True, False, False, False, True]})
     table = accuracy_table(predictions).set_index(["relation", "category"])
     row = table.loc[("all", "all")]
     assert row["n"] == 5 and row["accuracy"] == 2 / 5 and row["answer_rate"] == 3 / 5
-    assert row["accuracy_answered"] == 2 / 3
+    assert row["accuracy_answered"] == 2 / 3 and row["memorised_rate"] == 2 / 5
+    assert table.loc[("P17", "all"), "memorised_rate"] == 1 / 4
     assert table.loc[("P17", "Unknown"), "accuracy"] == 0.5
     assert table.loc[("all", "unlabelled"), "n"] == 1
     assert np.isnan(table.loc[("P36", "all"), "accuracy_answered"])
@@ -173,21 +184,6 @@ def test_gap_ci_and_pairing():
     assert bootstrap_mean_ci(np.array([0.5, 0.5])) == (0.5, 0.5)
     with pytest.raises(KgfactError, match="needs predictions of both"):
         factuality_gap(predictions[predictions["set"] == "ft-known"])
-
-
-def test_gekhman_regression_recovers_exact_coefficients():
-    kn = np.array([10, 20, 30, 40, 50, 20, 10])
-    unk = np.array([0, 5, 10, 20, 40, 45, 30])
-    dynamics = pd.DataFrame({"n_known": 50, "n_unknown": 50, "n_known_fit": kn,
-                             "n_unknown_fit": unk,
-                             "test_accuracy": 0.2 + 0.5 * kn / 100 - 0.3 * unk / 100})
-    table = gekhman_regression(dynamics).set_index("term")
-    assert table.loc["const", "coef"] == pytest.approx(0.2)
-    assert table.loc["known_fit", "coef"] == pytest.approx(0.5)
-    assert table.loc["unknown_fit", "coef"] == pytest.approx(-0.3)
-    assert table["r_squared"].iloc[0] == pytest.approx(1.0) and table["n_points"].iloc[0] == 7
-    with pytest.raises(KgfactError, match="more than 3"):
-        gekhman_regression(dynamics.head(3))
 
 
 def test_evaluate_cli_on_the_tiny_model(run, tiny_model_dir, capsys):

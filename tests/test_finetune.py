@@ -55,14 +55,18 @@ def test_loss_is_on_answer_tokens_only(fp32):
     assert target_mask.sum() == sum(e.answer_len for e in examples)
 
 
-def test_batches_are_seeded_and_bucketed_by_length(fp32):
+def test_batches_are_seeded_and_random_not_one_relation_each(fp32):
+    """Examples of two templates (two relations, two lengths): length-bucketed batches would
+    each hold one of them; random batches mix them."""
     tok = fp32.tokenizer
-    examples = [encode(tok, "q" * (i % 3), "a") for i in range(12)]
-    first = batches(examples, 4, seed=0, epoch=1)
-    assert first == batches(examples, 4, seed=0, epoch=1)
-    assert first != batches(examples, 4, seed=0, epoch=2)
-    assert sorted(i for b in first for i in b) == list(range(12))
-    assert all(len({len(examples[i].ids) for i in b}) == 1 for b in first)  # no padding
+    examples = [encode(tok, "Which country?" if i % 2 else "Which region is it in?", "a")
+                for i in range(40)]
+    first = batches(examples, 8, seed=0, epoch=1)
+    assert first == batches(examples, 8, seed=0, epoch=1)
+    assert first != batches(examples, 8, seed=0, epoch=2)
+    assert sorted(i for b in first for i in b) == list(range(40))
+    assert [len(b) for b in first] == [8] * 5
+    assert sum(len({i % 2 for i in b}) == 2 for b in first) >= 4  # mixed batches
 
 
 def _adapter(run, name, checkpoint):
@@ -90,6 +94,9 @@ def test_dynamics_checkpoints_and_adapter_round_trip(run, tiny_model_dir):
         assert np.isfinite(trained["loss"]).all() and trained["loss"].iloc[-1] < trained[
             "loss"].iloc[0]
         assert d["n_known_fit"].le(d["n_known"]).all()
+        assert d["memorised_rate"].between(0, 1).all()
+        # the 3-epoch limit ended training: flagged exactly when the set was not yet fitted
+        assert d["epoch_limit"].tolist() == [False] * 3 + [bool(d["train_fit"].iloc[-1] < 1)]
     known = dynamics[dynamics["set"] == "ft-known"]
     assert (known["n_unknown"] == 0).all() and known["fit_Unknown"].isna().all()
 
@@ -113,7 +120,7 @@ def test_convergence_stops_once_the_set_is_fitted(run, tiny_model_dir):
     dynamics = finetune(run, config, ModelConfig(name=str(tiny_model_dir)), progress=False)
     assert dynamics["train_fit"].iloc[-1] == 1.0
     assert (dynamics["train_fit"].iloc[:-1] < 1.0).all()  # stopped at the first fitted epoch
-    assert dynamics["epoch"].iloc[-1] < 40
+    assert dynamics["epoch"].iloc[-1] < 40 and not dynamics["epoch_limit"].any()
 
 
 class Interrupt(Exception):
