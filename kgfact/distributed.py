@@ -183,7 +183,8 @@ class RayBackend:
             self.pids = [pid for pid, _ in loaded]
             served = {adapter for _, adapter in loaded}
             if len(served) != 1:
-                raise KgfactError(f"Ray workers serve different adapters: {sorted(map(str, served))}")
+                raise KgfactError("Ray workers serve different adapters: "
+                                  f"{sorted(map(str, served))}")
             #: the adapter every worker's engine reports it serves
             self.adapter = served.pop()
         except BaseException:

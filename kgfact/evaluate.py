@@ -9,6 +9,10 @@ the sampling engine computes each prefix once). Written to the run:
   correct, abstained;
 - ``prompts`` and ``prompt_edges``: each prompt's exemplars, and the edges it states (exemplar
   facts and their CoT steps), for the theory stage;
+Distributions: ``id`` (relations the evaluated fine-tuning sets were drawn from), ``near-id``
+(relations of the QA data's in-distribution split that no evaluated set was trained on) and
+``ood`` (the out-of-distribution split).
+
 - ``accuracy``: per model, mode, strategy, distribution, relation and SliCK category of the query:
   accuracy over all queries, answer rate, accuracy on answered queries ("I don't know" is an
   abstention, counted apart), and the memorised-answer rate (predictions that are one of the
@@ -112,6 +116,28 @@ def models_to_evaluate(run: RunDir, config: EvalConfig) -> list[EvalModel]:
     if not out:
         raise KgfactError("nothing to evaluate: no adapters and the base model left out")
     return out
+
+
+def trained_relations(run: RunDir, targets: list[EvalModel]) -> set[str]:
+    """Relations the evaluated adapters' fine-tuning sets were drawn from."""
+    return {r for name in {m.set for m in targets if m.set is not None}
+            for r in read_set(run, name)["relation"]}
+
+
+def near_id(queries_: pd.DataFrame, trained: set[str]) -> pd.DataFrame:
+    """``queries_`` with in-distribution relations that no evaluated set was trained on
+    relabelled ``near-id`` (Gong et al.'s Near ID): in the QA data's ID split, yet new to every
+    adapter. Without adapters nothing is relabelled.
+
+    >>> q = pd.DataFrame({"relation": ["P17", "P131", "P30"],
+    ...                   "distribution": ["id", "id", "ood"]})
+    >>> near_id(q, {"P17"})["distribution"].tolist()
+    ['id', 'near-id', 'ood']
+    """
+    if not trained:
+        return queries_
+    new = (queries_["distribution"] == "id") & ~queries_["relation"].isin(trained)
+    return queries_.assign(distribution=queries_["distribution"].mask(new, "near-id"))
 
 
 def queries(run: RunDir, config: EvalConfig) -> pd.DataFrame:
@@ -280,7 +306,7 @@ def evaluate(run: RunDir | str, config: EvalConfig | None = None,
     config = config or EvalConfig()
     base = model or ModelConfig()
     targets = models_to_evaluate(run, config)
-    qs = queries(run, config)
+    qs = near_id(queries(run, config), trained_relations(run, targets))
     spec = json.loads(json.dumps({"evaluate": asdict(config), "model": asdict(base)}))
     digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
     checkpoints = run.path / "checkpoints" / f"{STAGE}-{digest}"

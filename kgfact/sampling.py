@@ -23,8 +23,9 @@ times at temperature 0.5. The built-in engine exploits that shape:
 
 Backends share one interface (:class:`SamplingBackend`) and are registered by name in
 :data:`BACKENDS`. Each states the LoRA adapter it serves (``adapter``, from what it actually
-loaded), so a caller can check that it evaluates the model it means to: ``"kgfact"`` (this engine; CPU and CUDA), ``"vllm"`` (when vLLM is
-installed) and ``"ray"`` (this engine on many Ray workers and GPUs, :mod:`kgfact.distributed`).
+loaded), so a caller can check that it evaluates the model it means to: ``"kgfact"`` (this
+engine; CPU and CUDA), ``"vllm"`` (when vLLM is installed) and ``"ray"`` (this engine on many
+Ray workers and GPUs, :mod:`kgfact.distributed`).
 """
 
 from __future__ import annotations

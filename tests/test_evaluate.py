@@ -237,3 +237,23 @@ def test_a_backend_that_does_not_serve_the_adapter_is_refused(run, backend, mess
     evaluate(run, EvalConfig(modes=("zero-shot",), sets=(), bootstrap=10), ModelConfig(),
              backend=OracleBackend(None), progress=False)
     assert set(run.read_table("predictions")["model"]) == {"base"}
+
+
+def test_relations_no_set_was_trained_on_are_near_id(tmp_path):
+    """Sets drawn from P17 alone: P131, in the ID split, is near-ID for every table."""
+    from kgfact.ftsets import FtSetsConfig, make_ftsets
+
+    run = ftworld.make_run(tmp_path / "run")
+    make_ftsets(run, FtSetsConfig(size=4, unknown_shares=(0.0, 1.0), relations=("P17",)))
+    for name in ("ft-known", "ft-unknown"):
+        for checkpoint in ("early_stop", "convergence"):
+            (run.path / "adapters" / name / checkpoint).mkdir(parents=True)
+    OracleBackend.gold = run.read_table("qa").set_index("qid")["answer"].to_dict()
+    BACKENDS.register("oracle", OracleBackend, replace=True)
+    evaluate(run, EvalConfig(modes=("zero-shot",), bootstrap=10), ModelConfig(),
+             backend="oracle", progress=False)
+    predictions = run.read_table("predictions")
+    assert (predictions.groupby("relation")["distribution"].unique().map(list).to_dict()
+            == {"P17": ["id"], "P131": ["near-id"]})
+    assert set(run.read_table("gap")["distribution"]) == {"id", "near-id"}
+    assert set(run.read_table("accuracy")["distribution"]) == {"id", "near-id"}
