@@ -23,6 +23,7 @@ Sets (each saved as ``ftsets/<name>.parquet``; the index ``ftsets`` lists them):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -54,6 +55,9 @@ class FtSetsConfig:
         "help": "Unknown share of the set that idk-relabel and filtered are derived from."})
     idk_answer: str = field(default=IDK, metadata={
         "help": "Answer that replaces Unknown answers in idk-relabel."})
+    guesses: Literal["keep", "exclude"] = field(default="keep", metadata={
+        "help": "Facts SliCK flags as guesses (kgfact.guessing): keep them, or exclude them "
+                "from every set."})
     seed: int = field(default=0, metadata={"min": 0,
         "help": "Seed of the per-relation example orders."})
 
@@ -75,10 +79,17 @@ def spread(total: int, parts: int) -> np.ndarray:
     return total // parts + (np.arange(parts) < total % parts)
 
 
-def train_pool(run: RunDir, relations: tuple[str, ...] | None = None) -> pd.DataFrame:
-    """Train questions with their SliCK category, joined with the QA fields sets need."""
+def train_pool(run: RunDir, relations: tuple[str, ...] | None = None,
+               guesses: str = "keep") -> pd.DataFrame:
+    """Train questions with their SliCK category, joined with the QA fields sets need;
+    ``guesses="exclude"`` leaves out the facts SliCK flagged as guesses."""
     slick = run.read_table("slick")
     qa = run.read_table("qa")
+    if guesses == "exclude":
+        if "guess" not in slick:
+            raise KgfactError(f"{run.path}'s SliCK table has no guess flags (made before "
+                              "kgfact flagged guesses): run 'kgfact slick --force' again")
+        slick = slick[~slick["guess"]]
     pool = slick.loc[slick["split"] == "train", ["qid", "category"]].merge(qa, on="qid")
     if pool.empty:
         raise KgfactError(f"{run.path} has no SliCK results for train questions: run "
@@ -198,7 +209,7 @@ def make_ftsets(run: RunDir | str, config: FtSetsConfig | None = None) -> pd.Dat
     run = run if isinstance(run, RunDir) else RunDir(run)
     config = config or FtSetsConfig()
     with run.stage(STAGE, asdict(config), seed=config.seed) as info:
-        sets = build_sets(train_pool(run, config.relations), config)
+        sets = build_sets(train_pool(run, config.relations, config.guesses), config)
         for name, table in sets.items():
             run.write_table(f"ftsets/{name}", table)
         table = index(sets)

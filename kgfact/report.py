@@ -47,11 +47,15 @@ def _run(run: RunDir | str | Path) -> RunDir:
 
 # -- tables ------------------------------------------------------------------------------------
 def category_mix(run: RunDir) -> pd.DataFrame:
-    """SliCK questions per relation, split and category (counts; columns in category order)."""
+    """SliCK questions per relation, split and category (counts; columns in category order),
+    and how many of the Known ones are guesses (:mod:`kgfact.guessing`)."""
     slick = _run(run).read_table("slick")
-    return (pd.crosstab([slick["relation"], slick["split"]], slick["category"])
-            .reindex(columns=list(CATEGORIES), fill_value=0).rename_axis(columns=None)
-            .reset_index())
+    mix = (pd.crosstab([slick["relation"], slick["split"]], slick["category"])
+           .reindex(columns=list(CATEGORIES), fill_value=0).rename_axis(columns=None))
+    if "guess" in slick:  # tables from before guesses were flagged have no column
+        known_guess = slick["guess"] & (slick["category"] != "Unknown")
+        mix["Known guesses"] = known_guess.groupby([slick["relation"], slick["split"]]).sum()
+    return mix.reset_index()
 
 
 def knowledge_vs_graph(run: RunDir) -> pd.DataFrame:
@@ -310,8 +314,13 @@ def _accuracy_table(run: RunDir) -> dict[str, pd.DataFrame]:
 SECTIONS = (
     Section("SliCK knowledge categories",
             "Share of questions per SliCK category (HighlyKnown, MaybeKnown, WeaklyKnown, "
-            "Unknown), per relation and split.", fig_categories,
-            lambda run: {"questions per category": category_mix(run)}),
+            "Unknown), per relation and split. A Known fact is a guess when its answer is the "
+            "model's default answer for the relation or is spelled out in the question; the "
+            "baselines are the accuracies of always giving the most frequent train answer and "
+            "of always giving the model's default.", fig_categories,
+            lambda run: {"questions per category": category_mix(run),
+                         **({"accuracy without knowledge": run.read_table("guess_baselines")}
+                            if run.has_table("guess_baselines") else {})}),
     Section("What the model knows and the graph",
             "P_Correct(T=0) of each SliCK question against its subject's popularity, degree and "
             "PageRank in the run's knowledge graph.", fig_pcorrect_graph,

@@ -14,6 +14,11 @@ The exemplar sets are fixed per relation (so their KV caches are shared by every
 the relation). A dev question never appears in its own prompt: where it is one of the set's
 exemplars, it is replaced by the next pool question not already in the set. Correctness is
 :func:`kgfact.answers.match_many` against the gold answer and its aliases.
+
+Every record is also checked for a guess (:mod:`kgfact.guessing`): ``guess`` and ``guess_kind``
+say whether its gold answer is the model's default answer for the relation or is spelled out in
+the question, and the ``guess_baselines`` table gives each relation's accuracy without knowledge
+(always the most frequent train answer; always the model's default).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from tqdm.auto import tqdm
 from kgfact.answers import match_many
 from kgfact.config import check_fields
 from kgfact.errors import KgfactError
+from kgfact.guessing import flag_guesses, prior_baselines
 from kgfact.models import ModelConfig
 from kgfact.qa import shuffled
 from kgfact.rundir import RunDir, write_parquet
@@ -239,13 +245,15 @@ def run_slick(run: RunDir | str | Path, config: SlickConfig, model: ModelConfig 
                 part = score(chunk, done, config)
                 write_parquet(part, path)
                 parts.append(part)
-        table = pd.concat(parts, ignore_index=True)
+        table = flag_guesses(pd.concat(parts, ignore_index=True), qa)
         run.write_table("slick", table)
         run.write_table("slick_exemplars", sets)
+        run.write_table("guess_baselines", prior_baselines(qa, table))
         info["report"] = {
             "questions": len(table), "skipped_relations": skipped,
             "categories": {r: {c: int(n) for c, n in g["category"].value_counts().items()}
                            for r, g in table.groupby("relation")},
+            "known_guesses": int((table["guess"] & (table["category"] != "Unknown")).sum()),
             "generations": len(table) * config.n_prompts * (config.sampling.n_samples + 1),
         }
     shutil.rmtree(checkpoints, ignore_errors=True)

@@ -79,3 +79,18 @@ def test_ftsets_errors(run, tmp_path, capsys):
     empty.write_table("slick", slick.assign(category="HighlyKnown"))
     with pytest.raises(KgfactError, match="no relation has both Known and Unknown"):
         make_ftsets(empty)
+
+
+def test_guesses_are_kept_or_excluded(run):
+    slick = run.read_table("slick")
+    with pytest.raises(KgfactError, match="no guess flags"):
+        train_pool(run, guesses="exclude")
+    guessed = set(slick.loc[slick["split"] == "train", "qid"][:5])
+    run.write_table("slick", slick.assign(guess=slick["qid"].isin(guessed)))
+    kept, excluded = train_pool(run), train_pool(run, guesses="exclude")
+    assert set(kept["qid"]) - set(excluded["qid"]) == guessed
+    make_ftsets(run, FtSetsConfig(size=4, guesses="exclude"))
+    for name in run.read_table("ftsets")["set"]:
+        assert not run.read_table(f"ftsets/{name}")["qid"].isin(guessed).any()
+    with pytest.raises(KgfactError, match="guesses must be one of"):
+        FtSetsConfig(guesses="drop")

@@ -110,6 +110,14 @@ def test_run_slick_writes_every_answer(mini_run, tiny_model_dir):
         "P1376", "P30", "P36"]
     assert mini_run.read_table("slick").equals(table)
     assert len(mini_run.read_table("slick_exemplars")) == 50
+    # every record checked for a guess, with the relation's baselines beside
+    from kgfact.guessing import flag_guesses, prior_baselines
+
+    qa = mini_run.read_table("qa")
+    pd.testing.assert_frame_equal(table, flag_guesses(table.drop(columns=["guess", "guess_kind"]),
+                                                      qa))
+    pd.testing.assert_frame_equal(mini_run.read_table("guess_baselines"),
+                                  prior_baselines(qa, table))
     # a different configuration does not silently overwrite
     with pytest.raises(KgfactError, match="another configuration"):
         run_slick(mini_run, SlickConfig(max_questions_per_relation=2),
