@@ -240,8 +240,9 @@ def cmd_theory(args: argparse.Namespace) -> int:
           f"{len(tables['cot_steps'])} CoT steps checked; predicted vs measured gaps "
           f"(A = {args.augmentation}, buckets by checkpoint, mode and strategy):")
     for row in headline.itertuples():
-        print(f"  {row.statistic:20} {row.value:+.3f} [{row.ci_low:+.3f}, {row.ci_high:+.3f}] "
-              f"({row.n_buckets} buckets)")
+        value = (f"{row.value:+.3f} [{row.ci_low:+.3f}, {row.ci_high:+.3f}]"
+                 if row.value == row.value else row.note)  # NaN: say why
+        print(f"  {row.statistic:20} {value} ({row.n_buckets} buckets)")
     print(f"tables in {args.run}: {', '.join(tables)}")
     return 0
 

@@ -626,6 +626,9 @@ def test_theory_command_end_to_end(tmp_path, capsys):
     assert ood.loc["P1376", ["distance", "gap"]].tolist() == pytest.approx([0.5, 0.0])
     for name in ("theory_predictions", "theory_stats", "theory_controls", "theory_prompt_edges"):
         assert run.has_table(name)
+    stats = run.read_table("theory_stats")  # a missing statistic says why
+    assert ((stats["note"] != "") == stats["value"].isna()).all()
+    assert stats["note"].str.startswith("not computable from").sum() == stats["value"].isna().sum()
     report = (run.path / "theory_report.md").read_text()
     assert "| convergence | +0.333 [" in report  # alpha with its interval
     assert "| ft-known@convergence | 2 | 1 | 1 |" in report  # edge, hallucinated, unparsed

@@ -461,9 +461,14 @@ class GapStudy:
             point, low, high = boot["training"]
             rows.append(("none", "training", "convergence-early_stop", "zero-shot",
                          "alpha_difference", point[0], low[0], high[0], len(self.checkpoints)))
-        return pd.DataFrame(rows, columns=["augmentation", "family", "checkpoint", "mode",
-                                           "statistic", "value", "ci_low", "ci_high",
-                                           "n_buckets"])
+        table = pd.DataFrame(rows, columns=["augmentation", "family", "checkpoint", "mode",
+                                            "statistic", "value", "ci_low", "ci_high",
+                                            "n_buckets"])
+        # say why a statistic is missing instead of leaving a bare NaN in every report
+        table["note"] = np.where(
+            table["value"].isna(), "not computable from " + table["n_buckets"].astype(str)
+            + f" bucket(s) of at least {self.config.min_bucket} units; enlarge the study", "")
+        return table
 
     def _ood_table(self, boot) -> pd.DataFrame:
         t = self.ood_keys.copy()
