@@ -43,8 +43,8 @@ class BuildConfig:
         "help": "Cap on fetched triples per relation (useful on Wikidata)."})
     expand_hops: int = field(default=1, metadata={"min": 0,
         "help": "Neighbourhood hops fetched from objects to complete multi-hop paths."})
-    timeout: float = field(default=60.0, metadata={"above": 0,
-        "help": "SPARQL request timeout (s)."})
+    timeout: float = field(default=60.0, metadata={"above": 0, "max": 86_400,
+        "help": "SPARQL request timeout (s), at most a day."})
     user_agent: str = field(default=USER_AGENT, metadata={"help": "SPARQL User-Agent."})
 
     def __post_init__(self) -> None:

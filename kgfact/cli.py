@@ -28,14 +28,14 @@ def _pids(text: str) -> tuple[str, ...]:
     return tuple(p.strip() for p in text.split(",") if p.strip())
 
 
-def backend_options(args: argparse.Namespace) -> dict:
-    """The ``options`` for :func:`kgfact.sampling.make_backend` from ``--address``/``--workers``
-    (the flags :func:`_backend_args` adds); empty for a local backend."""
-    options = {name: getattr(args, name) for name in ("address", "workers")
-               if getattr(args, name, None) is not None}
-    if options and args.backend != "ray":
-        raise KgfactError("--address and --workers are for --backend ray")
-    return options
+def _backend(args: argparse.Namespace):
+    """The :class:`kgfact.pipeline.BackendConfig` of the flags :func:`_backend_args` adds,
+    checked as a config's ``[backend]`` table is."""
+    from kgfact.pipeline import BackendConfig
+
+    return BackendConfig(name=args.backend, address=args.address, workers=args.workers,
+                         max_batch=args.batch,
+                         **({"chunk_size": args.chunk} if "chunk" in args else {}))
 
 
 def _backend_args(p: argparse.ArgumentParser) -> None:
@@ -137,15 +137,16 @@ def cmd_slick(args: argparse.Namespace) -> int:
     from kgfact.slick import CATEGORIES, SlickConfig, run_slick
 
     run = _existing_run(args.run)
+    backend = _backend(args)
     sampling = SamplingConfig(n_samples=args.samples, temperature=args.temperature,
                               top_k=args.top_k, max_new_tokens=args.max_new_tokens,
                               seed=args.seed)
     config = SlickConfig(n_prompts=args.prompts, shots=args.shots, sampling=sampling,
                          splits=args.splits, relations=args.relations,
                          max_questions_per_relation=args.max_questions, seed=args.seed)
-    table = run_slick(run, config, _model(args), backend=args.backend,
-                      backend_options=backend_options(args), chunk_size=args.chunk,
-                      max_batch=args.batch, force=args.force, progress=not args.quiet)
+    table = run_slick(run, config, _model(args), backend=backend.name,
+                      backend_options=backend.options(), chunk_size=backend.chunk_size,
+                      max_batch=backend.max_batch, force=args.force, progress=not args.quiet)
     mix = table["category"].value_counts().reindex(list(CATEGORIES), fill_value=0)
     print(f"SliCK: {len(table)} questions in {args.run}/slick.parquet: "
           + ", ".join(f"{c} {n}" for c, n in mix.items()))
@@ -205,8 +206,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                         shots=args.shots, n_prompts=args.prompts, base=not args.no_base,
                         max_questions_per_relation=args.max_questions, seed=args.seed)
     run = _existing_run(args.run)
-    accuracy = evaluate(run, config, _model(args), backend=args.backend,
-                        backend_options=backend_options(args), max_batch=args.batch,
+    backend = _backend(args)
+    accuracy = evaluate(run, config, _model(args), backend=backend.name,
+                        backend_options=backend.options(), max_batch=backend.max_batch,
                         progress=not args.quiet)
     summary = accuracy[(accuracy["relation"] == "all") & (accuracy["category"] == "all")]
     print(summary.pivot_table(index=["model"], columns=["distribution", "mode", "strategy"],

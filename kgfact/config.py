@@ -9,7 +9,8 @@ A field states its constraints in its metadata, beside its help line:
   path, such as a fine-tuning set's: see :func:`check_name`.
 
 Beyond what the metadata states, every value must have its field's declared type (an ``int`` is
-not a ``bool``; an ``int`` is accepted for a ``float``) and every number must be finite. Checks
+not a ``bool``; an ``int`` is accepted for a ``float``), every number must be finite and every
+integer must fit in 64 bits (what torch, numpy and Parquet hold; seeds reach torch). Checks
 that relate several fields stay in the config's own ``__post_init__``, after this one.
 """
 
@@ -26,6 +27,7 @@ from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 from kgfact.errors import KgfactError
 
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_INT64 = {"min": -(2**63), "max": 2**63 - 1}
 _BOUNDS = {"min": (lambda v, b: v >= b, ">="), "max": (lambda v, b: v <= b, "<="),
            "above": (lambda v, b: v > b, ">"), "below": (lambda v, b: v < b, "<")}
 
@@ -66,7 +68,7 @@ def check_fields(config: Any) -> None:
             if isinstance(item, float) and not math.isfinite(item):
                 raise KgfactError(f"{f.name} must be a finite number, got {item!r}")
             for key, (ok, sign) in _BOUNDS.items():
-                bound = f.metadata.get(key)
+                bound = f.metadata.get(key, _INT64.get(key) if isinstance(item, int) else None)
                 if (bound is not None and isinstance(item, (int, float))
                         and not isinstance(item, bool) and not ok(item, bound)):
                     raise KgfactError(f"{f.name} must be {sign} {bound}, got {item!r}")

@@ -47,8 +47,7 @@ from kgfact.prompts import (PROMPT_MODES, QUERY, SET_DEPENDENT, STRATEGIES, Step
                             StrategyContext, exemplar_text, is_abstention, parse_generation)
 from kgfact.qa import sample_per_group, shuffled
 from kgfact.rundir import RunDir, write_parquet
-from kgfact.sampling import (Request, SamplingBackend, SamplingConfig, check_adapter,
-                             make_backend)
+from kgfact.sampling import Request, SamplingBackend, SamplingConfig, make_backend
 
 STAGE = "evaluate"
 
@@ -297,8 +296,9 @@ def evaluate(run: RunDir | str, config: EvalConfig | None = None,
     """Evaluate a run's base model and adapters; writes the tables listed in the module docs.
 
     ``backend`` is a registered name (one backend is started per model, with its adapter) or
-    an instance, which must serve every evaluated model: each model is checked against the
-    adapter its backend states it serves (:func:`kgfact.sampling.check_adapter`).
+    an instance. Each model is checked against the adapter its backend states it serves
+    (:func:`kgfact.sampling.make_backend`); an instance is checked against every model before
+    any work, so one serving the base model is refused when adapters are evaluated.
 
     Returns the ``accuracy`` table.
     """
@@ -314,6 +314,9 @@ def evaluate(run: RunDir | str, config: EvalConfig | None = None,
     jobs = [(m, mode, strategy) for m in targets for mode in config.modes
             for strategy in (config.strategies if PROMPT_MODES.get(mode).exemplars
                              else ("none",))]
+    if not isinstance(backend, str):  # an instance serves one model: refuse before any work
+        for m in targets:
+            make_backend(backend, replace(base, adapter=m.adapter), label=m.name)
     with run.stage(STAGE, spec, seed=config.seed) as info:
         parts = []
         bar = tqdm(total=len(jobs) * len(qs), unit="q", desc="evaluate", disable=not progress,
@@ -331,10 +334,9 @@ def evaluate(run: RunDir | str, config: EvalConfig | None = None,
                     bar.update(len(qs))
                     continue
                 if engine_for != m.name:
-                    engine = make_backend(backend, replace(base, adapter=m.adapter),
-                                          max_batch, **(backend_options or {}))
+                    engine = make_backend(backend, replace(base, adapter=m.adapter), max_batch,
+                                          label=m.name, **(backend_options or {}))
                     engine_for = m.name
-                check_adapter(engine, m.adapter, m.name)
                 part = evaluate_model(engine, m, mode, strategy, qs, builder, config)
                 write_parquet(part, path)
                 parts.append(part)

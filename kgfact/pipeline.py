@@ -67,14 +67,13 @@ class BackendConfig:
 
     def __post_init__(self) -> None:
         check_fields(self)
+        if self.options() and self.name != "ray":
+            raise KgfactError(f"address and workers are for the ray backend, not {self.name!r}")
 
     def options(self) -> dict:
         """``backend_options`` for the stages: the Ray settings that are set."""
-        opts = {k: v for k, v in (("address", self.address), ("workers", self.workers))
+        return {k: v for k, v in (("address", self.address), ("workers", self.workers))
                 if v is not None}
-        if opts and self.name != "ray":
-            raise KgfactError("[backend] address and workers are for name = \"ray\"")
-        return opts
 
 
 @dataclass(frozen=True)
@@ -96,7 +95,7 @@ class ExperimentConfig:
         "help": "The base model every stage uses."})
     backend: BackendConfig = field(default_factory=BackendConfig, metadata={
         "help": "Generation engine for SliCK and evaluation."})
-    threads: int | None = field(default=None, metadata={"min": 1,
+    threads: int | None = field(default=None, metadata={"min": 1, "max": 1024,
         "help": "torch CPU threads; 1 keeps a shared CPU from stalling torch's thread pool."})
 
     def __post_init__(self) -> None:

@@ -62,7 +62,18 @@ def fake_run(tmp_path) -> Path:
     (["build", "--endpoint", DEAD_ENDPOINT, "--timeout", "nan"],
      "timeout must be a finite number, got nan"),
     (["build", "--endpoint", DEAD_ENDPOINT, "--page-size", "0"], "page_size must be >= 1"),
+    # numbers too large for the socket clock and torch's seed
+    (["build", "--endpoint", DEAD_ENDPOINT, "--timeout", "1e12"],
+     "timeout must be <= 86400, got 1000000000000.0"),
+    (["slick", "RUN", "--seed", str(2**64)],
+     f"seed must be <= {2**63 - 1}, got {2**64}"),
     (["slick", "RUN", "--temperature", "-1"], "temperature must be >= 0"),
+    # backend flags are checked as a config's [backend] table is (a negative chunk once meant
+    # no questions and exit 0; a zero batch a traceback after the model loaded)
+    (["slick", "RUN", "--chunk", "-1"], "chunk_size must be >= 1, got -1"),
+    (["evaluate", "RUN", "--batch", "0"], "max_batch must be >= 1, got 0"),
+    (["slick", "RUN", "--workers", "2"], "address and workers are for the ray backend, not "
+                                         "'kgfact'"),
     (["finetune", "RUN", "--sets", "../../x"], "'../../x' is not a valid name"),
     (["finetune", "RUN", "--lr", "0"], "learning_rate must be > 0"),
     (["evaluate", "RUN", "--sets", "a/b"], "'a/b' is not a valid name"),
@@ -81,6 +92,9 @@ def test_config_values_are_checked_like_flags(capsys, tmp_path):
     config.write_text(f'threads = 0\n[build]\nendpoint = "{DEAD_ENDPOINT}"\n'
                       '[build.qa]\nin_distribution = ["P17"]\n')
     assert_one_error(*run_cli(capsys, ["run", str(config)]), "threads must be >= 1, got 0")
+    config.write_text(config.read_text().replace("threads = 0", "threads = 1000000000000"))
+    assert_one_error(*run_cli(capsys, ["run", str(config)]),
+                     "threads must be <= 1024, got 1000000000000")
     config.write_text(f'[build]\nendpoint = "{DEAD_ENDPOINT}"\n[build.qa]\n'
                       'in_distribution = ["P17"]\n[finetune]\nsets = ["../../x"]\n')
     assert_one_error(*run_cli(capsys, ["run", str(config)]), "'../../x' is not a valid name")

@@ -239,6 +239,61 @@ def test_a_backend_that_does_not_serve_the_adapter_is_refused(run, backend, mess
     assert set(run.read_table("predictions")["model"]) == {"base"}
 
 
+class CountingBackend(OracleBackend):
+    """An oracle that counts the requests it is given."""
+
+    requests = 0
+
+    def generate(self, requests, config, on_done=None):
+        CountingBackend.requests += len(requests)
+        return super().generate(requests, config, on_done)
+
+
+def test_a_backend_instance_is_refused_before_any_work_when_adapters_are_evaluated(run):
+    """An instance serves one model: rather than score the base model first and fail at the
+    first adapter (or, once, score the base model under every adapter's name), evaluation
+    refuses it before generating anything."""
+    for checkpoint in ("early_stop", "convergence"):
+        (run.path / "adapters" / "ft-known" / checkpoint).mkdir(parents=True)
+    OracleBackend.gold = run.read_table("qa").set_index("qid")["answer"].to_dict()
+    with pytest.raises(KgfactError) as error:
+        evaluate(run, EvalConfig(sets=("ft-known",), modes=("zero-shot",), bootstrap=10),
+                 ModelConfig(), backend=CountingBackend(None), progress=False)
+    adapter = (run.path / "adapters" / "ft-known" / "early_stop").resolve()
+    assert str(error.value) == (f"backend CountingBackend serves the bare model but "
+                                f"'ft-known@early_stop' needs {adapter}; give the backend by "
+                                "name so one is started per model")
+    assert CountingBackend.requests == 0
+    assert run.stage_status("evaluate") is None
+
+
+def test_every_adapter_is_served_by_its_own_engine(run, tiny_model_dir):
+    """The built-in backend on real adapters: each model's answers are its adapter's (the two
+    random adapters and the bare model all answer differently)."""
+    from kgfact.models import load_model
+    from kgfact.sampling import KgfactEngine, Request, SamplingConfig
+    from tests.tinymodel import make_tiny_adapter
+
+    for seed, checkpoint in enumerate(("early_stop", "convergence"), start=1):
+        make_tiny_adapter(tiny_model_dir, run.path / "adapters" / "ft-known" / checkpoint, seed)
+    model = ModelConfig(name=str(tiny_model_dir), dtype="float32")
+    evaluate(run, EvalConfig(sets=("ft-known",), modes=("zero-shot",), bootstrap=10), model,
+             progress=False)
+    predictions = run.read_table("predictions")
+    questions = run.read_table("qa").set_index("qid")["question"]
+    by_model = {}
+    for name, rows in predictions.groupby("model"):
+        adapter = None if name == "base" else str(run.path / "adapters" / "ft-known" /
+                                                  name.split("@")[1])
+        engine = KgfactEngine(load_model(ModelConfig(name=str(tiny_model_dir), dtype="float32",
+                                                     adapter=adapter)))
+        want = engine.generate([Request(q, "", f"Q: {questions[q]}\nA:") for q in rows["qid"]],
+                               SamplingConfig(n_samples=0))
+        assert rows["generation"].tolist() == [g.greedy for g in want]
+        by_model[name] = tuple(rows["generation"])
+    assert len(set(by_model.values())) == 3
+
+
 def test_relations_no_set_was_trained_on_are_near_id(tmp_path):
     """Sets drawn from P17 alone: P131, in the ID split, is near-ID for every table."""
     from kgfact.ftsets import FtSetsConfig, make_ftsets

@@ -60,7 +60,7 @@ class KillsWorkerZero:
 
     def __init__(self, backend) -> None:
         self.backend = backend
-        self.answers_from = backend.answers_from
+        self.answers_from, self.adapter = backend.answers_from, backend.adapter
         self.delivered: Counter[str] = Counter()
 
     def generate(self, requests, config, on_done=None):
@@ -75,13 +75,9 @@ class KillsWorkerZero:
 @pytest.mark.slow
 def test_a_worker_killed_mid_run_loses_and_duplicates_nothing(tmp_path, mini_qa,
                                                               tiny_model_dir):
-    from dataclasses import replace
-
     from kgfact.distributed import RayBackend
-    from tests.tinymodel import make_tiny_adapter
 
     model = ModelConfig(name=str(tiny_model_dir))
-    adapter = make_tiny_adapter(tiny_model_dir, tmp_path / "adapter")
     local = run_slick(make_run(tmp_path / "local", mini_qa), CONFIG, model, progress=False)
     with RayBackend(model, workers=2) as backend:
         killer = KillsWorkerZero(backend)
@@ -138,3 +134,28 @@ def test_each_new_backend_replaces_the_last_and_ray_stops_with_the_live_one(tmp_
         RayBackend(ModelConfig(name=str(tmp_path / "no-such-model")), workers=1)
     with pytest.raises(KgfactError, match="replaced by a newer one"):
         second.generate(request, config)
+
+
+@pytest.mark.slow
+def test_evaluate_on_ray_serves_every_adapter_as_the_local_engine(tmp_path, tiny_model_dir):
+    """Evaluation on Ray starts one backend per model, each checked against the adapter its
+    workers report, and answers exactly as the local engine, adapter by adapter (the two
+    random adapters and the bare model all answer differently)."""
+    from kgfact.evaluate import EvalConfig, evaluate
+    from tests import ftworld
+    from tests.tinymodel import make_tiny_adapter
+
+    model = ModelConfig(name=str(tiny_model_dir), dtype="float32")
+    config = EvalConfig(sets=("ft-known",), modes=("zero-shot",), bootstrap=10)
+    predictions = {}
+    for backend, options in (("kgfact", {}), ("ray", {"workers": 2})):
+        run = ftworld.make_ft_run(tmp_path / backend)
+        for seed, checkpoint in enumerate(("early_stop", "convergence"), start=1):
+            make_tiny_adapter(tiny_model_dir, run.path / "adapters" / "ft-known" / checkpoint,
+                              seed)
+        evaluate(run, config, model, backend=backend, backend_options=options, progress=False)
+        predictions[backend] = run.read_table("predictions")
+    pd.testing.assert_frame_equal(predictions["ray"], predictions["kgfact"])
+    answers = predictions["ray"].groupby("model")["generation"].apply(tuple)
+    assert sorted(answers.index) == ["base", "ft-known@convergence", "ft-known@early_stop"]
+    assert answers.nunique() == 3

@@ -148,6 +148,25 @@ def test_killed_slick_resumes_to_the_same_table(tmp_path, mini_qa, tiny_model_di
                                   runs["whole"].read_table("slick"))
 
 
+def test_slick_refuses_a_backend_that_does_not_serve_the_models_adapter(mini_run, tmp_path,
+                                                                        tiny_model_dir):
+    """SliCK of an adapted model on a backend instance of the bare model would categorise
+    the bare model's knowledge under the adapter's name."""
+    from kgfact.models import ModelConfig, load_model
+    from kgfact.sampling import KgfactEngine
+    from tests.tinymodel import make_tiny_adapter
+
+    adapter = make_tiny_adapter(tiny_model_dir, tmp_path / "adapter")
+    bare = KgfactEngine(load_model(ModelConfig(name=str(tiny_model_dir))))
+    model = ModelConfig(name=str(tiny_model_dir), adapter=str(adapter))
+    with pytest.raises(KgfactError) as error:
+        run_slick(mini_run, SMALL, model, backend=bare, progress=False)
+    assert str(error.value) == (f"backend KgfactEngine serves the bare model but "
+                                f"'{tiny_model_dir}' needs {adapter.resolve()}; give the backend "
+                                "by name so one is started per model")
+    assert not mini_run.has_table("slick")
+
+
 def test_slick_cli_errors(tmp_path, mini_run, capsys):
     assert main(["slick", str(tmp_path / "nope")]) == 2
     assert "is not a kgfact run" in capsys.readouterr().err

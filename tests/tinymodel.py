@@ -47,12 +47,21 @@ def make_tiny_model(path: Path, seed: int = 0, arch: str = "llama") -> Path:
     return path
 
 
-def make_tiny_adapter(model_dir: Path, path: Path) -> Path:
-    """Save a freshly initialised LoRA adapter of the tiny model to ``path``: peft starts its
-    update at zero, so the adapted model answers exactly as the bare one."""
+def make_tiny_adapter(model_dir: Path, path: Path, seed: int | None = None) -> Path:
+    """Save a LoRA adapter of the tiny model to ``path``.
+
+    By default it is freshly initialised: peft starts its update at zero, so the adapted model
+    answers exactly as the bare one. With a ``seed`` the update is random (seeded) and large,
+    so the adapted model answers differently.
+    """
+    import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(model_dir, use_safetensors=True)
-    get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj"])).save_pretrained(path)
+    if seed is not None:
+        torch.manual_seed(seed)
+    config = LoraConfig(r=2, lora_alpha=64, target_modules=["q_proj", "down_proj"],
+                        init_lora_weights=seed is None)
+    get_peft_model(model, config).save_pretrained(path)
     return path
