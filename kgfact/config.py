@@ -7,10 +7,13 @@ A field states its constraints in its metadata, beside its help line:
   to a number, or to every number of a tuple.
 - ``"name": True``: the value (or every value of a tuple) is a name that becomes part of a file
   path, such as a fine-tuning set's: see :func:`check_name`.
+- ``"nonempty": True``: the value, a tuple or a string, must not be empty (where nothing would
+  be done, such as evaluating under no prompt mode).
 
 Beyond what the metadata states, every value must have its field's declared type (an ``int`` is
 not a ``bool``; an ``int`` is accepted for a ``float``), every number must be finite and every
-integer must fit in 64 bits (what torch, numpy and Parquet hold; seeds reach torch). Checks
+integer must fit in 64 bits (what torch, numpy and Parquet hold; seeds reach torch), and a
+tuple must not list a value twice (a set named twice would be trained or evaluated twice). Checks
 that relate several fields stay in the config's own ``__post_init__``, after this one.
 """
 
@@ -63,7 +66,12 @@ def check_fields(config: Any) -> None:
         value = getattr(config, f.name)
         if not _has_type(hints[f.name], value):
             raise KgfactError(f"{f.name} must be {_describe(hints[f.name])}, got {value!r}")
+        if f.metadata.get("nonempty") and value is not None and len(value) == 0:
+            raise KgfactError(f"{f.name} must not be empty")
         items = value if isinstance(value, tuple) else (value,)
+        twice = [item for i, item in enumerate(items) if item in items[:i]]
+        if twice:
+            raise KgfactError(f"{f.name} lists {twice[0]!r} twice")
         for item in items:
             if isinstance(item, float) and not math.isfinite(item):
                 raise KgfactError(f"{f.name} must be a finite number, got {item!r}")

@@ -58,12 +58,12 @@ class EvalConfig:
 
     sets: tuple[str, ...] | None = field(default=None, metadata={"name": True,
         "help": "Fine-tuning sets whose adapters are evaluated; None = every trained set."})
-    checkpoints: tuple[str, ...] = field(default=CHECKPOINTS, metadata={
+    checkpoints: tuple[str, ...] = field(default=CHECKPOINTS, metadata={"nonempty": True,
         "help": "Adapter checkpoints: early_stop and/or convergence."})
     base: bool = field(default=True, metadata={"help": "Also evaluate the base model."})
     modes: tuple[str, ...] = field(default=("zero-shot", "few-shot", "cot"), metadata={
-        "help": "Prompt modes (registry: zero-shot, few-shot, cot)."})
-    strategies: tuple[str, ...] = field(default=("random",), metadata={
+        "nonempty": True, "help": "Prompt modes (registry: zero-shot, few-shot, cot)."})
+    strategies: tuple[str, ...] = field(default=("random",), metadata={"nonempty": True,
         "help": "Exemplar strategies for few-shot and CoT (random, known, unknown, from-ft, "
                 "disjoint, other-relation)."})
     shots: int = field(default=4, metadata={"min": 1, "help": "Exemplars per prompt."})
@@ -341,6 +341,10 @@ def evaluate(run: RunDir | str, config: EvalConfig | None = None,
                 write_parquet(part, path)
                 parts.append(part)
                 bar.update(len(qs))
+        if not any(len(p) for p in parts):
+            raise KgfactError(f"no prompt could be built: every relation has fewer than "
+                              f"{config.shots} exemplars for {', '.join(config.strategies)}; "
+                              "lower --shots or choose other strategies")
         predictions = pd.concat([p for p in parts if len(p)], ignore_index=True)
         predictions["memorised"] = _memorised(run, predictions)
         prompts, edges = builder.tables()

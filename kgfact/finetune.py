@@ -68,7 +68,7 @@ class LoraSettings:
         "help": "Scaling numerator (update * alpha / r)."})
     dropout: float = field(default=0.0, metadata={"min": 0, "below": 1,
         "help": "Dropout on the adapter input; 0 keeps resumed runs bit-identical."})
-    target_modules: str | tuple[str, ...] = field(default="all-linear", metadata={
+    target_modules: str | tuple[str, ...] = field(default="all-linear", metadata={"nonempty": True,
         "help": "Modules to adapt: 'all-linear' or module names such as ('q_proj', 'v_proj')."})
 
     def __post_init__(self) -> None:
@@ -79,7 +79,8 @@ class LoraSettings:
 class FinetuneConfig:
     """How every fine-tuning set is trained."""
 
-    sets: tuple[str, ...] = field(default=("ft-known", "ft-unknown"), metadata={"name": True,
+    sets: tuple[str, ...] = field(default=("ft-known", "ft-unknown"), metadata={
+        "name": True, "nonempty": True,
         "help": "Fine-tuning sets to train (names from the ftsets table)."})
     lora: LoraSettings = field(default_factory=LoraSettings, metadata={
         "help": "The adapter."})
@@ -98,8 +99,6 @@ class FinetuneConfig:
 
     def __post_init__(self) -> None:
         check_fields(self)
-        if not self.sets:
-            raise KgfactError("no fine-tuning sets to train")
 
 
 @dataclass(frozen=True)

@@ -47,9 +47,9 @@ class FtSetsConfig:
     size: int | None = field(default=None, metadata={"min": 1,
         "help": "|D|, examples per set; None = the largest the mixture grid allows."})
     unknown_shares: tuple[float, ...] = field(default=(0.0, 0.25, 0.5, 0.75, 1.0), metadata={
-        "min": 0, "max": 1,
+        "min": 0, "max": 1, "nonempty": True,
         "help": "Shares of Unknown examples of the mixture grid (0 = ft-known, 1 = ft-unknown)."})
-    relations: tuple[str, ...] | None = field(default=None, metadata={
+    relations: tuple[str, ...] | None = field(default=None, metadata={"nonempty": True,
         "help": "Relations to train on; None = every train relation with Known and Unknown facts."})
     relabel_share: float = field(default=0.5, metadata={"min": 0, "max": 1,
         "help": "Unknown share of the set that idk-relabel and filtered are derived from."})
@@ -63,6 +63,10 @@ class FtSetsConfig:
 
     def __post_init__(self) -> None:
         check_fields(self)
+        names = [mixture_name(share) for share in self.unknown_shares]
+        if len(set(names)) < len(names):  # each set is a file named after its share
+            raise KgfactError(f"unknown_shares {list(self.unknown_shares)} give the sets "
+                              f"{', '.join(names)}: shares must differ by at least 0.01")
 
 
 def mixture_name(share: float) -> str:

@@ -46,7 +46,7 @@ LeakageRule = Literal["test_subjects", "test_entities", "none"]
 class QAConfig:
     """How questions are made, filtered and split."""
 
-    in_distribution: tuple[str, ...] = field(metadata={
+    in_distribution: tuple[str, ...] = field(metadata={"nonempty": True,
         "help": "Relations with train/dev/test splits (used for fine-tuning)."})
     out_of_distribution: tuple[str, ...] = field(default=(), metadata={
         "help": "Test-only relations (dev/test splits; dev gives few-shot exemplars)."})

@@ -104,8 +104,7 @@ class RunDir:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         if self.path.exists() and not self.path.is_dir():
-            raise KgfactError(f"{self.path} is a file, not a run directory; choose another "
-                              "--run")
+            raise KgfactError(f"{self.path} is a file, not a run directory")
 
     def create(self) -> RunDir:
         """Make the directory now (a one-line error if it cannot be), so a command finds out

@@ -64,8 +64,8 @@ class SlickConfig:
     sampling: SamplingConfig = field(default_factory=SamplingConfig, metadata={
         "help": "Greedy + samples per prompt (16 at T=0.5, top-k 40)."})
     splits: tuple[str, ...] = field(default=("train", "dev", "test"), metadata={
-        "help": "Which splits' questions to categorise."})
-    relations: tuple[str, ...] | None = field(default=None, metadata={
+        "nonempty": True, "help": "Which splits' questions to categorise."})
+    relations: tuple[str, ...] | None = field(default=None, metadata={"nonempty": True,
         "help": "Relations to categorise; None means every relation with enough exemplars."})
     max_questions_per_relation: int | None = field(default=None, metadata={"min": 1,
         "help": "Sample at most this many questions per relation and split."})
@@ -75,6 +75,8 @@ class SlickConfig:
         check_fields(self)
         if not self.sampling.greedy:
             raise KgfactError("SliCK needs the greedy answers: sampling.greedy must be true")
+        if self.sampling.n_samples < 1:  # else WeaklyKnown and Unknown cannot be told apart
+            raise KgfactError("SliCK needs sampled answers: sampling.n_samples must be >= 1")
 
 
 def categorize(p_greedy: np.ndarray | float, p_sample: np.ndarray | float) -> np.ndarray:

@@ -68,6 +68,7 @@ def fake_run(tmp_path) -> Path:
     (["slick", "RUN", "--seed", str(2**64)],
      f"seed must be <= {2**63 - 1}, got {2**64}"),
     (["slick", "RUN", "--temperature", "-1"], "temperature must be >= 0"),
+    (["slick", "RUN", "--samples", "0"], "SliCK needs sampled answers"),  # was all Unknown
     # backend flags are checked as a config's [backend] table is (a negative chunk once meant
     # no questions and exit 0; a zero batch a traceback after the model loaded)
     (["slick", "RUN", "--chunk", "-1"], "chunk_size must be >= 1, got -1"),
@@ -79,6 +80,12 @@ def fake_run(tmp_path) -> Path:
     (["evaluate", "RUN", "--sets", "a/b"], "'a/b' is not a valid name"),
     (["evaluate", "RUN", "--prompts", "0"], "n_prompts must be >= 1"),
     (["ftsets", "RUN", "--shares", "0,1.5"], "unknown_shares must be <= 1"),
+    # lists that would do nothing (an empty list of modes was a traceback), or name a thing twice
+    (["evaluate", "RUN", "--modes", ","], "modes must not be empty"),
+    (["slick", "RUN", "--splits", ","], "splits must not be empty"),
+    (["evaluate", "RUN", "--sets", "ft-known,ft-known"], "sets lists 'ft-known' twice"),
+    (["ftsets", "RUN", "--shares", "0,0"], "unknown_shares lists 0.0 twice"),
+    (["ftsets", "RUN", "--shares", "0.5,0.501"], "give the sets mix-50, mix-50"),
     (["slick"], "the following arguments are required: run"),
     (["evaluate", "RUN", "--shots", "two"], "invalid int value: 'two'"),
 ])
@@ -124,15 +131,16 @@ def test_unreadable_configs_manifests_and_run_places(capsys, tmp_path, fake_run)
 # -- generated inputs --------------------------------------------------------------------------
 NUMBERS = st.one_of(st.integers(-3, 3), st.sampled_from([10**12, -(10**12)]),
                     st.floats(allow_nan=True, allow_infinity=True))
-WORDS = st.one_of(st.sampled_from(["", "../../x", "a/b", "ft-known", "P17", "P17,P36",
-                                   "zero-shot", "nope", ".hidden", "-x", "é", "1e309"]),
+WORDS = st.one_of(st.sampled_from(["", ",", "../../x", "a/b", "ft-known", "P17", "P17,P36",
+                                   "P17,P17", "zero-shot", "nope", ".hidden", "-x", "é",
+                                   "1e309", "1e12", str(2**64)]),
                   st.text(string.printable.replace("\x00", ""), max_size=8))
 FLAGS = {
     "build": ["--max-questions", "--max-triples", "--page-size", "--timeout", "--seed",
               "--relations", "--ood", "--split", "--leakage-filter"],
     "slick": ["--samples", "--temperature", "--top-k", "--max-new-tokens", "--prompts",
               "--shots", "--max-questions", "--batch", "--chunk", "--relations", "--splits",
-              "--seed", "--backend", "--workers", "--dtype", "--device"],
+              "--seed", "--backend", "--workers", "--address", "--dtype", "--device"],
     "ftsets": ["--size", "--shares", "--relations", "--seed"],
     "finetune": ["--sets", "--epochs", "--lr", "--batch-size", "--lora-r", "--lora-alpha",
                  "--convergence-fit", "--eval-questions", "--seed", "--target-modules"],
@@ -189,10 +197,11 @@ SECTIONS = {"": ["threads", "nope"],
             "slick.sampling": ["n_samples", "temperature", "top_k", "max_new_tokens"],
             "ftsets": ["size", "unknown_shares", "relabel_share"],
             "finetune": ["sets", "learning_rate", "max_epochs", "batch_size"],
-            "finetune.lora": ["r", "alpha", "dropout"],
-            "evaluate": ["sets", "modes", "shots", "n_prompts", "bootstrap"],
+            "finetune.lora": ["r", "alpha", "dropout", "target_modules"],
+            "evaluate": ["sets", "modes", "strategies", "checkpoints", "shots", "n_prompts",
+                         "bootstrap"],
             "theory.prediction": ["quantiles", "min_bucket", "level"],
-            "model": ["name", "dtype", "device"], "backend": ["name", "workers", "max_batch"]}
+            "model": ["name", "dtype", "device"], "backend": ["name", "workers", "max_batch", "chunk_size"]}
 
 
 def _toml(value) -> str:

@@ -312,3 +312,11 @@ def test_relations_no_set_was_trained_on_are_near_id(tmp_path):
             == {"P17": ["id"], "P131": ["near-id"]})
     assert set(run.read_table("gap")["distribution"]) == {"id", "near-id"}
     assert set(run.read_table("accuracy")["distribution"]) == {"id", "near-id"}
+
+
+def test_no_prompt_at_all_is_a_one_line_error(run):
+    BACKENDS.register("oracle", OracleBackend, replace=True)
+    with pytest.raises(KgfactError, match="no prompt could be built: every relation has fewer "
+                                          "than 1000 exemplars"):
+        evaluate(run, EvalConfig(modes=("few-shot",), shots=1000, sets=(), bootstrap=10),
+                 ModelConfig(), backend="oracle", progress=False)

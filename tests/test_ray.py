@@ -95,9 +95,10 @@ def test_a_worker_killed_mid_run_loses_and_duplicates_nothing(tmp_path, mini_qa,
 def test_user_mistakes_are_one_line_errors(tmp_path, mini_qa, capsys):
     run = make_run(tmp_path / "run", mini_qa)
     assert main(["slick", str(run.path), "--workers", "2"]) == 2
-    assert "--address and --workers are for --backend ray" in capsys.readouterr().err
+    assert "address and workers are for the ray backend, not 'kgfact'" in \
+        capsys.readouterr().err
     assert main(["slick", str(run.path), "--backend", "ray", "--workers", "0"]) == 2
-    assert "--workers must be at least 1" in capsys.readouterr().err
+    assert "workers must be >= 1, got 0" in capsys.readouterr().err
     # nothing listens on port 1: refused at once, where Ray itself would retry for minutes
     assert main(["slick", str(run.path), "--backend", "ray", "--address", "127.0.0.1:1"]) == 2
     assert "cannot reach Ray at '127.0.0.1:1'" in capsys.readouterr().err

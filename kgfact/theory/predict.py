@@ -56,7 +56,8 @@ class PredictionConfig:
     known_set: str = field(default="ft-known", metadata={"name": True, "help": "The FT-Known set."})
     unknown_set: str = field(default="ft-unknown", metadata={"name": True,
         "help": "The FT-Unknown set."})
-    fit_sets: tuple[str, ...] | None = field(default=None, metadata={"name": True,
+    fit_sets: tuple[str, ...] | None = field(default=None, metadata={
+        "name": True, "nonempty": True,
         "help": "Sets whose zero-shot ID accuracy fits α; None: the two above and every mix-*."})
     quantiles: int = field(default=4, metadata={"min": 1, "help": "A(P) quantile bins per mode."})
     min_bucket: int = field(default=20, metadata={"min": 1,
