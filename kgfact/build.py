@@ -5,7 +5,9 @@ records the configuration and every filter count in the manifest's ``build`` sta
 checkpointed under ``<run>/checkpoints/build-<key>``, so a killed build resumes where it stopped.
 The key digests everything that decides what the units hold (the configuration, and the source's
 identity: the endpoint URL, or the embedded store's data version), so a build resumed with another
-source, other relations or a reloaded store starts afresh instead of mixing old units in.
+source, other relations or a reloaded store starts afresh instead of mixing old units in. The
+embedded store is known by its data version whether the build uses it by default or names its URL
+with ``--endpoint``, so neither checkpoints nor cached answers outlive a ``kgfact store load``.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+from contextlib import suppress
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -58,24 +61,29 @@ def build(run: RunDir | str | Path, config: BuildConfig, *, force: bool = False,
     """Build QA data into ``run``; returns the build report.
 
     A build whose stage is already complete with the same configuration is not repeated; a
-    different configuration needs ``force=True`` (or another run directory).
+    different configuration, or an embedded store loaded since, needs ``force=True`` (or another
+    run directory). The report's ``source`` names the endpoint and its data version.
     """
     run = run if isinstance(run, RunDir) else RunDir(run)
     manifest = run.manifest()
     previous = manifest.get("stages", {}).get(STAGE, {})
     same = previous.get("config") == _config_json(config)
     if previous.get("status") == "complete" and not force:
-        if same and all(run.has_table(t) for t in ("triples", "entities", "qa", "qa_two_hop")):
-            return {**previous.get("report", {}), "skipped": True}
         if not same:
             raise KgfactError(f"{run.path} was built with a different configuration; "
                               "use --force to rebuild it or choose another --run")
+        built_from = previous.get("report", {}).get("source", {}).get("data_version")
+        if built_from and _loaded_version() not in (None, built_from):
+            raise KgfactError(f"{run.path} was built before the embedded store was loaded "
+                              "again; use --force to rebuild it or choose another --run")
+        if all(run.has_table(t) for t in ("triples", "entities", "qa", "qa_two_hop")):
+            return {**previous.get("report", {}), "skipped": True}
     checkpoints = None
     with run.stage(STAGE, _config_json(config), seed=config.qa.seed) as info:
         if config.entityquestions:
             triples, entities, qa, source_report = _from_entityquestions(config)
         else:
-            url, version = (config.endpoint, None) if config.endpoint else _embedded_endpoint()
+            url, version = _source(config.endpoint)
             checkpoints = _checkpoint_dir(run, config, version or url)
             endpoint = EndpointConfig(url=url, timeout=config.timeout,
                                       user_agent=config.user_agent, data_version=version)
@@ -87,7 +95,8 @@ def build(run: RunDir | str | Path, config: BuildConfig, *, force: bool = False,
             result = GraphFetcher(SparqlClient(endpoint), fetch, checkpoints, progress).run()
             triples, entities, source_report = result.triples, result.entities, result.report
             qa, qa_report = build_qa(triples, entities, config.qa)
-            source_report = {"fetch": source_report, "qa": qa_report}
+            source_report = {"source": {"url": url, "data_version": version},
+                             "fetch": source_report, "qa": qa_report}
         two_hop, two_hop_report = build_two_hop(triples, entities, config.qa)
         if len(qa) == 0:
             raise KgfactError("no questions survived the filters; see the report with "
@@ -133,15 +142,32 @@ def _split_counts(qa: pd.DataFrame) -> dict:
             for rel in counts.index.get_level_values(0).unique()}
 
 
-def _embedded_endpoint() -> tuple[str, str]:
-    """The running embedded store's query URL and data version."""
+def _source(endpoint: str | None) -> tuple[str, str | None]:
+    """The query URL and its data version: the embedded store's (running at its default
+    location) when ``endpoint`` is None or that store's URL, else None (answers of other
+    endpoints are cached by URL and query)."""
     from kgfact.data.store import OxigraphStore
 
     store = OxigraphStore()
-    if store.status() is None:
-        raise KgfactError("the embedded store is not running: start it with 'kgfact store "
-                          "start', or pass --endpoint URL")
-    return store.query_url, store.data_version
+    if endpoint is None:
+        if store.status() is None:
+            raise KgfactError("the embedded store is not running: start it with 'kgfact store "
+                              "start', or pass --endpoint URL")
+        return store.query_url, store.data_version
+    state = None
+    with suppress(KgfactError):  # a damaged record of an unused store is no concern of this build
+        state = store.status()
+    return endpoint, store.data_version if state and state["url"] == endpoint else None
+
+
+def _loaded_version() -> str | None:
+    """The embedded store's data version if its last load completed, else None (no server
+    needed: a complete run is checked without starting the store)."""
+    from kgfact.data.store import OxigraphStore
+
+    with suppress(KgfactError):
+        return OxigraphStore().data_version
+    return None
 
 
 def _from_entityquestions(config: BuildConfig):

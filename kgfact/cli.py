@@ -70,10 +70,17 @@ def cmd_store(args: argparse.Namespace) -> int:
         print("stopped" if store.stop() else "not running")
     elif args.action == "status":
         state = store.status()
+        if state is not None:
+            try:
+                triples = store.count_triples()
+            except KgfactError:
+                if store.status() is not None:  # running, yet not answering
+                    raise
+                state = None  # it died since the first look
         if state is None:
             print(f"not running (data in {store.location})")
             return 3
-        print(f"running: {state['url']} (pid {state['pid']}, {store.count_triples()} triples, "
+        print(f"running: {state['url']} (pid {state['pid']}, {triples} triples, "
               f"data in {store.location})")
     elif args.action == "load":
         store.load(args.files)

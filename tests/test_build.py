@@ -192,3 +192,39 @@ def test_entityquestions_build(eq_root, tmp_path):
     assert set(qa.loc[qa["relation"] == "P17", "distribution"]) == {"id"}
     assert qa.groupby(["relation", "split"]).size().max() <= 50
     assert "P175" not in set(qa["relation"])  # not in the local copy: left out, not an error
+
+
+def test_a_build_naming_the_store_by_url_asks_again_after_a_load(miniworld_nt, tmp_path,
+                                                                 monkeypatch, capsys):
+    """``--endpoint`` naming the embedded store's URL: its data version still keys the SPARQL
+    cache, so a build after ``kgfact store load`` sees the new facts, not cached answers; and a
+    run built before the load is not passed off as built."""
+    from kgfact.data.store import OxigraphStore, StoreConfig
+
+    monkeypatch.setenv("KGFACT_HOME", str(tmp_path / "home"))  # its own embedded store
+    store = OxigraphStore(StoreConfig(port=0))
+    store.load([miniworld_nt])
+    store.start(load_default=False)
+    extra = tmp_path / "extra.nt"
+    extra.write_text("<http://www.wikidata.org/entity/Q1999> "
+                     "<http://www.wikidata.org/prop/direct/P17> "
+                     "<http://www.wikidata.org/entity/Q200> .\n")
+    try:
+        args = ["build", "--endpoint", store.query_url, "--quiet", *MINI]
+        assert main([*args, "--run", str(tmp_path / "before")]) == 0
+        first = store.data_version
+        assert main(["store", "load", str(extra), "--location", str(store.location)]) == 0
+        assert main([*args, "--run", str(tmp_path / "after")]) == 0  # same URL after the load
+    finally:
+        store.stop()
+    source = RunDir(tmp_path / "before").manifest()["stages"]["build"]["report"]["source"]
+    assert source == {"url": args[2], "data_version": first}
+    capsys.readouterr()
+    assert main([*args, "--run", str(tmp_path / "before")]) == 2
+    assert capsys.readouterr().err == (f"kgfact: error: {tmp_path / 'before'} was built before "
+                                       "the embedded store was loaded again; use --force to "
+                                       "rebuild it or choose another --run\n")
+    before, after = (tables(tmp_path / run)["triples"] for run in ("before", "after"))
+    assert len(after) == len(before) + 1
+    assert after.query("subject == 'Q1999'")[["relation", "object"]].values.tolist() == [
+        ["P17", "Q200"]]

@@ -177,9 +177,11 @@ def test_unknown_relation_fails_before_any_request(mini_store, tmp_path):
 
 
 class _NotSparql:
-    """A loopback HTTP server answering every request with one fixed status, type and body."""
+    """A loopback HTTP server answering every request with one fixed status, type, body and
+    extra headers."""
 
-    def __init__(self, status: int, content_type: str, body: bytes) -> None:
+    def __init__(self, status: int, content_type: str, body: bytes,
+                 headers: dict[str, str] | None = None) -> None:
         import threading
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -191,6 +193,8 @@ class _NotSparql:
                 self.send_response(answer[0])
                 self.send_header("Content-Type", answer[1])
                 self.send_header("Content-Length", str(len(answer[2])))
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
                 self.end_headers()
                 self.wfile.write(answer[2])
 
@@ -242,5 +246,18 @@ def test_gateway_errors_are_retried(status):
         c = SparqlClient(EndpointConfig(url=server.url, cache_dir=None, max_retries=2),
                          sleep=waits.append)
         with pytest.raises(KgfactError, match=f"failed 3 times; last error: HTTP {status}"):
+            c.select("SELECT * WHERE { ?s ?p ?o } LIMIT 1")
+    assert c.stats.requests == 3 and waits == [1.0, 2.0]
+
+
+@pytest.mark.parametrize("retry_after", ["\u00b2", "soon", "-5"])
+def test_an_unreadable_retry_after_falls_back_to_backoff(retry_after):
+    """A Retry-After that is neither seconds nor an HTTP date means the usual backoff ("\u00b2"
+    is a digit to str.isdigit() but not to float(): it escaped as a ValueError)."""
+    waits = []
+    with _NotSparql(429, "text/plain", b"slow down", {"Retry-After": retry_after}) as server:
+        c = SparqlClient(EndpointConfig(url=server.url, cache_dir=None, max_retries=2),
+                         sleep=waits.append)
+        with pytest.raises(KgfactError, match="failed 3 times; last error: HTTP 429"):
             c.select("SELECT * WHERE { ?s ?p ?o } LIMIT 1")
     assert c.stats.requests == 3 and waits == [1.0, 2.0]

@@ -103,10 +103,6 @@ def test_a_recycled_pid_is_never_signalled(tmp_path):
                                                           str(store.db)]))
         assert store.status() is None and store.stop() is False
         assert other.poll() is None  # still running, never signalled
-        # the same process and command line but another start time is not ours either
-        record = _recorded(other.pid, ["sleep", "30"]).replace('"started": ', '"started": 1')
-        store.state_file.write_text(record)
-        assert store.status() is None and other.poll() is None
     finally:
         other.kill()
         other.wait()
@@ -246,3 +242,119 @@ def test_store_cli_order_status_after_kill_and_damaged_records(tmp_path, miniwor
     assert main(["store", "status", *where]) == 2
     err = capsys.readouterr().err
     assert err.startswith("kgfact: error: ") and "server.json is damaged" in err
+
+
+def test_a_copied_server_record_never_stops_another_store(tmp_path, monkeypatch):
+    """A store directory copied while its server runs: the copy's server.json names the
+    original's server, which belongs to another database and is left alone."""
+    import shutil
+
+    monkeypatch.chdir(tmp_path)
+    original = OxigraphStore(StoreConfig(location="a", port=0))  # relative, as on a command line
+    state = original.start(load_default=False)
+    try:
+        copy = OxigraphStore(StoreConfig(location=tmp_path / "b"))
+        copy.location.mkdir()
+        shutil.copy(original.state_file, copy.state_file)
+        assert copy.status() is None and copy.stop() is False
+        monkeypatch.chdir(copy.location)  # the original, named from elsewhere, is still running
+        assert OxigraphStore(StoreConfig(location=tmp_path / "a")).status() == state
+    finally:
+        assert original.stop() is True
+
+
+def test_a_server_recorded_before_start_times_is_still_found(tmp_path):
+    """A server.json without command line and start time (written before kgfact recorded
+    them): the server is found by its command line, and stopped, not orphaned."""
+    import json
+    import os
+    import signal
+    from pathlib import Path
+
+    store = OxigraphStore(StoreConfig(location=tmp_path / "s", port=0))
+    state = store.start(load_default=False)
+    try:
+        old = {key: state[key] for key in ("pid", "host", "port", "url", "location")}
+        store.state_file.write_text(json.dumps(old))
+        assert store.status() == old
+        assert store.stop() is True
+        assert store.status() is None and not Path(f"/proc/{state['pid']}").exists()
+    finally:
+        if store._is_ours(state):  # only when the test failed: never orphan the server
+            os.kill(state["pid"], signal.SIGKILL)
+
+
+def test_a_process_with_undecodable_arguments_is_not_ours(tmp_path, capsys):
+    """A recycled pid whose command line is not UTF-8: 'not running', not a traceback."""
+    import subprocess
+    import sys
+
+    from kgfact.cli import main
+
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)", b"\xff"])
+    try:
+        store = OxigraphStore(StoreConfig(location=tmp_path / "s"))
+        store.location.mkdir()
+        store.state_file.write_text(_recorded(other.pid, ["oxigraph", "serve"]))
+        assert main(["store", "status", "--location", str(store.location)]) == 3
+        assert capsys.readouterr().out.startswith("not running")
+        assert other.poll() is None
+    finally:
+        other.kill()
+        other.wait()
+
+
+@pytest.mark.parametrize("pid", [0, -1, True])
+def test_a_process_id_naming_a_group_is_damage(tmp_path, pid):
+    """0 and -1 make waitpid and kill act on process groups (-1: every process one may
+    signal); true is 1, init. None of them is a server kgfact started."""
+    import json
+
+    store = OxigraphStore(StoreConfig(location=tmp_path / "s"))
+    store.location.mkdir()
+    store.state_file.write_text(json.dumps({"pid": pid, "host": "127.0.0.1", "port": 1,
+                                            "url": "http://127.0.0.1:1/query"}))
+    with pytest.raises(KgfactError, match="server.json is damaged"):
+        store.status()
+
+
+def test_start_time_and_a_server_dying_while_asked(tmp_path, capsys):
+    """A process with our server's command line but another start time is not ours. The server
+    dies between ``status`` finding it and counting its triples (as when it is killed right
+    then): the answer is 'not running', not an error."""
+    import json
+    import subprocess
+    import sys
+
+    from kgfact.cli import main
+    from kgfact.data.store import _free_port
+
+    store = OxigraphStore(StoreConfig(location=tmp_path / "s"))
+    store.location.mkdir()
+    # our server's command line, but it exits on the first connection without answering
+    fake = tmp_path / "bin" / "oxigraph"
+    fake.parent.mkdir()
+    # (os._exit: the kernel closes the connection as the process ends, not Python before)
+    fake.write_text("import os, socket, sys\n"
+                    "host, port = sys.argv[-1].rsplit(':', 1)\n"
+                    "server = socket.create_server((host, int(port)))\n"
+                    "print('listening', flush=True)\n"
+                    "connection = server.accept()\n"
+                    "os._exit(0)\n")
+    port = _free_port("127.0.0.1")
+    args = ["serve", "--location", str(store.db), "--bind", f"127.0.0.1:{port}"]
+    server = subprocess.Popen([sys.executable, str(fake), *args], stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert server.stdout.readline() == "listening\n"
+        record = json.loads(_recorded(server.pid, [str(fake), *args]))
+        record.update(port=port, url=f"http://127.0.0.1:{port}/query")
+        store.state_file.write_text(json.dumps({**record, "started": record["started"] + 1}))
+        assert store.status() is None  # the command line alone is not enough
+        store.state_file.write_text(json.dumps(record))
+        assert store.status() is not None  # ours, by command line and start time
+        assert main(["store", "status", "--location", str(store.location)]) == 3
+        assert capsys.readouterr().out.startswith("not running")
+    finally:
+        server.kill()
+        server.wait()

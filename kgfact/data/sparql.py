@@ -9,8 +9,9 @@ one-line error at once, with no retry: a URL that is not http(s), any other 4xx 
 (501 included), or an answer that is not SPARQL JSON results (a web page answering 200).
 
 The cache is keyed by URL, query and the endpoint's data version where it has one: the embedded
-store's changes with every load, so a build after ``kgfact store load`` asks again. A remote
-endpoint's answers are taken as unchanging: ``kgfact build --no-cache`` asks it afresh.
+store's changes with every load (``kgfact build`` passes it whether it uses the store by default
+or names its URL), so a build after ``kgfact store load`` asks again. Any other endpoint's answers
+are taken as unchanging: ``kgfact build --no-cache`` asks it afresh.
 
 Queries live as ``.rq`` files in the project's ``queries/`` folder with ``{{name}}`` placeholders.
 :func:`render_query` fills them only with validated or escaped values, so an entity id or label
@@ -323,7 +324,7 @@ def _retry_after(value: str | None) -> float | None:
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if re.fullmatch(r"[0-9]+", value):  # not isdigit(): "²" is a digit float() cannot read
         return float(value)
     try:
         when = email.utils.parsedate_to_datetime(value)

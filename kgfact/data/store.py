@@ -6,8 +6,10 @@ it bulk-loads the offline default dataset (:mod:`kgfact.data.offline`) so that e
 works with no network. The database itself lives in ``<store>/db``.
 
 - **Which process is ours.** ``server.json`` keeps the server's process id, command line and
-  start time (Linux ``/proc``); ``status`` and ``stop`` act on that process only when all three
-  still match, so a recycled process id is never signalled, and a zombie counts as stopped.
+  start time (Linux ``/proc``); ``status`` and ``stop`` act on that process only while it is
+  alive (a zombie counts as stopped), started at the recorded time, and runs ``oxigraph serve``
+  on *this* store's database and address. A recycled process id, or a ``server.json`` copied
+  from another store, never gets a signal. Without ``/proc`` only liveness is checked.
 - **Loads finish or are known not to have.** ``data.json`` records every load: it is marked
   incomplete before ``oxigraph load`` runs and complete, with a new random *data version*, only
   after it exits cleanly. A first load of the default dataset that was interrupted is redone from
@@ -31,7 +33,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,14 +85,16 @@ class OxigraphStore:
 
     def __init__(self, config: StoreConfig | None = None) -> None:
         self.config = config or StoreConfig()
-        self.location = Path(self.config.location)
+        # absolute, so the server's command line names the same database from any directory
+        self.location = Path(self.config.location).resolve()
         self.db = self.location / "db"
         self.state_file = self.location / "server.json"
         self.data_file = self.location / "data.json"
 
     # -- state ----------------------------------------------------------------------------------
-    def _read_json(self, path: Path, keys: dict[str, type]) -> dict | None:
-        """``path``'s record, None if there is none; a damaged one is a one-line error."""
+    def _read_json(self, path: Path, keys: dict[str, Callable[[object], bool]]) -> dict | None:
+        """``path``'s record, None if there is none; a damaged one (unreadable, or a value
+        failing its key's check) is a one-line error."""
         try:
             record = json.loads(path.read_text("utf-8"))
         except FileNotFoundError:
@@ -98,27 +102,24 @@ class OxigraphStore:
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise KgfactError(f"{path} is damaged ({exc.__class__.__name__}); delete it "
                               "(and stop any oxigraph serving this store by hand)") from None
-        if not isinstance(record, dict) or not all(
-                isinstance(record.get(k), t) for k, t in keys.items()):
+        if not isinstance(record, dict) or not all(ok(record.get(k)) for k, ok in keys.items()):
             raise KgfactError(f"{path} is damaged (not the record kgfact writes); delete it "
                               "(and stop any oxigraph serving this store by hand)")
         return record
 
     def status(self) -> dict | None:
         """``{"pid", "host", "port", "url", ...}`` of the running server, or ``None``."""
-        state = self._read_json(self.state_file, {"pid": int, "url": str, "host": str,
-                                                  "port": int})
+        state = self._read_json(self.state_file, _SERVER_RECORD)
         if state is None:
             return None
-        if not _is_our_server(state):
+        if not self._is_ours(state):
             self.state_file.unlink(missing_ok=True)  # a stale record from a crashed server
             return None
         return state
 
     def data(self) -> dict | None:
         """The last load's record: ``{"version", "complete", "files"}``, or None if none."""
-        return self._read_json(self.data_file, {"version": str, "complete": bool,
-                                                "files": list})
+        return self._read_json(self.data_file, _DATA_RECORD)
 
     @property
     def data_version(self) -> str:
@@ -170,8 +171,7 @@ class OxigraphStore:
             self._bulk_load([default_dataset_file()], [DEFAULT_DATASET])
         log = open(self.location / "server.log", "ab")
         proc = subprocess.Popen(
-            [oxigraph_binary(), "serve", "--location", str(self.db),
-             "--bind", f"{self.config.host}:{port}"],
+            [oxigraph_binary(), *self._serve_args(self.config.host, port)],
             stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True)
         log.close()
         url = f"http://{self.config.host}:{port}/query"
@@ -198,12 +198,35 @@ class OxigraphStore:
         with suppress(ProcessLookupError):
             os.kill(state["pid"], signal.SIGTERM)
             deadline = time.monotonic() + timeout
-            while _is_our_server(state) and time.monotonic() < deadline:
+            while _alive(state["pid"]) and time.monotonic() < deadline:
                 time.sleep(0.05)
-            if _is_our_server(state):
+            if self._is_ours(state):
                 os.kill(state["pid"], signal.SIGKILL)
         self.state_file.unlink(missing_ok=True)
         return True
+
+    def _serve_args(self, host: str, port: int) -> list[str]:
+        """The arguments after the program of this store's ``oxigraph serve`` on host:port."""
+        return ["serve", "--location", str(self.db), "--bind", f"{host}:{port}"]
+
+    def _is_ours(self, state: dict) -> bool:
+        """Whether ``state["pid"]`` is still the server ``state`` records: alive, not a zombie,
+        started at the recorded time, running ``oxigraph serve`` on this store's database and
+        recorded address. Without ``/proc`` only liveness is checked."""
+        pid = state["pid"]
+        alive = _alive(pid)
+        if not alive or not _HAS_PROC:  # without /proc, liveness is all there is to check
+            return alive
+        try:  # arguments are bytes in any encoding: decode them as the OS does paths
+            cmdline = [os.fsdecode(a) for a in
+                       Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[:-1]]
+        except OSError:
+            return False
+        args = self._serve_args(state["host"], state["port"])
+        program = cmdline[-len(args) - 1] if len(cmdline) > len(args) else ""
+        # a launcher may stand before the program; a record older than start times has none
+        return (cmdline[-len(args):] == args and Path(program).stem == "oxigraph"
+                and state.get("started") in (None, _start_time(pid)))
 
     # -- data -----------------------------------------------------------------------------------
     def load(self, files: Sequence[str | os.PathLike[str]]) -> None:
@@ -262,6 +285,53 @@ class OxigraphStore:
                               "'kgfact store stop' and 'kgfact store start'") from None
 
 
+def _natural(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+# What kgfact writes to server.json and data.json, key by key; anything else is damage. A
+# process id of 0 or -1 would make waitpid and kill act on whole process groups.
+_SERVER_RECORD: dict[str, Callable[[object], bool]] = {
+    "pid": lambda v: _natural(v) and v > 0, "port": lambda v: _natural(v) and 0 < v < 65536,
+    "host": lambda v: isinstance(v, str), "url": lambda v: isinstance(v, str),
+    "started": lambda v: v is None or _natural(v)}
+_DATA_RECORD: dict[str, Callable[[object], bool]] = {
+    "version": lambda v: isinstance(v, str), "complete": lambda v: isinstance(v, bool),
+    "files": lambda v: isinstance(v, list) and all(isinstance(f, str) for f in v)}
+
+
+_HAS_PROC = Path("/proc/self/stat").exists()
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs. Another parent's zombie does not; a child of this process runs
+    until it is reaped here (its threads may still be exiting, holding the port), so a server
+    this process started and stopped leaves no zombie behind."""
+    if not _HAS_PROC:
+        if _reap(pid):
+            return False
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            pass
+        return True
+    stat = _proc_stat(pid)
+    if stat is None:
+        return False
+    return stat[0] not in ("Z", "X") or _reap(pid) is False
+
+
+def _reap(pid: int) -> bool | None:
+    """Reap ``pid`` if it is a dead child of this process: True if reaped, False if a child
+    not (yet) reapable, None if not a child of this process."""
+    try:
+        return os.waitpid(pid, os.WNOHANG)[0] == pid
+    except ChildProcessError:
+        return None
+
+
 def _start_time(pid: int) -> int | None:
     """The process's start time in clock ticks since boot (Linux), None where unknown."""
     stat = _proc_stat(pid)
@@ -275,34 +345,6 @@ def _proc_stat(pid: int) -> list[str] | None:
     except OSError:
         return None
     return text[text.rindex(")") + 2:].split()
-
-
-def _is_our_server(state: dict) -> bool:
-    """Whether ``state["pid"]`` is still the server ``state`` records: alive, not a zombie,
-    with the same command line and start time. Without ``/proc`` only liveness is checked."""
-    pid = state["pid"]
-    with suppress(ChildProcessError):  # reap it if it is a dead child of this process
-        if os.waitpid(pid, os.WNOHANG)[0] == pid:
-            return False
-    if not Path("/proc/self/stat").exists():
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            pass
-        return True
-    stat = _proc_stat(pid)
-    if stat is None or stat[0] in ("Z", "X"):
-        return False
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")[:-1]
-    except OSError:
-        return False
-    # the arguments after the program (a launcher may stand before it), and the start time
-    recorded = state.get("cmdline") or [None]
-    return (cmdline[-len(recorded) + 1:] == recorded[1:] and len(cmdline) >= len(recorded)
-            and int(stat[19]) == state.get("started"))
 
 
 def _answers(url: str) -> bool:
