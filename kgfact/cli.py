@@ -195,14 +195,15 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     config = FinetuneConfig(sets=args.sets, lora=lora, learning_rate=args.lr,
                             batch_size=args.batch_size, max_epochs=args.epochs,
                             convergence_fit=args.convergence_fit,
-                            eval_questions=args.eval_questions, seed=args.seed)
+                            eval_questions=args.eval_questions, seeds=args.seeds)
     dynamics = finetune(_existing_run(args.run), config, _model(args), progress=not args.quiet)
-    for name, d in dynamics.groupby("set", sort=False):
+    for (name, seed), d in dynamics.groupby(["set", "seed"], sort=False):
         es = d[d["early_stop"]].iloc[0]
         last = d.iloc[-1]
-        print(f"{name}: {int(last['epoch'])} epochs, train fit {last['train_fit']:.2f}; "
-              f"early stop at epoch {int(es['epoch'])} (dev {es['dev_accuracy']:.3f}); "
-              f"adapters in {args.run}/adapters/{name}/")
+        print(f"{name} seed {seed}: {int(last['epoch'])} epochs, train fit "
+              f"{last['train_fit']:.2f}; early stop at epoch {int(es['epoch'])} "
+              f"(dev {es['dev_accuracy']:.3f}); adapters in {args.run}/adapters/{name}/"
+              f"seed-{seed}/")
     return 0
 
 
@@ -392,7 +393,8 @@ def parser() -> argparse.ArgumentParser:
                    help="stop when the model fits this share of its training set")
     t.add_argument("--eval-questions", type=int, default=100,
                    help="dev and test questions per relation evaluated after every epoch")
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--seeds", type=lambda x: tuple(int(v) for v in x.split(",")), default=(0,),
+                   help="training seeds, e.g. 0,1,2: every set is trained once per seed")
     t.add_argument("--quiet", action="store_true", help="no progress bars")
     t.set_defaults(func=cmd_finetune)
 

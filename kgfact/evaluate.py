@@ -1,19 +1,22 @@
 """Evaluation: exact-match accuracy of the base model and every adapter under each prompt mode.
 
-For every model (``base`` and ``<set>@<checkpoint>`` for each trained set and checkpoint),
-prompt mode and exemplar strategy, each test query is answered greedily under ``n_prompts``
-fixed prompts (exemplar sets drawn once per relation, shared by every query of the relation, so
-the sampling engine computes each prefix once). Written to the run:
+For every model (``base`` and ``<set>@<checkpoint>/seed-<s>`` for each trained set, checkpoint
+and training seed), prompt mode and exemplar strategy, each test query is answered greedily
+under ``n_prompts`` fixed prompts (exemplar sets drawn once per relation, shared by every query
+of the relation and by every seed, so the sampling engine computes each prefix once). Written to
+the run:
 
-- ``predictions``: one row per (model, prompt, query): generation, parsed answer, CoT steps,
-  correct, abstained;
+- ``predictions``: one row per (model, prompt, query): the training ``seed`` (missing for the
+  base model), the exemplar set ``prompt`` (its index; 0 for zero-shot), generation, parsed
+  answer, CoT steps, correct, abstained;
 - ``prompts`` and ``prompt_edges``: each prompt's exemplars, and the edges it states (exemplar
   facts and their CoT steps), for the theory stage;
 Distributions: ``id`` (relations the evaluated fine-tuning sets were drawn from), ``near-id``
 (relations of the QA data's in-distribution split that no evaluated set was trained on) and
 ``ood`` (the out-of-distribution split).
 
-- ``accuracy``: per model, mode, strategy, distribution, relation and SliCK category of the query:
+- ``accuracy``: per model (so per seed), mode, strategy, distribution, relation and SliCK
+  category of the query:
   accuracy over all queries, answer rate, accuracy on answered queries ("I don't know" is an
   abstention, counted apart), and the memorised-answer rate (predictions that are one of the
   model's own fine-tuning answers: a model collapsed onto its training set);
@@ -95,23 +98,29 @@ class EvalConfig:
 class EvalModel:
     """One model to evaluate: the base model, or an adapter of a fine-tuning set."""
 
-    name: str = field(metadata={"help": "'base' or '<set>@<checkpoint>'."})
+    name: str = field(metadata={"help": "'base' or '<set>@<checkpoint>/seed-<seed>'."})
     set: str | None = field(metadata={"help": "Fine-tuning set, None for the base model."})
     checkpoint: str = field(metadata={"help": "'base', 'early_stop' or 'convergence'."})
     adapter: str | None = field(metadata={"help": "Adapter directory, None for the base model."})
+    seed: int | None = field(default=None, metadata={
+        "help": "Training seed of the adapter, None for the base model."})
 
 
 def models_to_evaluate(run: RunDir, config: EvalConfig) -> list[EvalModel]:
-    """The base model and every requested adapter that exists."""
+    """The base model and every requested adapter that exists, for every trained seed."""
     out = [EvalModel("base", None, "base", None)] if config.base else []
-    sets = list(config.sets) if config.sets is not None else trained_sets(run)
+    trained = trained_sets(run)
+    sets = list(config.sets) if config.sets is not None else sorted({n for n, _ in trained})
     for name in sets:
-        for checkpoint in config.checkpoints:
-            path = adapter_dir(run, name, checkpoint)
-            if not path.is_dir():
-                raise KgfactError(f"no {checkpoint} adapter for set {name!r} in {run.path}: "
-                                  f"run 'kgfact finetune {run.path} --sets {name}' first")
-            out.append(EvalModel(f"{name}@{checkpoint}", name, checkpoint, str(path)))
+        seeds = [s for n, s in trained if n == name]
+        if not seeds:
+            raise KgfactError(f"set {name!r} has no trained adapters in {run.path}: "
+                              f"run 'kgfact finetune {run.path} --sets {name}' first")
+        for seed in seeds:
+            for checkpoint in config.checkpoints:
+                path = adapter_dir(run, name, checkpoint, seed)
+                out.append(EvalModel(f"{name}@{checkpoint}/seed-{seed}", name, checkpoint,
+                                     str(path), seed))
     if not out:
         raise KgfactError("nothing to evaluate: no adapters and the base model left out")
     return out
@@ -243,7 +252,9 @@ def evaluate_model(backend: SamplingBackend, model: EvalModel, mode: str, strate
                                         "category", "answer", "aliases"])
     answers = [a for a, _ in parsed]
     return frame.assign(
-        model=model.name, set=model.set, checkpoint=model.checkpoint, mode=mode,
+        model=model.name, set=model.set, checkpoint=model.checkpoint,
+        seed=pd.array([model.seed] * len(frame), dtype="Int64"),
+        prompt=frame["prompt_id"].str.rsplit("/", n=1).str[-1].astype(int), mode=mode,
         strategy=strategy if spec.exemplars else "none", generation=generations,
         cot_steps=[s for _, s in parsed], prediction=answers,
         correct=match_many(answers, frame["answer"].tolist(), frame["aliases"].tolist()),
@@ -266,7 +277,9 @@ def accuracy_table(predictions: pd.DataFrame) -> pd.DataFrame:
     predictions that are one of the model's own fine-tuning answers), per model, mode, strategy,
     distribution, relation and SliCK category (``"all"`` rows aggregate relations and
     categories)."""
-    keys = ["model", "set", "checkpoint", "mode", "strategy", "distribution"]
+    keys = ["model", "set", "checkpoint", "seed", "mode", "strategy", "distribution"]
+    if "seed" not in predictions:  # a single, unrecorded seed
+        predictions = predictions.assign(seed=pd.array([pd.NA] * len(predictions), "Int64"))
     frame = predictions.assign(category=predictions["category"].fillna("unlabelled"),
                                answered=~predictions["abstained"])
     parts = []

@@ -94,8 +94,9 @@ class FinetuneConfig:
         "help": "Stop once the model fits this share of its training set (train accuracy)."})
     eval_questions: int = field(default=100, metadata={"min": 1,
         "help": "Dev and test questions per relation evaluated after every epoch."})
-    seed: int = field(default=0, metadata={"min": 0,
-        "help": "Seed of batch orders and adapter init."})
+    seeds: tuple[int, ...] = field(default=(0,), metadata={"min": 0, "nonempty": True,
+        "help": "Training seeds (batch orders and adapter init): every set is trained once "
+                "per seed, so seed-to-seed variation enters the intervals."})
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -295,16 +296,23 @@ def eval_questions(run: RunDir, relations: list[str], split: str, per_relation: 
 
 
 # -- training ------------------------------------------------------------------------------------
-def adapter_dir(run: RunDir, set_name: str, checkpoint: str) -> Path:
-    """Where the adapter of ``set_name`` at ``checkpoint`` (early_stop / convergence) lives."""
+def seed_home(run: RunDir, set_name: str, seed: int) -> Path:
+    """Where everything trained on ``set_name`` under training ``seed`` lives."""
     check_name(set_name, "fine-tuning set")
-    return run.path / "adapters" / set_name / checkpoint
+    return run.path / "adapters" / set_name / f"seed-{int(seed)}"
 
 
-def train_set(run: RunDir, set_name: str, config: FinetuneConfig, loaded: LoadedModel, *,
-              progress: bool = True, on_step: Callable[[int, int], None] | None = None
-              ) -> pd.DataFrame:
-    """Train one adapter on fine-tuning set ``set_name``; returns its dynamics (one row an epoch).
+def adapter_dir(run: RunDir, set_name: str, checkpoint: str, seed: int = 0) -> Path:
+    """Where the adapter of ``set_name`` at ``checkpoint`` (early_stop / convergence) trained
+    under ``seed`` lives."""
+    return seed_home(run, set_name, seed) / checkpoint
+
+
+def train_set(run: RunDir, set_name: str, config: FinetuneConfig, loaded: LoadedModel,
+              seed: int = 0, *, progress: bool = True,
+              on_step: Callable[[int, int], None] | None = None) -> pd.DataFrame:
+    """Train one adapter on fine-tuning set ``set_name`` under training ``seed``; returns its
+    dynamics (one row an epoch).
 
     ``on_step(epoch, step)`` is called after every optimizer step (tests use it to interrupt a
     run mid-epoch). Resumes from the last finished epoch when a saved state exists.
@@ -313,18 +321,19 @@ def train_set(run: RunDir, set_name: str, config: FinetuneConfig, loaded: Loaded
 
     train = read_set(run, set_name)
     relations = sorted(train["relation"].unique())
-    dev = eval_questions(run, relations, "dev", config.eval_questions, config.seed)
-    test = eval_questions(run, relations, "test", config.eval_questions, config.seed)
+    # the same dev and test questions for every seed, so seeds differ in training only
+    dev = eval_questions(run, relations, "dev", config.eval_questions, 0)
+    test = eval_questions(run, relations, "test", config.eval_questions, 0)
     tok = loaded.tokenizer
     examples = [encode(tok, q, a) for q, a in zip(train["question"], train["answer"])]
 
-    model = with_lora(loaded.model, config.lora, config.seed)
+    model = with_lora(loaded.model, config.lora, seed)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.learning_rate,
                                   weight_decay=config.weight_decay)
     engine = KgfactEngine(LoadedModel(model, tok, loaded.device, loaded.dtype, loaded.name,
                                       loaded.path))
-    home = run.path / "adapters" / set_name
+    home = seed_home(run, set_name, seed)
     state_dir = home / "state"
     if (state_dir / "trainer.json").exists():
         trainer, dynamics = _load_state(state_dir, model, optimizer)
@@ -333,7 +342,7 @@ def train_set(run: RunDir, set_name: str, config: FinetuneConfig, loaded: Loaded
         dynamics = pd.DataFrame([_dynamics_row(engine, train, dev, test, 0, np.nan, 0.0)])
         trainer = {"epoch": 0, "best_epoch": None, "done": False}
     bar = tqdm(total=config.max_epochs * len(examples), initial=trainer["epoch"] * len(examples),
-               unit="ex", desc=f"LoRA {set_name}", disable=not progress, file=sys.stderr,
+               unit="ex", desc=f"LoRA {set_name} seed {seed}", disable=not progress, file=sys.stderr,
                dynamic_ncols=True)
     with bar:
         while not trainer["done"]:
@@ -346,7 +355,7 @@ def train_set(run: RunDir, set_name: str, config: FinetuneConfig, loaded: Loaded
                 bar.set_postfix(loss=f"{np.mean(losses):.3f}")
                 if on_step is not None:
                     on_step(epoch, step)
-            train_epoch(model, optimizer, examples, config.batch_size, config.seed, epoch,
+            train_epoch(model, optimizer, examples, config.batch_size, seed, epoch,
                         tok.pad_token_id, loaded.device, after_step)
             model.eval()
             row = _dynamics_row(engine, train, dev, test, epoch, float(np.mean(losses)),
@@ -363,24 +372,27 @@ def train_set(run: RunDir, set_name: str, config: FinetuneConfig, loaded: Loaded
                 save_adapter(model, home / "convergence")
             _save_state(state_dir, model, optimizer, trainer, dynamics)
     model.unload()  # the base weights are untouched: LoRA never merged into them
-    return set_dynamics(run, set_name)
+    return set_dynamics(run, set_name, seed)
 
 
-def trained_sets(run: RunDir) -> list[str]:
-    """Sets of ``run`` whose training finished (both checkpoints saved)."""
+def trained_sets(run: RunDir) -> list[tuple[str, int]]:
+    """(set, seed) pairs of ``run`` whose training finished (both checkpoints saved)."""
     home = run.path / "adapters"
-    return sorted(p.parent.name for p in home.glob("*/convergence")) if home.is_dir() else []
+    found = home.glob("*/seed-*/convergence") if home.is_dir() else []
+    return sorted((p.parent.parent.name, int(p.parent.name.removeprefix("seed-")))
+                  for p in found)
 
 
-def set_dynamics(run: RunDir, set_name: str) -> pd.DataFrame:
-    """The saved dynamics of one set, with its EARLY_STOP and CONVERGENCE epochs flagged;
-    ``epoch_limit`` marks a CONVERGENCE that the epoch limit imposed before the set was fitted
-    (so it is not convergence in Gekhman's sense)."""
-    state = run.path / "adapters" / set_name / "state"
+def set_dynamics(run: RunDir, set_name: str, seed: int = 0) -> pd.DataFrame:
+    """The saved dynamics of one set and seed, with its EARLY_STOP and CONVERGENCE epochs
+    flagged; ``epoch_limit`` marks a CONVERGENCE that the epoch limit imposed before the set
+    was fitted (so it is not convergence in Gekhman's sense)."""
+    state = seed_home(run, set_name, seed) / "state"
     trainer = json.loads((state / "trainer.json").read_text())
     dynamics = pd.read_parquet(state / "dynamics.parquet")
     convergence = dynamics["epoch"] == trainer["epoch"]
-    return dynamics.assign(set=set_name, early_stop=dynamics["epoch"] == trainer["best_epoch"],
+    return dynamics.assign(set=set_name, seed=int(seed),
+                           early_stop=dynamics["epoch"] == trainer["best_epoch"],
                            convergence=convergence,
                            epoch_limit=convergence & (trainer["done"]
                                                       and not trainer.get("fitted", True)))
@@ -389,7 +401,8 @@ def set_dynamics(run: RunDir, set_name: str) -> pd.DataFrame:
 def finetune(run: RunDir | str, config: FinetuneConfig | None = None,
              model: ModelConfig | None = None, *, progress: bool = True,
              on_step: Callable[[int, int], None] | None = None) -> pd.DataFrame:
-    """Train an adapter per fine-tuning set of ``run`` and write the ``dynamics`` table.
+    """Train an adapter per fine-tuning set and training seed of ``run`` and write the
+    ``dynamics`` table (one row per set, seed and epoch).
 
     Builds the fine-tuning sets first if the run has none (with :class:`FtSetsConfig`
     defaults). Sets already trained to CONVERGENCE are not trained again.
@@ -408,28 +421,31 @@ def finetune(run: RunDir | str, config: FinetuneConfig | None = None,
     if previous is not None and previous != spec and (run.path / "adapters").exists():
         _check_compatible(previous, spec)
     parts = []
-    with run.stage(STAGE, spec, seed=config.seed) as info:
+    with run.stage(STAGE, spec, seed=list(config.seeds)) as info:
         loaded = load_model(model)
-        for name in config.sets:
-            parts.append(train_set(run, name, config, loaded, progress=progress,
-                                   on_step=on_step))
+        for seed in config.seeds:  # every set once per seed: a crash loses one training at most
+            for name in config.sets:
+                parts.append(train_set(run, name, config, loaded, seed, progress=progress,
+                                       on_step=on_step))
         dynamics = pd.concat(parts, ignore_index=True)
         # the table holds every set trained in this run, not only this call's
-        run.write_table("dynamics", pd.concat([set_dynamics(run, name)
-                                               for name in trained_sets(run)],
+        run.write_table("dynamics", pd.concat([set_dynamics(run, name, seed)
+                                               for name, seed in trained_sets(run)],
                                               ignore_index=True))
         info["report"] = {
-            name: {"epochs": int(d["epoch"].max()),
-                   "early_stop_epoch": int(d.loc[d["early_stop"], "epoch"].iloc[0]),
-                   "train_fit": float(d["train_fit"].iloc[-1])}
-            for name, d in dynamics.groupby("set")}
+            f"{name}/seed-{seed}": {
+                "epochs": int(d["epoch"].max()),
+                "early_stop_epoch": int(d.loc[d["early_stop"], "epoch"].iloc[0]),
+                "train_fit": float(d["train_fit"].iloc[-1])}
+            for (name, seed), d in dynamics.groupby(["set", "seed"])}
     return dynamics
 
 
 def _check_compatible(previous: dict, spec: dict) -> None:
     """Refuse to resume adapters trained under another configuration (the sets may differ)."""
-    a = {k: v for k, v in previous["finetune"].items() if k != "sets"}
-    b = {k: v for k, v in spec["finetune"].items() if k != "sets"}
+    # more sets or seeds add adapters; anything else would change the ones there are
+    a = {k: v for k, v in previous["finetune"].items() if k not in ("sets", "seeds", "seed")}
+    b = {k: v for k, v in spec["finetune"].items() if k not in ("sets", "seeds", "seed")}
     if a != b or previous["model"] != spec["model"]:
         raise KgfactError("the run has adapters trained with another fine-tuning configuration "
                           "or model; delete its adapters/ folder (or use another run) to retrain")

@@ -4,7 +4,9 @@ Built from a SliCK-labelled run (``slick`` table, train split). A fact is *Known
 category is HighlyKnown, MaybeKnown or WeaklyKnown and *Unknown* otherwise (Gekhman et al.).
 Every set has the same relation mix: each relation contributes the same number of examples
 ``|D| / R`` (the remainder goes to the first relations in id order), so changing the share of
-Unknown examples never changes which relations the model is trained on.
+Unknown examples never changes which relations the model is trained on. A relation with fewer
+Known or Unknown facts than its share gives all it can to every set and the others share the
+rest (``size`` above the default, which is the largest equal split).
 
 Sets (each saved as ``ftsets/<name>.parquet``; the index ``ftsets`` lists them):
 
@@ -133,16 +135,17 @@ def build_sets(pool: pd.DataFrame, config: FtSetsConfig) -> dict[str, pd.DataFra
         raise KgfactError("no relation has both Known and Unknown train questions: label more "
                           "questions with 'kgfact slick' or choose other relations")
     # each relation must supply its whole share from either side (for ft-known and ft-unknown)
-    per_relation_max = int(counts.loc[relations].min(axis=1).min())
-    largest = per_relation_max * len(relations)
+    caps = counts.loc[relations].min(axis=1).astype(int).tolist()
+    largest = min(caps) * len(relations)  # the default: every relation an equal share
     size = config.size if config.size is not None else largest
-    if size > largest or per_relation_max == 0:
+    if size > sum(caps) or min(caps) == 0:
         detail = "; ".join(f"{r}: {counts.loc[r, True]} known, {counts.loc[r, False]} unknown"
                            for r in relations)
-        raise KgfactError(f"a fine-tuning set of {size} examples needs "
-                          f"{-(-size // len(relations))} Known and as many Unknown train "
-                          f"questions per relation; the largest possible is {largest} ({detail})")
-    quota = dict(zip(relations, spread(size, len(relations)).tolist()))
+        raise KgfactError(f"a fine-tuning set of {size} examples needs, over its relations, "
+                          f"{size} Known and {size} Unknown train questions with every relation "
+                          f"having both; the largest possible is {sum(caps) if min(caps) else 0}"
+                          f" ({detail})")
+    quota = dict(zip(relations, fill_evenly(size, caps)))
     orders = {(r, known): shuffled(g, config.seed, "ftsets", r, str(known))
               for (r, known), g in pool[pool["relation"].isin(relations)]
               .groupby(["relation", "known"])}
@@ -176,6 +179,20 @@ def build_sets(pool: pd.DataFrame, config: FtSetsConfig) -> dict[str, pd.DataFra
     sets["idk-relabel"] = _frame(base, relabel=config.idk_answer)
     sets["filtered"] = _frame(base[base["known"]])
     return sets
+
+
+def fill_evenly(total: int, caps: list[int]) -> list[int]:
+    """``total`` split into near-equal parts, part ``i`` at most ``caps[i]``, the rest going
+    to the others (earlier parts first on ties): :func:`spread` when no cap binds.
+
+    >>> fill_evenly(10, [9, 9, 9]), fill_evenly(10, [2, 9, 9])
+    ([4, 3, 3], [2, 4, 4])
+    """
+    out = [0] * len(caps)
+    for _ in range(total):
+        i = min((k for k in range(len(caps)) if out[k] < caps[k]), key=lambda k: (out[k], k))
+        out[i] += 1
+    return out
 
 
 def _quota_split(total: int, caps: list[int]) -> list[int]:

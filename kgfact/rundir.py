@@ -143,7 +143,7 @@ class RunDir:
         atomic_write_text(self.manifest_path, text + "\n")
 
     @contextmanager
-    def stage(self, name: str, config: Any, seed: int | None = None) -> Iterator[dict[str, Any]]:
+    def stage(self, name: str, config: Any, seed: int | list[int] | None = None) -> Iterator[dict[str, Any]]:
         """Record a stage: config, seed, versions, git hash, timing and outcome.
 
         The body receives a dict it may fill with results to keep in the manifest (counts,

@@ -50,5 +50,5 @@ def test_slick_finetune_and_evaluate_on_a_bosless_model(tmp_path, qwen):
                                         bootstrap=10),
                         qwen, progress=False)
     models = set(accuracy["model"])
-    assert models == {"base", "ft-known@early_stop", "ft-known@convergence"}
+    assert models == {"base", "ft-known@early_stop/seed-0", "ft-known@convergence/seed-0"}
     assert len(run.read_table("predictions")) == 3 * 2 * 4  # models x modes x queries

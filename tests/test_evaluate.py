@@ -112,7 +112,7 @@ class OracleBackend:
 def test_evaluate_accuracy_abstentions_and_gap_exactly(run, tmp_path):
     for name in ("ft-known", "ft-unknown"):
         for checkpoint in ("early_stop", "convergence"):
-            path = run.path / "adapters" / name / checkpoint
+            path = run.path / "adapters" / name / "seed-0" / checkpoint
             path.mkdir(parents=True)
     OracleBackend.gold = run.read_table("qa").set_index("qid")["answer"].to_dict()
     BACKENDS.register("oracle", OracleBackend, replace=True)
@@ -124,8 +124,8 @@ def test_evaluate_accuracy_abstentions_and_gap_exactly(run, tmp_path):
     assert len(predictions) == 5 * n_queries * (1 + 2 + 2)
     total = accuracy[(accuracy["relation"] == "all") & (accuracy["category"] == "all")]
     by_model = total.groupby("model")
-    assert by_model["accuracy"].min()["ft-known@convergence"] == 1.0
-    unknown = total[total["model"] == "ft-unknown@early_stop"]
+    assert by_model["accuracy"].min()["ft-known@convergence/seed-0"] == 1.0
+    unknown = total[total["model"] == "ft-unknown@early_stop/seed-0"]
     assert (unknown["accuracy"] == 0).all() and (unknown["answer_rate"] == 0).all()
     assert unknown["accuracy_answered"].isna().all()
     # FT-Unknown says "I don't know", no answer of its set; the base model has no set; FT-Known
@@ -135,7 +135,7 @@ def test_evaluate_accuracy_abstentions_and_gap_exactly(run, tmp_path):
     assert (total.loc[total["model"] == "base", "memorised_rate"] == 0).all()
     ft_known = run.read_table("ftsets/ft-known")["answer"]
     expected = run.read_table("qa").query("split == 'test'")["answer"].isin(ft_known).mean()
-    zero_shot = total[(total["model"] == "ft-known@convergence") & (total["mode"] == "zero-shot")]
+    zero_shot = total[(total["model"] == "ft-known@convergence/seed-0") & (total["mode"] == "zero-shot")]
     assert zero_shot["memorised_rate"].tolist() == pytest.approx([expected])
     base = total[total["model"] == "base"]
     atlantis = run.read_table("qa").query("split == 'test'")["answer"].eq("Atlantis").mean()
@@ -194,7 +194,7 @@ def test_evaluate_cli_on_the_tiny_model(run, tiny_model_dir, capsys):
     predictions = run.read_table("predictions")
     assert set(predictions["model"]) == {"base"} and len(predictions) == 12 * 2
     assert main(["evaluate", str(run.path), "--sets", "nope", "--quiet"]) == 2
-    assert "no early_stop adapter for set 'nope'" in capsys.readouterr().err
+    assert "set 'nope' has no trained adapters" in capsys.readouterr().err
     assert main(["evaluate", str(run.path), "--modes", "two-shot"]) == 2
     assert "unknown prompt mode 'two-shot'" in capsys.readouterr().err
 
@@ -219,13 +219,13 @@ class SilentBackend(OracleBackend):
 
 
 @pytest.mark.parametrize("backend, message", [
-    ("dropping", "serves the bare model but 'ft-known@early_stop' needs"),
+    ("dropping", "serves the bare model but 'ft-known@early_stop/seed-0' needs"),
     ("silent", "does not say which adapter it serves"),
-    (OracleBackend(None), "serves the bare model but 'ft-known@early_stop' needs"),
+    (OracleBackend(None), "serves the bare model but 'ft-known@early_stop/seed-0' needs"),
 ])
 def test_a_backend_that_does_not_serve_the_adapter_is_refused(run, backend, message):
     for checkpoint in ("early_stop", "convergence"):
-        (run.path / "adapters" / "ft-known" / checkpoint).mkdir(parents=True)
+        (run.path / "adapters" / "ft-known" / "seed-0" / checkpoint).mkdir(parents=True)
     OracleBackend.gold = run.read_table("qa").set_index("qid")["answer"].to_dict()
     BACKENDS.register("dropping", DroppingBackend, replace=True)
     BACKENDS.register("silent", SilentBackend, replace=True)
@@ -254,14 +254,14 @@ def test_a_backend_instance_is_refused_before_any_work_when_adapters_are_evaluat
     first adapter (or, once, score the base model under every adapter's name), evaluation
     refuses it before generating anything."""
     for checkpoint in ("early_stop", "convergence"):
-        (run.path / "adapters" / "ft-known" / checkpoint).mkdir(parents=True)
+        (run.path / "adapters" / "ft-known" / "seed-0" / checkpoint).mkdir(parents=True)
     OracleBackend.gold = run.read_table("qa").set_index("qid")["answer"].to_dict()
     with pytest.raises(KgfactError) as error:
         evaluate(run, EvalConfig(sets=("ft-known",), modes=("zero-shot",), bootstrap=10),
                  ModelConfig(), backend=CountingBackend(None), progress=False)
-    adapter = (run.path / "adapters" / "ft-known" / "early_stop").resolve()
+    adapter = (run.path / "adapters" / "ft-known" / "seed-0" / "early_stop").resolve()
     assert str(error.value) == (f"backend CountingBackend serves the bare model but "
-                                f"'ft-known@early_stop' needs {adapter}; give the backend by "
+                                f"'ft-known@early_stop/seed-0' needs {adapter}; give the backend by "
                                 "name so one is started per model")
     assert CountingBackend.requests == 0
     assert run.stage_status("evaluate") is None
@@ -275,7 +275,7 @@ def test_every_adapter_is_served_by_its_own_engine(run, tiny_model_dir):
     from tests.tinymodel import make_tiny_adapter
 
     for seed, checkpoint in enumerate(("early_stop", "convergence"), start=1):
-        make_tiny_adapter(tiny_model_dir, run.path / "adapters" / "ft-known" / checkpoint, seed)
+        make_tiny_adapter(tiny_model_dir, run.path / "adapters" / "ft-known" / "seed-0" / checkpoint, seed)
     model = ModelConfig(name=str(tiny_model_dir), dtype="float32")
     evaluate(run, EvalConfig(sets=("ft-known",), modes=("zero-shot",), bootstrap=10), model,
              progress=False)
@@ -283,8 +283,8 @@ def test_every_adapter_is_served_by_its_own_engine(run, tiny_model_dir):
     questions = run.read_table("qa").set_index("qid")["question"]
     by_model = {}
     for name, rows in predictions.groupby("model"):
-        adapter = None if name == "base" else str(run.path / "adapters" / "ft-known" /
-                                                  name.split("@")[1])
+        adapter = None if name == "base" else str(run.path / "adapters" / "ft-known" / "seed-0" /
+                                                  name.split("@")[1].split("/")[0])
         engine = KgfactEngine(load_model(ModelConfig(name=str(tiny_model_dir), dtype="float32",
                                                      adapter=adapter)))
         want = engine.generate([Request(q, "", f"Q: {questions[q]}\nA:") for q in rows["qid"]],
@@ -302,7 +302,7 @@ def test_relations_no_set_was_trained_on_are_near_id(tmp_path):
     make_ftsets(run, FtSetsConfig(size=4, unknown_shares=(0.0, 1.0), relations=("P17",)))
     for name in ("ft-known", "ft-unknown"):
         for checkpoint in ("early_stop", "convergence"):
-            (run.path / "adapters" / name / checkpoint).mkdir(parents=True)
+            (run.path / "adapters" / name / "seed-0" / checkpoint).mkdir(parents=True)
     OracleBackend.gold = run.read_table("qa").set_index("qid")["answer"].to_dict()
     BACKENDS.register("oracle", OracleBackend, replace=True)
     evaluate(run, EvalConfig(modes=("zero-shot",), bootstrap=10), ModelConfig(),

@@ -179,7 +179,7 @@ def test_killed_finetune_process_resumes_to_identical_adapters(tmp_path, tiny_mo
     proc = subprocess.Popen([sys.executable, "-m", "kgfact.cli", "finetune",
                              str(runs["killed"].path), *args], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    state = runs["killed"].path / "adapters" / "ft-known" / "state" / "trainer.json"
+    state = runs["killed"].path / "adapters" / "ft-known" / "seed-0" / "state" / "trainer.json"
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and not state.exists():
         time.sleep(0.01)

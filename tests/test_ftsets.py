@@ -6,7 +6,8 @@ import pytest
 
 from kgfact.cli import main
 from kgfact.errors import KgfactError
-from kgfact.ftsets import FtSetsConfig, build_sets, make_ftsets, spread, train_pool
+from kgfact.ftsets import (FtSetsConfig, build_sets, fill_evenly, make_ftsets, spread,
+                           train_pool)
 from tests import ftworld
 
 
@@ -18,6 +19,8 @@ def run(tmp_path):
 def test_spread_is_even_and_exact():
     assert spread(10, 3).tolist() == [4, 3, 3]
     assert spread(2, 4).tolist() == [1, 1, 0, 0]
+    assert fill_evenly(10, [9, 9, 9]) == spread(10, 3).tolist()
+    assert fill_evenly(10, [2, 9, 3]) == [2, 5, 3]
 
 
 def test_mixtures_have_exactly_the_asked_unknown_share_and_a_constant_relation_mix(run):
@@ -42,8 +45,13 @@ def test_mixtures_have_exactly_the_asked_unknown_share_and_a_constant_relation_m
 def test_default_size_is_the_largest_the_grid_allows(run):
     sets = build_sets(train_pool(run), FtSetsConfig())
     assert len(sets["ft-unknown"]) == 16  # 8 Unknown P131 questions, twice
-    with pytest.raises(KgfactError, match="largest possible is 16"):
-        build_sets(train_pool(run), FtSetsConfig(size=17))
+    # larger: P131 gives all 8 it can to every set, P17 the rest (the mix stays constant)
+    sets = build_sets(train_pool(run), FtSetsConfig(size=21))
+    for name in ("ft-known", "mix-50", "ft-unknown", "natural"):
+        assert sets[name]["relation"].value_counts().to_dict() == {"P17": 13, "P131": 8}
+    assert int((~sets["mix-50"]["known"]).sum()) == 10  # round(0.5 * 21), half-to-even
+    with pytest.raises(KgfactError, match="largest possible is 25"):
+        build_sets(train_pool(run), FtSetsConfig(size=26))
 
 
 def test_category_natural_relabelled_and_filtered_sets(run):

@@ -159,7 +159,7 @@ def test_killed_run_resumes_to_identical_tables(smoke_run, tmp_path, embedded_st
         return ready
 
     kill_points = [("slick", "checkpoints/slick-*/part-*.parquet"),
-                   ("finetune", "adapters/*/state/trainer.json"),
+                   ("finetune", "adapters/*/seed-*/state/trainer.json"),
                    ("evaluate", "checkpoints/evaluate-*/*.parquet")]
     for step, pattern in kill_points:
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

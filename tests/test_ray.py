@@ -152,11 +152,11 @@ def test_evaluate_on_ray_serves_every_adapter_as_the_local_engine(tmp_path, tiny
     for backend, options in (("kgfact", {}), ("ray", {"workers": 2})):
         run = ftworld.make_ft_run(tmp_path / backend)
         for seed, checkpoint in enumerate(("early_stop", "convergence"), start=1):
-            make_tiny_adapter(tiny_model_dir, run.path / "adapters" / "ft-known" / checkpoint,
+            make_tiny_adapter(tiny_model_dir, run.path / "adapters" / "ft-known" / "seed-0" / checkpoint,
                               seed)
         evaluate(run, config, model, backend=backend, backend_options=options, progress=False)
         predictions[backend] = run.read_table("predictions")
     pd.testing.assert_frame_equal(predictions["ray"], predictions["kgfact"])
     answers = predictions["ray"].groupby("model")["generation"].apply(tuple)
-    assert sorted(answers.index) == ["base", "ft-known@convergence", "ft-known@early_stop"]
+    assert sorted(answers.index) == ["base", "ft-known@convergence/seed-0", "ft-known@early_stop/seed-0"]
     assert answers.nunique() == 3

@@ -370,7 +370,7 @@ def study(**overrides) -> GapStudy:
 
 def test_alpha_fit_and_bucket_predictions():
     s = study()
-    point = s.estimate(np.ones(len(s.qids)))
+    point = s.estimate(np.ones(len(s.cells)))
     assert point["fit.alpha"].tolist() == pytest.approx([3 / 13])
     keys = {(aug, fam): (k, i) for i, (aug, fam, k, _) in enumerate(s.buckets)}
     k, _ = keys[("default", "all")]
@@ -399,7 +399,7 @@ def test_bucket_statistics_exact():
     s = study()
     k = next(k for aug, fam, k, _ in s.buckets if fam == "relation")
     stats = s._bucket_statistics(k[k["strategy"] == "random"].reset_index(drop=True),
-                                 s.estimate(np.ones(4))["b.default.relation"][:, 2:4])
+                                 s.estimate(np.ones(len(s.cells)))["b.default.relation"][:, 2:4])
     few = dict(zip(["spearman_gap", "mae_gap", "spearman_reduction", "mae_reduction",
                     "share_reduced"], stats[:5]))
     # predicted 3/13 for both; measured 1/2 and 0 -> MAE ((1/2 - 3/13) + 3/13) / 2 = 1/4;
@@ -423,9 +423,9 @@ def test_tables_with_intervals():
     assert (c["predicted"], c["expected"]) == ("<", "<")
     assert c["predicted_gap_treatment"] == pytest.approx(3 / 26)
     assert c["difference"] == pytest.approx(-0.5)
-    # per-query differences are -1 -1 0 0: a replicate drawing only q3 and q4 (probability
-    # 1/16 > 2.5%) gives 0, so the interval reaches 0 and the outcome cannot be decided
-    assert c["ci_high"] == 0.0 and c["outcome"] == "inconclusive"
+    # per-query differences are -1 -1 (P17) and 0 0 (P36); queries are drawn within their
+    # relation, so every replicate keeps two P17 and two P36 queries: the interval is -1/2
+    assert (c["ci_low"], c["ci_high"], c["outcome"]) == (-0.5, -0.5, "as predicted")
     preds = tables["theory_predictions"]
     assert set(preds["family"]) == {"all", "relation", "category", "a_quantile"}
 
@@ -437,7 +437,7 @@ def test_fit_needs_two_unknown_shares():
                  preds[["prompt_id", "qid"]].drop_duplicates().assign(default=0.0),
                  pd.DataFrame(columns=["relation", "distance", "hops"]), {},
                  PredictionConfig(min_bucket=1, n_boot=2), primary="default")
-    assert math.isnan(s.estimate(np.ones(4))["fit.alpha"][0])
+    assert math.isnan(s.estimate(np.ones(len(s.cells)))["fit.alpha"][0])
 
 
 def test_missing_set_is_an_error():
@@ -481,7 +481,7 @@ def test_training_and_ood_statistics():
                          "hops": [1.0, 1.0, 2.0]})
     s = GapStudy(preds, preds[["prompt_id"]].drop_duplicates().assign(prompt=0), SHARE, aug,
                  dist, {}, PredictionConfig(min_bucket=1, n_boot=2), primary="default")
-    point = s.estimate(np.ones(len(s.qids)))
+    point = s.estimate(np.ones(len(s.cells)))
     assert point["training"].tolist() == pytest.approx([3 / 13])
     assert point["ood.gap"].tolist() == [1.0, 0.0, 0.0]
     assert point["ood.rho"].tolist() == pytest.approx([-1.5 / math.sqrt(3)])

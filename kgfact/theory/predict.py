@@ -20,8 +20,12 @@ Choices kgfact makes where ``theory.md`` leaves room (each also in the README):
   of ``all``, ``relation``, ``category`` (SliCK category of ``e_q``) or ``a_quantile``
   (quantile bins of ``A`` within each mode). Statistics use buckets with at least
   ``min_bucket`` units.
-- **Uncertainty**: one cluster bootstrap over test queries (a query keeps all its units) drives
-  every interval, refitting ``α`` in every replicate, so no interval ignores the fit's noise.
+- **Units and uncertainty**: a unit is one (checkpoint, mode, strategy, training seed,
+  exemplar set, query). One crossed bootstrap drives every interval, as for the factuality gap
+  (:mod:`kgfact.gap`): each replicate draws the training seeds, each relation's exemplar sets
+  and each relation's queries with replacement, and weighs a unit by the product of its seed's,
+  exemplar set's (zero-shot has none) and query's multiplicities. ``α`` is refitted in every
+  replicate, so no interval ignores the fit's noise, the seeds' or the exemplar sets'.
 - **Relation distance** (prediction 3): the co-occurrence graph links two relations whose edges
   share entities, with length ``1 − Jaccard(entities of r₁, entities of r₂)``; the distance of
   a test relation is its shortest-path length to the nearest fine-tuning relation (``hops``:
@@ -42,11 +46,13 @@ from scipy.stats import ConstantInputWarning, spearmanr
 
 from kgfact.config import check_fields
 from kgfact.errors import KgfactError
+from kgfact.prompts import PROMPT_MODES
 
 FAMILIES = ("all", "relation", "category", "a_quantile")
 STATISTICS = ("spearman_gap", "mae_gap", "spearman_reduction", "mae_reduction", "share_reduced")
 SCOPES = ("few-shot", "cot", "all")
-_UNIT = ["checkpoint", "mode", "strategy", "prompt", "qid"]
+_UNIT = ["checkpoint", "mode", "strategy", "seed", "prompt", "qid"]
+_CELL = ["qid", "relation", "seed", "prompt"]  # what a bootstrap weight is drawn for
 
 
 @dataclass(frozen=True)
@@ -115,20 +121,57 @@ def share_at_most(x: np.ndarray, y: np.ndarray) -> float:
     return float((x[ok] <= y[ok]).mean()) if ok.any() else float("nan")
 
 
+def crossed_weights(cells: pd.DataFrame) -> Callable[[np.random.Generator], np.ndarray]:
+    """A draw of crossed bootstrap weights for ``cells`` (columns ``qid``, ``relation``,
+    ``seed``, ``prompt``; ``prompt`` -1 where the prompt has no exemplar set).
+
+    Each call draws the seeds, and per relation its exemplar sets and its queries, with
+    replacement; a cell's weight is the product of the multiplicities of its seed, exemplar set
+    (1 without one) and query.
+    """
+    q = pd.factorize(cells["qid"])[0]
+    s = pd.factorize(cells["seed"])[0]
+    has = cells["prompt"].to_numpy() >= 0
+    rp = pd.factorize(pd.MultiIndex.from_frame(cells[["relation", "prompt"]]))[0]
+    # draws are per relation: the relation of every query and of every exemplar set
+    q_rel = pd.Series(cells["relation"].to_numpy()).groupby(q).first()
+    rp_rel = pd.Series(cells["relation"].to_numpy()).groupby(rp).first()
+    rp_has = pd.Series(has).groupby(rp).first()
+
+    def within(rng: np.random.Generator, relation: pd.Series, use: pd.Series) -> np.ndarray:
+        w = np.ones(len(relation))
+        for _, members in relation[use.to_numpy()].groupby(relation[use.to_numpy()]):
+            at = members.index.to_numpy()
+            w[at] = np.bincount(rng.integers(0, len(at), len(at)), minlength=len(at))
+        return w
+
+    every_query = pd.Series(True, index=q_rel.index)
+
+    def draw(rng: np.random.Generator) -> np.ndarray:
+        ws = np.bincount(rng.integers(0, s.max() + 1, s.max() + 1), minlength=s.max() + 1)
+        wrp = within(rng, rp_rel, rp_has)
+        wq = within(rng, q_rel, every_query)
+        return ws[s] * np.where(has, wrp[rp], 1.0) * wq[q]
+    return draw
+
+
 def bootstrap(estimate: Callable[[np.ndarray], dict[str, np.ndarray]], n_clusters: int,
-              n_boot: int, level: float, seed: int
+              n_boot: int, level: float, seed: int,
+              draw: Callable[[np.random.Generator], np.ndarray] | None = None
               ) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Point estimates and percentile intervals of a cluster bootstrap.
 
     ``estimate`` maps cluster weights (how often each cluster is drawn; all ones for the point
-    estimate) to named arrays. Replicates draw ``n_clusters`` clusters with replacement.
+    estimate) to named arrays. Replicates draw ``n_clusters`` clusters with replacement, or
+    take their weights from ``draw(rng)`` (:func:`crossed_weights`).
     """
     point = estimate(np.ones(n_clusters))
     reps = {k: np.empty((n_boot, *np.shape(v))) for k, v in point.items()}
     rng = np.random.default_rng(seed)
     for b in range(n_boot):
-        w = np.bincount(rng.integers(0, n_clusters, n_clusters), minlength=n_clusters)
-        for k, v in estimate(w.astype(float)).items():
+        w = (draw(rng) if draw is not None else
+             np.bincount(rng.integers(0, n_clusters, n_clusters), minlength=n_clusters))
+        for k, v in estimate(np.asarray(w, dtype=float)).items():
             reps[k][b] = v
     tail = (1 - level) / 2 * 100
     out = {}
@@ -215,12 +258,15 @@ class GapStudy:
             if name not in unknown_share:
                 raise KgfactError(f"fine-tuning set {name!r} is not in the ftsets index")
         self.delta_u = 2 * (unknown_share[cfg.unknown_set] - unknown_share[cfg.known_set])
-        pred = predictions[predictions["checkpoint"] != "base"].merge(
+        pred = predictions[predictions["checkpoint"] != "base"]
+        pred = pred.drop(columns=["prompt"], errors="ignore").merge(
             prompts[["prompt_id", "prompt"]], on="prompt_id", how="left")
+        if "seed" not in pred:  # predictions of a single, unrecorded seed
+            pred = pred.assign(seed=0)
         self.qids = pd.Index(pred["qid"].unique())
         self._fit_setup(pred, unknown_share)
         self._unit_setup(pred, augmentation)
-        self._bucket_setup()
+        self._cell_setup()
         self._ood_setup(distances)
         self._control_setup(controls)
 
@@ -242,7 +288,7 @@ class GapStudy:
         self.fit_groups = groups
         self.fit_g = pd.MultiIndex.from_frame(groups[["checkpoint", "set"]]).get_indexer(
             pd.MultiIndex.from_frame(rows[["checkpoint", "set"]]))
-        self.fit_q = self.qids.get_indexer(rows["qid"])
+        self.fit_rows = rows[["qid", "relation", "seed"]].assign(prompt=-1)
         self.fit_y = rows["correct"].to_numpy(dtype=float)
         self.checkpoints = sorted(groups["checkpoint"].unique())
         self.groups_n = np.bincount(self.fit_g, minlength=len(groups))
@@ -273,11 +319,25 @@ class GapStudy:
         units["d"] = units["correct"] - units["correct_unk"]
         for name in self.augs:
             units[name] = (units[name] + units[f"{name}_unk"]) / 2
-        zero = units[units["mode"] == "zero-shot"].groupby(["checkpoint", "qid"])["d"].mean()
-        units["d0"] = zero.reindex(pd.MultiIndex.from_frame(units[["checkpoint", "qid"]])
-                                   ).to_numpy()
+        zero = (units[units["mode"] == "zero-shot"]
+                .groupby(["checkpoint", "seed", "qid"])["d"].mean())
+        units["d0"] = zero.reindex(pd.MultiIndex.from_frame(
+            units[["checkpoint", "seed", "qid"]])).to_numpy()
         units["q"] = self.qids.get_indexer(units["qid"])
         self.units = units
+
+    def _cell_setup(self) -> None:
+        """Index every fitted row and unit by its bootstrap cell (``c``)."""
+        zero = self.units["mode"].map(lambda m: not PROMPT_MODES.get(m).exemplars)
+        unit_cells = self.units[["qid", "relation", "seed"]].assign(
+            prompt=self.units["prompt"].where(~zero, -1).fillna(-1).astype(int))
+        cells = pd.concat([self.fit_rows, unit_cells]).drop_duplicates(ignore_index=True)
+        index = pd.MultiIndex.from_frame(cells[_CELL])
+        self.cells = cells
+        self.fit_c = index.get_indexer(pd.MultiIndex.from_frame(self.fit_rows[_CELL]))
+        self.units["c"] = index.get_indexer(pd.MultiIndex.from_frame(unit_cells[_CELL]))
+        self._bucket_setup()
+        self._draw = crossed_weights(cells)
 
     def _bucket_setup(self) -> None:
         u = self.units
@@ -316,15 +376,15 @@ class GapStudy:
         return levels
 
     def _ood_setup(self, distances: pd.DataFrame) -> None:
-        ood = self.units[self.units["distribution"] == "ood"].reset_index(drop=True)
-        keys = ood[["checkpoint", "mode", "strategy", "relation"]].drop_duplicates().sort_values(
-            ["checkpoint", "mode", "strategy", "relation"]).reset_index(drop=True)
+        """Per-relation gaps beyond the training relations: near-ID and OOD (prediction 3)."""
+        ood = self.units[self.units["distribution"].isin(["near-id", "ood"])
+                         ].reset_index(drop=True)
+        by = ["checkpoint", "mode", "strategy", "distribution", "relation"]
+        keys = ood[by].drop_duplicates().sort_values(by).reset_index(drop=True)
         keys = keys.merge(distances, on="relation", how="left")
         self.ood, self.ood_keys = ood, keys
-        self.ood_g = pd.MultiIndex.from_frame(keys[["checkpoint", "mode", "strategy", "relation"]]
-                                              ).get_indexer(pd.MultiIndex.from_frame(
-                                                  ood[["checkpoint", "mode", "strategy",
-                                                       "relation"]]))
+        self.ood_g = pd.MultiIndex.from_frame(keys[by]).get_indexer(
+            pd.MultiIndex.from_frame(ood[by]))
         keys["n"] = np.bincount(self.ood_g, minlength=len(keys))
         self.ood_scopes = [(c, np.flatnonzero((keys["checkpoint"] == c)
                                                & (keys["mode"] == "zero-shot")))
@@ -344,7 +404,7 @@ class GapStudy:
 
     # -- estimation ----------------------------------------------------------------------------
     def _alpha(self, w: np.ndarray) -> tuple[np.ndarray, dict[str, float]]:
-        acc = wmean(self.fit_g, len(self.fit_groups), self.fit_y, w[self.fit_q])
+        acc = wmean(self.fit_g, len(self.fit_groups), self.fit_y, w[self.fit_c])
         alpha = {}
         for ckpt in self.checkpoints:
             at = np.flatnonzero((self.fit_groups["checkpoint"] == ckpt).to_numpy()
@@ -361,7 +421,7 @@ class GapStudy:
         if {"early_stop", "convergence"} <= alpha.keys():
             out["training"] = np.array([alpha["convergence"] - alpha["early_stop"]])
         p = self.prompted
-        wp = w[p["q"].to_numpy()]
+        wp = w[p["c"].to_numpy()]
         for aug, family, keys, g in self.buckets:
             n = len(keys)
             measured = wmean(g, n, p["d"].to_numpy(), wp)
@@ -372,7 +432,7 @@ class GapStudy:
             block = np.vstack([measured, zero, a, predicted, slope * a, zero - measured])
             out[f"b.{aug}.{family}"] = block
             out[f"s.{aug}.{family}"] = self._bucket_statistics(keys, block)
-        wo = w[self.ood["q"].to_numpy()]
+        wo = w[self.ood["c"].to_numpy()]
         gaps = wmean(self.ood_g, len(self.ood_keys), self.ood["d"].to_numpy(), wo)
         out["ood.gap"] = gaps
         out["ood.rho"] = np.array([spearman(self.ood_keys["distance"].to_numpy()[at], gaps[at])
@@ -396,7 +456,7 @@ class GapStudy:
     def _control_estimates(self, w: np.ndarray, alpha: dict[str, float]) -> np.ndarray:
         rows = []
         for _, _, ckpt, _, t, b, _ in self.controls:
-            wt, wb = w[t["q"].to_numpy()], w[b["q"].to_numpy()]
+            wt, wb = w[t["c"].to_numpy()], w[b["c"].to_numpy()]
             gt = np.average(t["d"], weights=wt) if wt.sum() else np.nan
             gb = np.average(b["d"], weights=wb) if wb.sum() else np.nan
             at = np.average(t[self.primary], weights=wt) if wt.sum() else np.nan
@@ -410,7 +470,8 @@ class GapStudy:
         """``theory_fit``, ``theory_predictions``, ``theory_stats``, ``theory_ood`` and
         ``theory_controls``, with bootstrap intervals."""
         cfg = self.config
-        boot = bootstrap(self.estimate, len(self.qids), cfg.n_boot, cfg.level, cfg.seed)
+        boot = bootstrap(self.estimate, len(self.cells), cfg.n_boot, cfg.level, cfg.seed,
+                         draw=self._draw)
         return {"theory_fit": self._fit_table(boot),
                 "theory_predictions": self._prediction_table(boot),
                 "theory_stats": self._stats_table(boot),
