@@ -193,6 +193,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         args.target_modules if args.target_modules == "all-linear"
         else _pids(args.target_modules)))
     config = FinetuneConfig(sets=args.sets, lora=lora, learning_rate=args.lr,
+                            learning_rate_grid=args.lr_grid or (), grid_set=args.grid_set,
                             batch_size=args.batch_size, max_epochs=args.epochs,
                             convergence_fit=args.convergence_fit,
                             eval_questions=args.eval_questions, seeds=args.seeds)
@@ -278,7 +279,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from kgfact.report import write_report
 
-    paths = write_report(_existing_run(args.run))
+    run = _existing_run(args.run)
+    paths = write_report(run)
+    if run.has_table("findings"):
+        table = run.read_table("findings")
+        print(table[["claim", "estimate", "ci_low", "ci_high", "verdict"]].to_string(
+            index=False, float_format=lambda v: f"{v:+.3f}"))
     print("wrote " + ", ".join(str(p) for p in paths))
     return 0
 
@@ -384,6 +390,10 @@ def parser() -> argparse.ArgumentParser:
                    help="fine-tuning sets to train (default ft-known,ft-unknown)")
     t.add_argument("--epochs", type=int, default=10, help="epoch limit")
     t.add_argument("--lr", type=float, default=1e-3, help="learning rate (constant)")
+    t.add_argument("--lr-grid", type=lambda x: tuple(float(v) for v in x.split(",")),
+                   help="learning rates tried on dev first, e.g. 3e-4,1e-3,3e-3: the best "
+                        "trains every set")
+    t.add_argument("--grid-set", default="mix-50", help="set the learning-rate grid is tried on")
     t.add_argument("--batch-size", type=int, default=16)
     t.add_argument("--lora-r", type=int, default=16)
     t.add_argument("--lora-alpha", type=int, default=32)

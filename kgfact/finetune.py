@@ -22,7 +22,13 @@ the epoch with the best dev accuracy (the earliest of ties), CONVERGENCE the las
 model fits ``convergence_fit`` of its training set, or at ``max_epochs``. Both are saved as peft
 adapters (safetensors).
 
-The learning rate is constant and LoRA dropout is off by default, so an epoch is a pure function
+The learning rate is constant; ``learning_rate_grid`` chooses it on dev: each rate of the grid
+trains one set (``grid_set``) under the first seed, and the rate with the best EARLY_STOP dev
+accuracy trains every set (the ``lr_grid`` table records each trial, with its memorised-answer
+rate, so a rate at which the model collapses onto its training answers is visible). Every set is
+trained once per seed of ``seeds``.
+
+LoRA dropout is off by default, so an epoch is a pure function
 of the state before it and its seeded batch order: after every epoch the adapter, the optimizer
 state and the dynamics are saved together (safetensors + JSON, no pickle), and a run killed at
 any point resumes from the last finished epoch and ends with bit-identical adapters.
@@ -35,7 +41,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -85,7 +91,13 @@ class FinetuneConfig:
     lora: LoraSettings = field(default_factory=LoraSettings, metadata={
         "help": "The adapter."})
     learning_rate: float = field(default=1e-3, metadata={"above": 0,
-        "help": "AdamW learning rate (constant)."})
+        "help": "AdamW learning rate (constant), when no grid is given."})
+    learning_rate_grid: tuple[float, ...] = field(default=(), metadata={"above": 0,
+        "help": "Learning rates tried on dev first: each trains grid_set under the first seed "
+                "and the one with the best EARLY_STOP dev accuracy trains every set (table "
+                "lr_grid); empty = use learning_rate."})
+    grid_set: str = field(default="mix-50", metadata={"name": True,
+        "help": "Fine-tuning set the learning-rate grid is tried on."})
     weight_decay: float = field(default=0.0, metadata={"min": 0, "help": "AdamW weight decay."})
     batch_size: int = field(default=16, metadata={"min": 1, "help": "Examples per optimizer step."})
     max_epochs: int = field(default=10, metadata={"min": 1,
@@ -310,12 +322,14 @@ def adapter_dir(run: RunDir, set_name: str, checkpoint: str, seed: int = 0) -> P
 
 def train_set(run: RunDir, set_name: str, config: FinetuneConfig, loaded: LoadedModel,
               seed: int = 0, *, progress: bool = True,
-              on_step: Callable[[int, int], None] | None = None) -> pd.DataFrame:
-    """Train one adapter on fine-tuning set ``set_name`` under training ``seed``; returns its
-    dynamics (one row an epoch).
+              on_step: Callable[[int, int], None] | None = None,
+              home: Path | None = None) -> pd.DataFrame:
+    """Train one adapter on fine-tuning set ``set_name`` under training ``seed`` with
+    ``config.learning_rate``; returns its dynamics (one row an epoch).
 
     ``on_step(epoch, step)`` is called after every optimizer step (tests use it to interrupt a
-    run mid-epoch). Resumes from the last finished epoch when a saved state exists.
+    run mid-epoch). Resumes from the last finished epoch when a saved state exists. ``home``
+    (default :func:`seed_home`) is where the state and checkpoints are kept.
     """
     import torch
 
@@ -333,7 +347,7 @@ def train_set(run: RunDir, set_name: str, config: FinetuneConfig, loaded: Loaded
                                   weight_decay=config.weight_decay)
     engine = KgfactEngine(LoadedModel(model, tok, loaded.device, loaded.dtype, loaded.name,
                                       loaded.path))
-    home = seed_home(run, set_name, seed)
+    home = home or seed_home(run, set_name, seed)
     state_dir = home / "state"
     if (state_dir / "trainer.json").exists():
         trainer, dynamics = _load_state(state_dir, model, optimizer)
@@ -342,7 +356,8 @@ def train_set(run: RunDir, set_name: str, config: FinetuneConfig, loaded: Loaded
         dynamics = pd.DataFrame([_dynamics_row(engine, train, dev, test, 0, np.nan, 0.0)])
         trainer = {"epoch": 0, "best_epoch": None, "done": False}
     bar = tqdm(total=config.max_epochs * len(examples), initial=trainer["epoch"] * len(examples),
-               unit="ex", desc=f"LoRA {set_name} seed {seed}", disable=not progress, file=sys.stderr,
+               unit="ex",
+               desc=f"LoRA {set_name} seed {seed} lr {config.learning_rate:g}", disable=not progress, file=sys.stderr,
                dynamic_ncols=True)
     with bar:
         while not trainer["done"]:
@@ -372,7 +387,7 @@ def train_set(run: RunDir, set_name: str, config: FinetuneConfig, loaded: Loaded
                 save_adapter(model, home / "convergence")
             _save_state(state_dir, model, optimizer, trainer, dynamics)
     model.unload()  # the base weights are untouched: LoRA never merged into them
-    return set_dynamics(run, set_name, seed)
+    return read_dynamics(home, set_name, seed)
 
 
 def trained_sets(run: RunDir) -> list[tuple[str, int]]:
@@ -387,7 +402,12 @@ def set_dynamics(run: RunDir, set_name: str, seed: int = 0) -> pd.DataFrame:
     """The saved dynamics of one set and seed, with its EARLY_STOP and CONVERGENCE epochs
     flagged; ``epoch_limit`` marks a CONVERGENCE that the epoch limit imposed before the set
     was fitted (so it is not convergence in Gekhman's sense)."""
-    state = seed_home(run, set_name, seed) / "state"
+    return read_dynamics(seed_home(run, set_name, seed), set_name, seed)
+
+
+def read_dynamics(home: Path, set_name: str, seed: int) -> pd.DataFrame:
+    """The dynamics saved under ``home`` (see :func:`set_dynamics`)."""
+    state = home / "state"
     trainer = json.loads((state / "trainer.json").read_text())
     dynamics = pd.read_parquet(state / "dynamics.parquet")
     convergence = dynamics["epoch"] == trainer["epoch"]
@@ -396,6 +416,32 @@ def set_dynamics(run: RunDir, set_name: str, seed: int = 0) -> pd.DataFrame:
                            convergence=convergence,
                            epoch_limit=convergence & (trainer["done"]
                                                       and not trainer.get("fitted", True)))
+
+
+def learning_rate_grid(run: RunDir, config: FinetuneConfig, loaded: LoadedModel, *,
+                       progress: bool = True) -> pd.DataFrame:
+    """Try every rate of ``config.learning_rate_grid`` on ``config.grid_set`` under the first
+    seed and return the ``lr_grid`` table, one row per rate: its EARLY_STOP epoch, dev and test
+    accuracy and memorised-answer rate there, the fit and memorised-answer rate at its last
+    epoch, and ``chosen`` (the best EARLY_STOP dev accuracy; ties to the smaller rate, which
+    moves the model less). Trials keep their state under ``lr_grid/`` and resume like sets.
+    """
+    rows = []
+    seed = config.seeds[0]
+    for rate in sorted(config.learning_rate_grid):
+        home = run.path / "lr_grid" / f"lr-{rate:g}"
+        d = train_set(run, config.grid_set, replace(config, learning_rate=rate), loaded, seed,
+                      progress=progress, home=home)
+        best, last = d[d["early_stop"]].iloc[0], d.iloc[-1]
+        rows.append({"learning_rate": rate, "set": config.grid_set, "seed": seed,
+                     "early_stop_epoch": int(best["epoch"]),
+                     "dev_accuracy": best["dev_accuracy"], "test_accuracy": best["test_accuracy"],
+                     "memorised_rate": best["memorised_rate"], "epochs": int(last["epoch"]),
+                     "last_train_fit": last["train_fit"],
+                     "last_memorised_rate": last["memorised_rate"]})
+    table = pd.DataFrame(rows)
+    best = table.sort_values(["dev_accuracy", "learning_rate"], ascending=[False, True]).index[0]
+    return table.assign(chosen=table.index == best)
 
 
 def finetune(run: RunDir | str, config: FinetuneConfig | None = None,
@@ -421,8 +467,20 @@ def finetune(run: RunDir | str, config: FinetuneConfig | None = None,
     if previous is not None and previous != spec and (run.path / "adapters").exists():
         _check_compatible(previous, spec)
     parts = []
+    if config.learning_rate_grid:
+        read_set(run, config.grid_set)
     with run.stage(STAGE, spec, seed=list(config.seeds)) as info:
         loaded = load_model(model)
+        if config.learning_rate_grid:
+            grid = learning_rate_grid(run, config, loaded, progress=progress)
+            run.write_table("lr_grid", grid)
+            config = replace(config, learning_rate=float(
+                grid.loc[grid["chosen"], "learning_rate"].iloc[0]))
+            # the chosen trial is the grid set's training under the first seed: reuse it
+            trial = run.path / "lr_grid" / f"lr-{config.learning_rate:g}"
+            target = seed_home(run, config.grid_set, config.seeds[0])
+            if config.grid_set in config.sets and not target.exists():
+                shutil.copytree(trial, target)
         for seed in config.seeds:  # every set once per seed: a crash loses one training at most
             for name in config.sets:
                 parts.append(train_set(run, name, config, loaded, seed, progress=progress,
@@ -432,7 +490,7 @@ def finetune(run: RunDir | str, config: FinetuneConfig | None = None,
         run.write_table("dynamics", pd.concat([set_dynamics(run, name, seed)
                                                for name, seed in trained_sets(run)],
                                               ignore_index=True))
-        info["report"] = {
+        info["report"] = {"learning_rate": config.learning_rate} | {
             f"{name}/seed-{seed}": {
                 "epochs": int(d["epoch"].max()),
                 "early_stop_epoch": int(d.loc[d["early_stop"], "epoch"].iloc[0]),

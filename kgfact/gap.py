@@ -156,6 +156,38 @@ def _draw_counts(rng: np.random.Generator, n: int, n_boot: int) -> np.ndarray:
     return np.bincount(picks.ravel(), minlength=n_boot * n).reshape(n_boot, n).astype(float)
 
 
+NO_PROMPT = "none"  # the exemplar set of a prompt without exemplars: never resampled
+
+
+def crossed_sums(cells: pd.DataFrame, columns: list[str], n_boot: int = 2000, seed: int = 0
+                 ) -> np.ndarray:
+    """``(len(columns), n_boot)`` bootstrap replicates of the weighted sums of ``columns``,
+    resampling seeds, the exemplar sets of each relation and the queries of each relation
+    together (module docs): one draw for every column, so sums of the same cells are paired.
+
+    ``cells`` has columns ``seed``, ``relation``, ``prompt``, ``qid`` and ``columns``; a
+    (seed, relation, prompt, qid) may occur in several rows (their values add up), and a
+    ``prompt`` of :data:`NO_PROMPT` (zero-shot) always has weight 1.
+    """
+    rng = np.random.default_rng(seed)
+    s_code, seeds = pd.factorize(cells["seed"], sort=True)
+    w_seed = _draw_counts(rng, len(seeds), n_boot)
+    totals = np.zeros((len(columns), n_boot))
+    for _, part in cells.assign(s=s_code).groupby("relation", sort=True):
+        p_code, prompts = pd.factorize(part["prompt"].astype(str), sort=True)
+        q_code, qids = pd.factorize(part["qid"], sort=True)
+        w_prompt = _draw_counts(rng, len(prompts), n_boot)
+        w_prompt[:, np.asarray(prompts) == NO_PROMPT] = 1.0
+        w_query = _draw_counts(rng, len(qids), n_boot)
+        cube = np.zeros((len(columns), len(seeds), len(prompts), len(qids)))
+        at = (part["s"].to_numpy(), p_code, q_code)
+        for k, column in enumerate(columns):
+            np.add.at(cube[k], at, part[column].to_numpy(float))
+        by_query = (cube.reshape(-1, len(qids)) @ w_query.T).reshape(*cube.shape[:3], n_boot)
+        totals += np.einsum("kspb,bs,bp->kb", by_query, w_seed, w_prompt)
+    return totals
+
+
 def crossed_bootstrap(cells: pd.DataFrame, n_boot: int = 2000, seed: int = 0) -> np.ndarray:
     """``n_boot`` bootstrap replicates of the mean of ``cells["d"]``, resampling seeds, the
     exemplar sets of each relation and the queries of each relation together (module docs).
@@ -163,22 +195,37 @@ def crossed_bootstrap(cells: pd.DataFrame, n_boot: int = 2000, seed: int = 0) ->
     ``cells`` has columns ``seed``, ``relation``, ``prompt``, ``qid`` and ``d``, one row per
     cell. A replicate whose draws hit no cell (possible only when cells are missing) is NaN.
     """
-    rng = np.random.default_rng(seed)
-    s_code, seeds = pd.factorize(cells["seed"], sort=True)
-    w_seed = _draw_counts(rng, len(seeds), n_boot)
-    totals = np.zeros((2, n_boot))  # weighted sums of d and of the weights
-    for _, part in cells.assign(s=s_code).groupby("relation", sort=True):
-        p_code, prompts = pd.factorize(part["prompt"], sort=True)
-        q_code, qids = pd.factorize(part["qid"], sort=True)
-        w_prompt = _draw_counts(rng, len(prompts), n_boot)
-        w_query = _draw_counts(rng, len(qids), n_boot)
-        cube = np.zeros((2, len(seeds), len(prompts), len(qids)))
-        at = (part["s"].to_numpy(), p_code, q_code)
-        cube[0][at], cube[1][at] = part["d"].to_numpy(float), 1.0
-        by_query = (cube.reshape(-1, len(qids)) @ w_query.T).reshape(*cube.shape[:3], n_boot)
-        totals += np.einsum("kspb,bs,bp->kb", by_query, w_seed, w_prompt)
+    sums = crossed_sums(cells.assign(one=1.0), ["d", "one"], n_boot, seed)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return totals[0] / totals[1]
+        return sums[0] / sums[1]
+
+
+def crossed_contrast(cells: pd.DataFrame, group: str, first: Any, second: Any,
+                     value: str = "d", weight: str | None = None, n_boot: int = 2000,
+                     seed: int = 0, level: float = 0.95) -> tuple[float, float, float]:
+    """Difference of the (weighted) mean of ``value`` between the cells whose ``group`` is
+    ``first`` and those whose ``group`` is ``second``, with its crossed bootstrap interval.
+
+    Both means come from the same draws, so cells the two groups share (the same seed,
+    exemplar set and query at two checkpoints, say) are paired. ``weight`` (default 1 per row)
+    makes ratio estimators: the mean of ``value`` is ``sum(value) / sum(weight)``.
+
+    Returns
+    -------
+    tuple of float
+        ``(estimate, ci_low, ci_high)``; NaN when either group has no cells.
+    """
+    w = cells[weight].to_numpy(float) if weight else np.ones(len(cells))
+    a, b = (cells[group] == first).to_numpy(), (cells[group] == second).to_numpy()
+    if not a.any() or not b.any():
+        return (np.nan, np.nan, np.nan)
+    v = cells[value].to_numpy(float)
+    frame = cells.assign(va=v * a, wa=w * a, vb=v * b, wb=w * b)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        estimate = frame["va"].sum() / frame["wa"].sum() - frame["vb"].sum() / frame["wb"].sum()
+        sums = crossed_sums(frame, ["va", "wa", "vb", "wb"], n_boot, seed)
+        reps = sums[0] / sums[1] - sums[2] / sums[3]
+    return (float(estimate), *_percentile_ci(reps, level))
 
 
 def factuality_gap(predictions: pd.DataFrame, known: str = "ft-known",

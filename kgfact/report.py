@@ -5,8 +5,9 @@ Every number and figure comes from the run's tables. Each figure function takes 
 report's figures through the same code; a section whose tables the run lacks (a run stopped
 before evaluation, a fit with too few points) says so instead of failing the report.
 
-Written to the run directory: ``report.html`` (figures embedded as base64 PNG), ``report.md``
-and its figures under ``report/``.
+Written to the run directory: the ``findings`` table (:mod:`kgfact.findings`, which heads the
+report), ``report.html`` (figures embedded as base64 PNG), ``report.md`` and its figures under
+``report/``.
 """
 
 from __future__ import annotations
@@ -179,17 +180,19 @@ def fig_accuracy_vs_unknown(run: RunDir):
 
 
 def fig_dynamics(run: RunDir):
-    """Training dynamics: share of each SliCK category's training examples fitted per epoch."""
+    """Training dynamics: share of each SliCK category's training examples fitted per epoch
+    (mean over training seeds; the dotted line marks the earliest EARLY_STOP of a seed)."""
     dyn = _run(run).read_table("dynamics")
     sets = list(dict.fromkeys(dyn["set"]))
     fig, axes = _subplots(1, len(sets), figsize=(4.2 * len(sets), 3.4), sharey=True,
                              squeeze=False)
     for ax, name in zip(axes[0], sets):
-        d = dyn[dyn["set"] == name]
+        # with several training seeds, each epoch's mean over the seeds that reached it
+        d = dyn[dyn["set"] == name].groupby("epoch", as_index=False).mean(numeric_only=True)
         for cat in CATEGORIES:
             if f"fit_{cat}" in d and d[f"fit_{cat}"].notna().any():
                 ax.plot(d["epoch"], d[f"fit_{cat}"], "o-", label=cat)
-        stop = d.loc[d["early_stop"].astype(bool), "epoch"]
+        stop = d.loc[d["early_stop"] > 0, "epoch"]
         if len(stop):
             ax.axvline(stop.iloc[0], color="grey", ls=":", label="EARLY_STOP")
         ax.set_title(name)
@@ -311,7 +314,19 @@ def _accuracy_table(run: RunDir) -> dict[str, pd.DataFrame]:
     return tables
 
 
+def _findings_table(run: RunDir) -> dict[str, pd.DataFrame]:
+    table = run.read_table("findings")
+    return {"findings (verdicts from 95% intervals over seeds, exemplar sets and queries)":
+            table.drop(columns=["claim", "expected", "threshold"])}
+
+
 SECTIONS = (
+    Section("Findings",
+            "Each claim of the literature this run tests, with its estimate, 95% interval and "
+            "verdict: supported when the interval lies on the expected side of the threshold, "
+            "contradicted when on the other side, inconclusive otherwise (never from the point "
+            "estimate). A caveat names a recipe artefact to weigh before reading a verdict as "
+            "a finding.", None, _findings_table),
     Section("SliCK knowledge categories",
             "Share of questions per SliCK category (HighlyKnown, MaybeKnown, WeaklyKnown, "
             "Unknown), per relation and split. A Known fact is a guess when its answer is the "
@@ -420,7 +435,11 @@ def _step_time(step: str, info: dict) -> str:
 def write_report(run: RunDir | str | Path) -> list[Path]:
     """Write ``report.html`` (self-contained), ``report.md`` and ``report/*.png``; returns the
     paths of the two pages."""
+    from kgfact.findings import findings
+
     run = _run(run)
+    if run.has_table("predictions"):
+        run.write_table("findings", findings(run))
     sections = render(run)
     title, timings = _header(run)
     fig_dir = run.path / FIGURE_DIR

@@ -69,10 +69,11 @@ def test_batches_are_seeded_and_random_not_one_relation_each(fp32):
     assert sum(len({i % 2 for i in b}) == 2 for b in first) >= 4  # mixed batches
 
 
-def _adapter(run, name, checkpoint):
+def _adapter(run, name, checkpoint, seed=0):
     from safetensors.torch import load_file
 
-    return load_file(str(adapter_dir(run, name, checkpoint) / "adapter_model.safetensors"))
+    return load_file(str(adapter_dir(run, name, checkpoint, seed)
+                         / "adapter_model.safetensors"))
 
 
 def test_dynamics_checkpoints_and_adapter_round_trip(run, tiny_model_dir):
@@ -121,6 +122,63 @@ def test_convergence_stops_once_the_set_is_fitted(run, tiny_model_dir):
     assert dynamics["train_fit"].iloc[-1] == 1.0
     assert (dynamics["train_fit"].iloc[:-1] < 1.0).all()  # stopped at the first fitted epoch
     assert dynamics["epoch"].iloc[-1] < 40 and not dynamics["epoch_limit"].any()
+
+
+def test_every_seed_trains_its_own_adapters_and_evaluation_keeps_the_seed(run, tiny_model_dir):
+    from dataclasses import replace
+
+    from kgfact.evaluate import EvalConfig, evaluate
+
+    model = ModelConfig(name=str(tiny_model_dir), dtype="float32")
+    finetune(run, replace(FAST, seeds=(0, 1)), model, progress=False)
+    dynamics = run.read_table("dynamics")
+    assert sorted(map(tuple, dynamics[["set", "seed"]].drop_duplicates().to_numpy().tolist())
+                  ) == [("ft-known", 0), ("ft-known", 1), ("ft-unknown", 0), ("ft-unknown", 1)]
+    # same set and data, another seed: another batch order and init, so other weights and
+    # (the untrained epoch 0 aside) other dynamics; the same dev and test questions
+    a, b = (_adapter(run, "ft-known", "convergence", seed) for seed in (0, 1))
+    assert not all(torch.equal(a[k], b[k]) for k in a)
+    known = dynamics[dynamics["set"] == "ft-known"].set_index(["seed", "epoch"])["loss"]
+    assert known.loc[0].iloc[1:].tolist() != known.loc[1].iloc[1:].tolist()
+    # a second call with a third seed trains only that seed
+    finetune(run, replace(FAST, seeds=(2,)), model, progress=False)
+    assert sorted(run.read_table("dynamics")["seed"].unique()) == [0, 1, 2]
+    evaluate(run, EvalConfig(modes=("zero-shot",), bootstrap=20), model, progress=False)
+    predictions = run.read_table("predictions")
+    adapters = predictions[predictions["set"].notna()]
+    assert sorted(adapters["model"].unique())[:2] == ["ft-known@convergence/seed-0",
+                                                      "ft-known@convergence/seed-1"]
+    assert sorted(adapters["seed"].unique()) == [0, 1, 2]
+    assert predictions.loc[predictions["set"].isna(), "seed"].isna().all()
+    assert (run.read_table("gap")["n_seeds"] == 3).all()
+    accuracy = run.read_table("accuracy")
+    assert set(accuracy["seed"].dropna()) == {0, 1, 2}
+
+
+def test_the_learning_rate_grid_picks_the_best_dev_accuracy_and_trains_with_it(
+        run, tiny_model_dir):
+    from dataclasses import replace
+
+    model = ModelConfig(name=str(tiny_model_dir), dtype="float32")
+    config = replace(FAST, learning_rate_grid=(3e-3, 1e-5), grid_set="ft-known", max_epochs=2)
+    finetune(run, config, model, progress=False)
+    grid = run.read_table("lr_grid")
+    assert grid["learning_rate"].tolist() == [1e-5, 3e-3] and grid["chosen"].sum() == 1
+    best = grid.sort_values(["dev_accuracy", "learning_rate"], ascending=[False, True]).iloc[0]
+    chosen = grid.loc[grid["chosen"]].iloc[0]
+    assert chosen["learning_rate"] == best["learning_rate"]
+    assert grid["early_stop_epoch"].between(1, 2).all() and (grid["epochs"] == 2).all()
+    report = run.manifest()["stages"]["finetune"]["report"]
+    assert report["learning_rate"] == chosen["learning_rate"]
+    # the chosen trial is ft-known's training under seed 0, kept rather than repeated
+    trial = run.path / "lr_grid" / f"lr-{chosen['learning_rate']:g}" / "convergence"
+    from safetensors.torch import load_file
+
+    a = load_file(str(trial / "adapter_model.safetensors"))
+    b = _adapter(run, "ft-known", "convergence")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    dynamics = run.read_table("dynamics")
+    assert sorted(dynamics["set"].unique()) == ["ft-known", "ft-unknown"]
 
 
 class Interrupt(Exception):

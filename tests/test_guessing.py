@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 
 from kgfact.guessing import default_answers, flag_guesses, guess_mix, in_question, prior_baselines
+from tests.test_entityquestions import shared_eq_root  # noqa: F401 (a fixture)
 
 
 def _qa() -> pd.DataFrame:
@@ -98,3 +99,30 @@ def test_prior_baselines():
     assert table.loc["P36", "default_answer"] == "Tokyo"
     assert table.loc["P36", "default_accuracy"] == 0.0
     assert table["n"].to_dict() == {"P36": 2, "P495": 2}
+
+
+@pytest.mark.slow
+def test_entityquestions_p495_knowledge_is_mostly_the_default_answer(tmp_path, shared_eq_root):
+    """Gemma 3 270M on EntityQuestions' country of origin (P495): what SliCK calls known is
+    mostly "United States of America", the model's default answer, which is also the most
+    frequent train answer; the guess flags say so (a reduced SliCK protocol, 60 questions)."""
+    from kgfact.cli import main
+    from kgfact.rundir import RunDir
+
+    path = tmp_path / "eq"
+    assert main(["build", "--entityquestions", str(shared_eq_root), "--run", str(path),
+                 "--relations", "P495,P36", "--ood", "P50", "--max-questions", "80",
+                 "--quiet"]) == 0
+    assert main(["slick", str(path), "--relations", "P495", "--splits", "train",
+                 "--max-questions", "60", "--prompts", "2", "--samples", "2", "--quiet"]) == 0
+    run = RunDir(path)
+    slick = run.read_table("slick")
+    default = default_answers(slick).set_index("relation").loc["P495"]
+    assert default["default_answer"] == "United States of America"
+    assert default["default_share"] > 0.5
+    known = slick[(slick["relation"] == "P495") & (slick["category"] != "Unknown")]
+    assert len(known) >= 20
+    assert (known["guess_kind"] == "default-answer").mean() > 0.5
+    baselines = run.read_table("guess_baselines").set_index("relation").loc["P495"]
+    assert baselines["majority_answer"] == "United States of America"
+    assert baselines["default_accuracy"] > 0.5  # always "USA" is right on most test questions

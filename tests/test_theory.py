@@ -395,6 +395,27 @@ def test_alpha_fit_and_bucket_predictions():
                                                     ("unknown", "A in [0.250, 0.250]")]
 
 
+def test_intervals_resample_training_seeds():
+    # seed 0: FT-Known right and FT-Unknown wrong on every prompted query (gap 1); seed 1: both
+    # right (gap 0). Every query has the same gap under a seed, so a bootstrap over queries
+    # alone would give the interval [1/2, 1/2]; drawing the seeds gives [0, 1].
+    frames = []
+    for seed in (0, 1):
+        p = predictions_frame().assign(seed=seed)
+        prompted = p["mode"] != "zero-shot"
+        p.loc[prompted, "correct"] = (p.loc[prompted, "set"] == "ft-known") | (seed == 1)
+        frames.append(p)
+    preds = pd.concat(frames, ignore_index=True)
+    aug = preds[["prompt_id", "qid"]].drop_duplicates().assign(default=0.5)
+    s = GapStudy(preds, preds[["prompt_id"]].drop_duplicates().assign(prompt=0), SHARE, aug,
+                 pd.DataFrame(columns=["relation", "distance", "hops"]), {},
+                 PredictionConfig(min_bucket=1, n_boot=400), primary="default")
+    table = s.tables()["theory_predictions"]
+    row = table[(table["family"] == "all") & (table["strategy"] == "random")].iloc[0]
+    assert row["measured_gap"] == 0.5 and row["n"] == 8  # 4 queries x 2 seeds
+    assert (row["ci_low"], row["ci_high"]) == (0.0, 1.0)
+
+
 def test_bucket_statistics_exact():
     s = study()
     k = next(k for aug, fam, k, _ in s.buckets if fam == "relation")
