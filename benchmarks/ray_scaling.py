@@ -33,9 +33,9 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from slick_throughput import CONFIG, workload  # noqa: E402  (the same workload, one definition)
 
-from kgfact.distributed import RayBackend
 from kgfact.models import ModelConfig, load_model
 from kgfact.sampling import Generation, KgfactEngine, Request
+from kgfact.sampling.ray import RayBackend
 
 WARMUP = [Request(f"warmup#{i}", f"Q: Warm-up question {i}?\nA: Yes\n\n", "Q: Ready?\nA:")
           for i in range(2)]

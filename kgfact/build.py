@@ -16,7 +16,7 @@ import hashlib
 import json
 import shutil
 from contextlib import suppress
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pandas as pd
@@ -27,7 +27,7 @@ from kgfact.config import check_fields
 from kgfact.errors import KgfactError
 from kgfact.qa import (QA_COLUMNS, QAConfig, build_qa, build_two_hop, drop_ambiguous,
                        drop_leakage, finish, sample_per_group)
-from kgfact.rundir import RunDir
+from kgfact.rundir import RunDir, config_json
 
 STAGE = "build"
 
@@ -36,11 +36,18 @@ STAGE = "build"
 class BuildConfig:
     """Where the facts come from and how they become QA data."""
 
-    qa: QAConfig = field(metadata={"help": "Question building, filters and splits."})
+    qa: QAConfig = field(default_factory=QAConfig, metadata={
+        "help": "Question building, filters and splits."})
     endpoint: str | None = field(default=None, metadata={
-        "help": "SPARQL endpoint URL; None uses the embedded Oxigraph store."})
+        "help": "SPARQL endpoint URL; None uses the embedded Oxigraph store (started if "
+                "it is not running)."})
     entityquestions: str | None = field(default=None, metadata={
-        "help": "Import an EntityQuestions folder instead of querying an endpoint."})
+        "help": "Import an EntityQuestions folder (from its authors, Sciavolino et al. 2021) "
+                "instead of querying an endpoint."})
+    split: str | None = field(default=None, metadata={
+        "help": "Named relation split (slick, geonames) giving the relations when qa names "
+                "none; None = the source's: geonames for the embedded store, slick otherwise "
+                "(for EntityQuestions, the split's relations present in the folder)."})
     page_size: int = field(default=10_000, metadata={"min": 1, "help": "Rows per SPARQL page."})
     max_triples_per_relation: int | None = field(default=None, metadata={"min": 1,
         "help": "Cap on fetched triples per relation (useful on Wikidata)."})
@@ -56,6 +63,61 @@ class BuildConfig:
             raise KgfactError("give either an endpoint or an EntityQuestions folder, not both")
 
 
+def source_name(config: BuildConfig) -> str:
+    """``entityquestions``, ``endpoint`` or ``geonames`` (the embedded store's data)."""
+    return ("entityquestions" if config.entityquestions else
+            "endpoint" if config.endpoint else "geonames")
+
+
+def resolved(config: BuildConfig) -> BuildConfig:
+    """``config`` with its relations filled in from the source's relation split (the
+    ``split`` field's docs) where ``qa`` names none."""
+    from kgfact.relations import SPLITS
+
+    qa = config.qa
+    if qa.in_distribution is not None:
+        return replace(config, qa=replace(qa, out_of_distribution=qa.out_of_distribution or ()))
+    split = SPLITS.get(config.split or ("geonames" if source_name(config) == "geonames"
+                                        else "slick"))
+    in_dist = split.in_distribution
+    ood = (qa.out_of_distribution if qa.out_of_distribution is not None
+           else split.out_of_distribution)
+    if config.entityquestions:
+        from kgfact.data.entityquestions import available_relations
+
+        present = set(available_relations(Path(config.entityquestions)))
+        in_dist = tuple(p for p in in_dist if p in present)
+        ood = tuple(p for p in ood if p in present)
+    return replace(config, qa=replace(qa, in_distribution=in_dist, out_of_distribution=ood))
+
+
+def run_stage(run: RunDir | str | Path, config: BuildConfig, *, progress: bool = True,
+              force: bool = False, cache: bool = True) -> dict:
+    """The build stage (:mod:`kgfact.stages`): starts the embedded store when the build uses it
+    and has work to do, then :func:`build`."""
+    run = RunDir.of(run)
+    if source_name(config) == "geonames" and not (
+            run.stage_status(STAGE) == "complete" and not force):
+        ensure_embedded_store()
+    return build(run, config, force=force, progress=progress,
+                 cache_dir="default" if cache else None)
+
+
+def ensure_embedded_store() -> None:
+    """Start the embedded store unless it is running (saying so on stderr: the first start
+    loads the offline dataset)."""
+    import sys
+
+    from kgfact.data.store import OxigraphStore
+
+    store = OxigraphStore()
+    if store.status() is None:
+        print("kgfact: starting the embedded store (first start loads the offline default "
+              "dataset)", file=sys.stderr)
+        state = store.start()
+        print(f"kgfact: embedded store running at {state['url']}", file=sys.stderr)
+
+
 def build(run: RunDir | str | Path, config: BuildConfig, *, force: bool = False,
           progress: bool = True, cache_dir: Path | None | str = "default") -> dict:
     """Build QA data into ``run``; returns the build report.
@@ -64,10 +126,11 @@ def build(run: RunDir | str | Path, config: BuildConfig, *, force: bool = False,
     different configuration, or an embedded store loaded since, needs ``force=True`` (or another
     run directory). The report's ``source`` names the endpoint and its data version.
     """
-    run = run if isinstance(run, RunDir) else RunDir(run)
+    run = RunDir.of(run)
+    given, config = config, resolved(config)
     manifest = run.manifest()
     previous = manifest.get("stages", {}).get(STAGE, {})
-    same = previous.get("config") == _config_json(config)
+    same = previous.get("config") == config_json(given)
     if previous.get("status") == "complete" and not force:
         if not same:
             raise KgfactError(f"{run.path} was built with a different configuration; "
@@ -79,12 +142,12 @@ def build(run: RunDir | str | Path, config: BuildConfig, *, force: bool = False,
         if all(run.has_table(t) for t in ("triples", "entities", "qa", "qa_two_hop")):
             return {**previous.get("report", {}), "skipped": True}
     checkpoints = None
-    with run.stage(STAGE, _config_json(config), seed=config.qa.seed) as info:
+    with run.stage(STAGE, config_json(given), seed=config.qa.seed) as info:
         if config.entityquestions:
             triples, entities, qa, source_report = _from_entityquestions(config)
         else:
             url, version = _source(config.endpoint)
-            checkpoints = _checkpoint_dir(run, config, version or url)
+            checkpoints = _checkpoint_dir(run, given, version or url)
             endpoint = EndpointConfig(url=url, timeout=config.timeout,
                                       user_agent=config.user_agent, data_version=version)
             if cache_dir != "default":
@@ -115,25 +178,12 @@ def build(run: RunDir | str | Path, config: BuildConfig, *, force: bool = False,
 def _checkpoint_dir(run: RunDir, config: BuildConfig, source: str) -> Path:
     """``checkpoints/build-<key>`` for this configuration and source; checkpoints of any other
     key are removed (they hold another source's or configuration's units)."""
-    spec = json.dumps({"config": _config_json(config), "source": source}, sort_keys=True)
+    spec = json.dumps({"config": config_json(config), "source": source}, sort_keys=True)
     folder = run.path / "checkpoints" / f"{STAGE}-{hashlib.sha256(spec.encode()).hexdigest()[:12]}"
     for stale in folder.parent.glob(f"{STAGE}*"):
         if stale != folder:
             shutil.rmtree(stale, ignore_errors=True)
     return folder
-
-
-def _config_json(config: BuildConfig) -> dict:
-    return _lists(asdict(config))
-
-
-def _lists(value):
-    # JSON has no tuples; compare configs in the form the manifest stores them.
-    if isinstance(value, dict):
-        return {k: _lists(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_lists(v) for v in value]
-    return value
 
 
 def _split_counts(qa: pd.DataFrame) -> dict:

@@ -30,11 +30,8 @@ one of them, with the same final tables (generation is greedy and batch-invarian
 
 from __future__ import annotations
 
-import hashlib
-import json
-import shutil
 import sys
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 
 import pandas as pd
 from tqdm.auto import tqdm
@@ -46,10 +43,10 @@ from kgfact.finetune import CHECKPOINTS, adapter_dir, memorised, trained_sets
 from kgfact.ftsets import read_set
 from kgfact.gap import factuality_gap, gekhman_other_sets, gekhman_regression
 from kgfact.models import ModelConfig
-from kgfact.prompts import (PROMPT_MODES, QUERY, SET_DEPENDENT, STRATEGIES, StepWriter,
+from kgfact.prompts import (IDK, PROMPT_MODES, QUERY, SET_DEPENDENT, STRATEGIES, StepWriter,
                             StrategyContext, exemplar_text, is_abstention, parse_generation)
 from kgfact.qa import sample_per_group, shuffled
-from kgfact.rundir import RunDir, write_parquet
+from kgfact.rundir import Checkpoints, RunDir, config_json
 from kgfact.sampling import Request, SamplingBackend, SamplingConfig, make_backend
 
 STAGE = "evaluate"
@@ -75,7 +72,7 @@ class EvalConfig:
     split: str = field(default="test", metadata={"help": "Split of the queries."})
     max_questions_per_relation: int | None = field(default=200, metadata={"min": 1,
         "help": "Seeded sample of queries per relation; None = all."})
-    idk_answer: str = field(default="I don't know", metadata={
+    idk_answer: str = field(default=IDK, metadata={
         "help": "Answer counted as an abstention."})
     bootstrap: int = field(default=2000, metadata={"min": 1,
         "help": "Bootstrap resamples for CIs."})
@@ -315,14 +312,13 @@ def evaluate(run: RunDir | str, config: EvalConfig | None = None,
 
     Returns the ``accuracy`` table.
     """
-    run = run if isinstance(run, RunDir) else RunDir(run)
+    run = RunDir.of(run)
     config = config or EvalConfig()
     base = model or ModelConfig()
     targets = models_to_evaluate(run, config)
     qs = near_id(queries(run, config), trained_relations(run, targets))
-    spec = json.loads(json.dumps({"evaluate": asdict(config), "model": asdict(base)}))
-    digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
-    checkpoints = run.path / "checkpoints" / f"{STAGE}-{digest}"
+    spec = config_json(evaluate=config, model=base)
+    checkpoints = Checkpoints(run, STAGE, spec)
     builder = PromptBuilder(run, config)
     jobs = [(m, mode, strategy) for m in targets for mode in config.modes
             for strategy in (config.strategies if PROMPT_MODES.get(mode).exemplars
@@ -338,12 +334,12 @@ def evaluate(run: RunDir | str, config: EvalConfig | None = None,
         with bar:
             for m, mode, strategy in jobs:
                 bar.set_postfix(model=m.name, mode=mode)
-                path = checkpoints / f"{m.name}--{mode}--{strategy}.parquet".replace("/", "_")
+                key = f"{m.name}--{mode}--{strategy}"
                 # prompts are rebuilt even for finished jobs: the prompt tables need them
                 for relation in qs["relation"].unique():
                     builder.prompt_ids(mode, strategy, m, relation)
-                if path.exists():
-                    parts.append(pd.read_parquet(path))
+                if (saved := checkpoints.load(key)) is not None:
+                    parts.append(saved)
                     bar.update(len(qs))
                     continue
                 if engine_for != m.name:
@@ -351,7 +347,7 @@ def evaluate(run: RunDir | str, config: EvalConfig | None = None,
                                           label=m.name, **(backend_options or {}))
                     engine_for = m.name
                 part = evaluate_model(engine, m, mode, strategy, qs, builder, config)
-                write_parquet(part, path)
+                checkpoints.save(key, part)
                 parts.append(part)
                 bar.update(len(qs))
         if not any(len(p) for p in parts):
@@ -381,5 +377,15 @@ def evaluate(run: RunDir | str, config: EvalConfig | None = None,
             except KgfactError as exc:  # too few points is a finding, not a failure
                 report["regression"] = str(exc)
         info["report"] = report
-    shutil.rmtree(checkpoints, ignore_errors=True)
+    checkpoints.clear()
     return accuracy
+
+
+def run_stage(run: RunDir | str, config: EvalConfig, *, model: ModelConfig | None = None,
+              backend=None, progress: bool = True, force: bool = False) -> pd.DataFrame:
+    """The evaluation stage (:mod:`kgfact.stages`): :func:`evaluate` with a ``BackendConfig``
+    (a complete evaluation is redone: its work is checkpointed per job, not skipped)."""
+    if backend is None:
+        return evaluate(run, config, model, progress=progress)
+    return evaluate(run, config, model, backend=backend.name, backend_options=backend.options(),
+                    max_batch=backend.max_batch, progress=progress)

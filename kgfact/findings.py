@@ -25,8 +25,7 @@ import numpy as np
 import pandas as pd
 
 from kgfact.errors import KgfactError
-from kgfact.gap import (EXPECTED, GAP_KEYS, NO_PROMPT, crossed_contrast, finding,
-                        paired_cells)
+from kgfact.gap import EXPECTED, NO_PROMPT, crossed_contrast, finding, paired_cells
 from kgfact.rundir import RunDir
 
 # a gap under this is "no practical harm": Gekhman et al. report EARLY_STOP gaps of a few points
@@ -227,7 +226,7 @@ def findings(run: RunDir | str, n_boot: int | None = None, seed: int = 0) -> pd.
 
     ``n_boot`` defaults to the evaluation's ``bootstrap`` setting.
     """
-    run = run if isinstance(run, RunDir) else RunDir(run)
+    run = RunDir.of(run)
     evaluation = (run.manifest().get("stages", {}).get("evaluate", {}).get("config") or {}
                   ).get("evaluate", {})
     strategies = [s for s in evaluation.get("strategies", ["random"]) if s != "none"]

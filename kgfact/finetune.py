@@ -41,7 +41,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -54,15 +54,14 @@ from kgfact.config import check_fields, check_name
 from kgfact.errors import KgfactError
 from kgfact.ftsets import read_set
 from kgfact.models import LoadedModel, ModelConfig, load_model, quiet_peft
+from kgfact.prompts import QUERY, TARGET
 from kgfact.qa import sample_per_group
-from kgfact.rundir import RunDir, atomic_write_text, write_parquet
+from kgfact.rundir import RunDir, atomic_write_text, config_json, write_parquet
 from kgfact.sampling import KgfactEngine, Request, SamplingConfig
 from kgfact.slick import CATEGORIES
 
 STAGE = "finetune"
 CHECKPOINTS = ("early_stop", "convergence")
-PROMPT = "Q: {question}\nA:"
-TARGET = " {answer}\n"
 
 
 @dataclass(frozen=True)
@@ -125,7 +124,7 @@ class Example:
 def encode(tokenizer: Any, question: str, answer: str) -> Example:
     """Token ids of one example, tokenised the way the sampling engine tokenises its prompts."""
     prompt = tokenizer("", add_special_tokens=True)["input_ids"] + tokenizer(
-        PROMPT.format(question=question), add_special_tokens=False)["input_ids"]
+        QUERY.format(question=question), add_special_tokens=False)["input_ids"]
     target = tokenizer(TARGET.format(answer=answer), add_special_tokens=False)["input_ids"]
     return Example(tuple(prompt + target), len(target))
 
@@ -251,7 +250,7 @@ def greedy_answers(engine: KgfactEngine, questions: list[str], max_new_tokens: i
                    ) -> list[str]:
     """Zero-shot greedy answers of ``engine``'s model to ``questions`` (prompt as in training)."""
     engine.clear_prefix_cache()  # the weights changed since the last call
-    requests = [Request(str(i), "", PROMPT.format(question=q)) for i, q in enumerate(questions)]
+    requests = [Request(str(i), "", QUERY.format(question=q)) for i, q in enumerate(questions)]
     config = SamplingConfig(n_samples=0, max_new_tokens=max_new_tokens)
     return [g.greedy.strip() for g in engine.generate(requests, config)]
 
@@ -450,19 +449,15 @@ def finetune(run: RunDir | str, config: FinetuneConfig | None = None,
     """Train an adapter per fine-tuning set and training seed of ``run`` and write the
     ``dynamics`` table (one row per set, seed and epoch).
 
-    Builds the fine-tuning sets first if the run has none (with :class:`FtSetsConfig`
-    defaults). Sets already trained to CONVERGENCE are not trained again.
+    The sets come from the ``ftsets`` stage (``kgfact ftsets``). Sets already trained to
+    CONVERGENCE are not trained again.
     """
-    from kgfact.ftsets import make_ftsets
-
-    run = run if isinstance(run, RunDir) else RunDir(run)
+    run = RunDir.of(run)
     config = config or FinetuneConfig()
     model = model or ModelConfig()
-    if not run.has_table("ftsets"):
-        make_ftsets(run)
-    for name in config.sets:  # a misspelt set is an error now, not after loading the model
+    for name in config.sets:  # a missing set is an error now, not after loading the model
         read_set(run, name)
-    spec = json.loads(json.dumps({"finetune": asdict(config), "model": asdict(model)}))
+    spec = config_json(finetune=config, model=model)
     previous = run.manifest().get("stages", {}).get(STAGE, {}).get("config")
     if previous is not None and previous != spec and (run.path / "adapters").exists():
         _check_compatible(previous, spec)
@@ -497,6 +492,13 @@ def finetune(run: RunDir | str, config: FinetuneConfig | None = None,
                 "train_fit": float(d["train_fit"].iloc[-1])}
             for (name, seed), d in dynamics.groupby(["set", "seed"])}
     return dynamics
+
+
+def run_stage(run: RunDir | str, config: FinetuneConfig, *, model: ModelConfig | None = None,
+              progress: bool = True, force: bool = False) -> pd.DataFrame:
+    """The fine-tuning stage (:mod:`kgfact.stages`): :func:`finetune` (trained sets and seeds
+    are kept: delete ``adapters/`` to retrain)."""
+    return finetune(run, config, model, progress=progress)
 
 
 def _check_compatible(previous: dict, spec: dict) -> None:

@@ -32,12 +32,12 @@ import pandas as pd
 
 from kgfact.config import check_fields, check_name
 from kgfact.errors import KgfactError
+from kgfact.prompts import IDK
 from kgfact.qa import shuffled
-from kgfact.rundir import RunDir
+from kgfact.rundir import RunDir, config_json
 from kgfact.slick import CATEGORIES
 
 STAGE = "ftsets"
-IDK = "I don't know"
 COLUMNS = ["qid", "relation", "subject", "object", "question", "answer", "gold", "aliases",
            "category", "known", "relabelled"]
 
@@ -225,11 +225,9 @@ def index(sets: dict[str, pd.DataFrame]) -> pd.DataFrame:
 
 def make_ftsets(run: RunDir | str, config: FtSetsConfig | None = None) -> pd.DataFrame:
     """Build and save every fine-tuning set of ``run``; returns the index table."""
-    from dataclasses import asdict
-
-    run = run if isinstance(run, RunDir) else RunDir(run)
+    run = RunDir.of(run)
     config = config or FtSetsConfig()
-    with run.stage(STAGE, asdict(config), seed=config.seed) as info:
+    with run.stage(STAGE, config_json(config), seed=config.seed) as info:
         sets = build_sets(train_pool(run, config.relations, config.guesses), config)
         for name, table in sets.items():
             run.write_table(f"ftsets/{name}", table)
@@ -239,6 +237,13 @@ def make_ftsets(run: RunDir | str, config: FtSetsConfig | None = None) -> pd.Dat
     return table
 
 
+def run_stage(run: RunDir | str, config: FtSetsConfig, *, progress: bool = True,
+              force: bool = False) -> pd.DataFrame:
+    """The fine-tuning-sets stage (:mod:`kgfact.stages`): :func:`make_ftsets` (quick: always
+    rebuilt)."""
+    return make_ftsets(run, config)
+
+
 def read_set(run: RunDir, name: str) -> pd.DataFrame:
     """Fine-tuning set ``name`` of ``run`` (one-line error naming the sets there are)."""
     check_name(name, "fine-tuning set")
@@ -246,5 +251,5 @@ def read_set(run: RunDir, name: str) -> pd.DataFrame:
         have = run.read_table("ftsets")["set"].tolist() if run.has_table("ftsets") else []
         raise KgfactError(f"{run.path} has no fine-tuning set {name!r}"
                           + (f" (it has {', '.join(have)})" if have else
-                             ": run 'kgfact finetune' (which builds the sets) first"))
+                             ": run 'kgfact ftsets' first"))
     return run.read_table(f"ftsets/{name}")

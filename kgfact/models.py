@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
+import time
 import warnings
 from dataclasses import dataclass, field
 from functools import cache
@@ -114,6 +116,10 @@ def embedded_model_dir() -> Path:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
+    # a newcomer's first command waits here about a minute: say why, once
+    print(f"kgfact: converting the embedded model (Gemma 3 270M, GGUF) to safetensors in "
+          f"{target}; first use only, about a minute", file=sys.stderr, flush=True)
+    started = time.time()
     gguf = Path(assemble())
     work = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     shutil.rmtree(work, ignore_errors=True)
@@ -135,6 +141,7 @@ def embedded_model_dir() -> Path:
     tokenizer.save_pretrained(work)
     shutil.rmtree(target, ignore_errors=True)
     work.rename(target)  # all or nothing: a crash mid-conversion leaves no half cache
+    print(f"kgfact: model converted in {time.time() - started:.0f} s", file=sys.stderr)
     return target
 
 

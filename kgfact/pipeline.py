@@ -7,23 +7,23 @@ TOML-to-dataclass converter (nested dataclasses, tuples from lists, type checks,
 named with the valid ones).
 
 :func:`run_experiment` runs build -> SliCK -> fine-tuning sets -> LoRA -> evaluation -> theory ->
-report into one run directory. Each step is recorded in the manifest as stage ``run:<step>``
-(the step's config, versions, git hash, timing); the whole run as stage ``run`` (the full config,
-threads, per-step timings). A step is skipped when its ``run:<step>`` record is complete with
-the same config, the stage it wraps is complete and its tables are readable; otherwise it runs
-again and the stage resumes from its own checkpoints (SliCK chunks, fine-tuning epochs,
-evaluation jobs), so a killed run finishes with the same tables as an uninterrupted one.
+report into one run directory, the stages of :data:`kgfact.stages.STAGES` in order. Each step is
+one manifest entry, the stage's own (its config, versions, git hash, timing), to which the run
+adds ``pipeline``: the step's config chained with every earlier step's; the whole run is stage
+``run`` (the full config, threads, per-step timings). A step is skipped when its entry is
+complete under the same chained config and its tables are readable; otherwise it runs again
+and the stage resumes from its own checkpoints (SliCK chunks, fine-tuning epochs, evaluation
+jobs), so a killed run finishes with the same tables as an uninterrupted one.
 """
 
 from __future__ import annotations
 
 import difflib
-import json
 import time
 import tomllib
 import types
 from collections.abc import Callable
-from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
+from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
@@ -34,46 +34,13 @@ from kgfact.evaluate import EvalConfig
 from kgfact.finetune import FinetuneConfig
 from kgfact.ftsets import FtSetsConfig
 from kgfact.models import ModelConfig
-from kgfact.rundir import RunDir
+from kgfact.rundir import RunDir, config_json
+from kgfact.sampling import BackendConfig
 from kgfact.slick import SlickConfig
+from kgfact.stages import STAGES, StageCall
 from kgfact.theory import TheoryConfig
 
 STAGE = "run"
-STEPS = ("build", "slick", "ftsets", "finetune", "evaluate", "theory", "report")
-# tables a complete step must have left readable (evaluate's gap/regression are optional)
-OUTPUTS = {
-    "build": ("triples", "entities", "qa", "qa_two_hop"),
-    "slick": ("slick",),
-    "ftsets": ("ftsets",),
-    "finetune": ("dynamics",),
-    "evaluate": ("predictions", "prompts", "prompt_edges", "accuracy"),
-    "theory": ("theory_metrics", "theory_predictions", "theory_stats", "cot_steps"),
-    "report": (),
-}
-
-
-@dataclass(frozen=True)
-class BackendConfig:
-    """The generation engine SliCK and evaluation use."""
-
-    name: str = field(default="kgfact", metadata={"help": "kgfact, vllm or ray."})
-    address: str | None = field(default=None, metadata={
-        "help": "Ray cluster address (ray only; default: a local Ray instance)."})
-    workers: int | None = field(default=None, metadata={"min": 1,
-        "help": "Ray workers, one model replica each (ray only)."})
-    max_batch: int = field(default=32, metadata={"min": 1, "help": "Prompts prefilled together."})
-    chunk_size: int = field(default=64, metadata={"min": 1,
-        "help": "SliCK questions per checkpoint."})
-
-    def __post_init__(self) -> None:
-        check_fields(self)
-        if self.options() and self.name != "ray":
-            raise KgfactError(f"address and workers are for the ray backend, not {self.name!r}")
-
-    def options(self) -> dict:
-        """``backend_options`` for the stages: the Ray settings that are set."""
-        return {k: v for k, v in (("address", self.address), ("workers", self.workers))
-                if v is not None}
 
 
 @dataclass(frozen=True)
@@ -222,43 +189,33 @@ def load_config(path: str | Path) -> ExperimentConfig:
 
 
 # -- running -----------------------------------------------------------------------------------
-def _jsonable(value: Any) -> Any:
-    # the manifest's JSON form (tuples become lists), so stored and fresh specs compare equal
-    return json.loads(json.dumps(asdict(value) if is_dataclass(value) else value))
-
-
 def step_specs(config: ExperimentConfig) -> dict[str, dict]:
     """What each step depends on: a step is redone when its spec changes."""
-    model, backend = asdict(config.model), asdict(config.backend)
-    specs = {
-        "build": {"build": asdict(config.build)},
-        "slick": {"slick": asdict(config.slick), "model": model, "backend": backend},
-        "ftsets": {"ftsets": asdict(config.ftsets)},
-        "finetune": {"finetune": asdict(config.finetune), "model": model},
-        "evaluate": {"evaluate": asdict(config.evaluate), "model": model, "backend": backend},
-        "theory": {"theory": asdict(config.theory)},
-        "report": {},
-    }
-    # a step is stale when anything before it changed, so each spec includes its predecessors'
     chained, before = {}, {}
-    for name in STEPS:
-        before = {**before, **specs[name]}
-        chained[name] = _jsonable(before)
+    for name in STAGES:
+        stage = STAGES.get(name)
+        own = {name: getattr(config, name)} if stage.config else {}
+        if stage.uses_model:
+            own["model"] = config.model
+        if stage.uses_backend:
+            own["backend"] = config.backend
+        # a step is stale when anything before it changed: each spec includes its predecessors'
+        before = {**before, **own}
+        chained[name] = config_json(before)
     return chained
 
 
 def step_done(run: RunDir, name: str, spec: dict) -> bool:
-    """Whether step ``name`` finished with ``spec`` and left its outputs readable.
+    """Whether step ``name`` finished under ``spec`` (recorded as ``pipeline`` in the stage's
+    manifest entry) and left its outputs readable.
 
     A complete step whose table is damaged raises the table's one-line error (delete it and run
     again) rather than silently redoing work.
     """
-    record = run.manifest().get("stages", {}).get(f"{STAGE}:{name}", {})
-    if record.get("status") != "complete" or record.get("config") != spec:
+    record = run.manifest().get("stages", {}).get(name, {})
+    if record.get("status") != "complete" or record.get("pipeline") != spec:
         return False
-    if name != "report" and run.stage_status(name) != "complete":
-        return False
-    for table in OUTPUTS[name]:
+    for table in STAGES.get(name).writes:
         if not run.has_table(table):
             return False
         run.read_table(table)
@@ -282,53 +239,28 @@ def run_experiment(run: RunDir | str | Path, config: ExperimentConfig, *,
     manifest's ``run`` stage keeps the seconds each step took when it last ran. ``log``
     receives one line per step.
     """
-    run = run if isinstance(run, RunDir) else RunDir(run)
+    run = RunDir.of(run)
     if config.threads is not None:
         import torch
 
         torch.set_num_threads(config.threads)
     specs = step_specs(config)
-    actions = _actions(run, config, progress)
+    call = StageCall(model=config.model, backend=config.backend, progress=progress)
     timings: dict[str, float | None] = {}
-    with run.stage(STAGE, _jsonable(config)) as info:
-        for name in STEPS:
+    with run.stage(STAGE, config_json(config)) as info:
+        for name in STAGES:
             if step_done(run, name, specs[name]):
                 timings[name] = None
                 log(f"{name}: complete, skipped")
                 continue
+            stage = STAGES.get(name)
             started = time.time()
-            with run.stage(f"{STAGE}:{name}", specs[name]):
-                actions[name]()
+            stage.run(run, getattr(config, name, None), **call.options(stage))
+            run.annotate(name, pipeline=specs[name])
             timings[name] = round(time.time() - started, 3)
             log(f"{name}: done in {timings[name]:.0f} s")
         # what each step took when it ran, so a resumed or repeated run keeps the record
         stages = run.manifest()["stages"]
-        info["timings"] = {n: stages[f"{STAGE}:{n}"].get("seconds") for n in STEPS}
+        info["timings"] = {n: stages[n].get("seconds") for n in STAGES}
         info["skipped"] = [n for n, t in timings.items() if t is None]
     return timings
-
-
-def _actions(run: RunDir, config: ExperimentConfig, progress: bool) -> dict[str, Callable]:
-    from kgfact.build import build
-    from kgfact.evaluate import evaluate
-    from kgfact.finetune import finetune
-    from kgfact.ftsets import make_ftsets
-    from kgfact.report import write_report
-    from kgfact.slick import run_slick
-    from kgfact.theory import run_theory
-
-    backend = config.backend
-    return {
-        "build": lambda: build(run, config.build, progress=progress),
-        "slick": lambda: run_slick(run, config.slick, config.model, backend=backend.name,
-                                   backend_options=backend.options(),
-                                   chunk_size=backend.chunk_size, max_batch=backend.max_batch,
-                                   progress=progress),
-        "ftsets": lambda: make_ftsets(run, config.ftsets),
-        "finetune": lambda: finetune(run, config.finetune, config.model, progress=progress),
-        "evaluate": lambda: evaluate(run, config.evaluate, config.model, backend=backend.name,
-                                     backend_options=backend.options(),
-                                     max_batch=backend.max_batch, progress=progress),
-        "theory": lambda: run_theory(run, config.theory),
-        "report": lambda: write_report(run),
-    }

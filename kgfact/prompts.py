@@ -39,7 +39,11 @@ from kgfact.answers import extract_answer, normalize
 from kgfact.registry import Registry
 from kgfact.relations import RELATIONS
 
+# the one home of the prompt format every stage writes (SliCK, fine-tuning, evaluation)
 QUERY = "Q: {question}\nA:"
+EXEMPLAR = QUERY + " {answer}\n\n"  # a few-shot exemplar: the query, its answer, a blank line
+TARGET = " {answer}\n"  # what fine-tuning teaches after QUERY (the newline ends the answer)
+IDK = "I don't know"  # the abstention: relabelled answers and what evaluation counts as one
 ANSWER_CUE = "So the answer is"
 _FINAL = re.compile(rf"{ANSWER_CUE}\s*(.*)$", re.IGNORECASE)
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
@@ -163,7 +167,7 @@ class StepWriter:
 def exemplar_text(question: str, answer: str, steps: str | None = None) -> str:
     """One exemplar; ``steps`` (CoT) come before ``So the answer is``."""
     if steps is None:
-        return f"{QUERY.format(question=question)} {answer}\n\n"
+        return EXEMPLAR.format(question=question, answer=answer)
     reasoning = f"{steps} " if steps else ""
     return f"{QUERY.format(question=question)} {reasoning}{ANSWER_CUE} {answer}.\n\n"
 

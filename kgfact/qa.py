@@ -46,10 +46,12 @@ LeakageRule = Literal["test_subjects", "test_entities", "none"]
 class QAConfig:
     """How questions are made, filtered and split."""
 
-    in_distribution: tuple[str, ...] = field(metadata={"nonempty": True,
-        "help": "Relations with train/dev/test splits (used for fine-tuning)."})
-    out_of_distribution: tuple[str, ...] = field(default=(), metadata={
-        "help": "Test-only relations (dev/test splits; dev gives few-shot exemplars)."})
+    in_distribution: tuple[str, ...] | None = field(default=None, metadata={"nonempty": True,
+        "help": "Relations with train/dev/test splits (used for fine-tuning); None = the "
+                "build's relation split."})
+    out_of_distribution: tuple[str, ...] | None = field(default=None, metadata={
+        "help": "Test-only relations (dev/test splits; dev gives few-shot exemplars); None = "
+                "the build's relation split when in_distribution is None too, else none."})
     train_fraction: float = field(default=0.8, metadata={"min": 0, "max": 1,
         "help": "Share of an in-distribution relation's questions in train."})
     dev_fraction: float = field(default=0.1, metadata={"min": 0, "max": 1,
@@ -64,8 +66,8 @@ class QAConfig:
 
     def __post_init__(self) -> None:
         check_fields(self)
-        get_relations([*self.in_distribution, *self.out_of_distribution])
-        both = set(self.in_distribution) & set(self.out_of_distribution)
+        get_relations([*(self.in_distribution or ()), *(self.out_of_distribution or ())])
+        both = set(self.in_distribution or ()) & set(self.out_of_distribution or ())
         if both:
             raise KgfactError(f"relations cannot be both in and out of distribution: "
                               f"{', '.join(sorted(both))}")
@@ -74,7 +76,7 @@ class QAConfig:
 
     @property
     def relations(self) -> tuple[str, ...]:
-        return (*self.in_distribution, *self.out_of_distribution)
+        return (*(self.in_distribution or ()), *(self.out_of_distribution or ()))
 
 
 def _rng(seed: int, *names: str) -> np.random.Generator:

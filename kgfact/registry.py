@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterator
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from kgfact.errors import KgfactError
 
@@ -76,3 +76,12 @@ class Registry(Generic[T]):
     def names(self) -> list[str]:
         """Registered names in registration order."""
         return list(self._items)
+
+
+def load_target(target: str) -> Any:
+    """The attribute that ``"module:attribute"`` names, its module imported on first use (lazy
+    registrations, as rdflib's plugins: a backend class, a stage's config or runner)."""
+    import importlib
+
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)

@@ -23,9 +23,12 @@ import numpy as np
 import pandas as pd
 
 from kgfact.errors import KgfactError
+from kgfact.markdown import markdown_table
 from kgfact.rundir import RunDir, atomic_write_text
 from kgfact.slick import CATEGORIES
+from kgfact.stages import STAGES
 
+STAGE = "report"
 REPORT_FILES = ("report.html", "report.md")
 FIGURE_DIR = "report"
 
@@ -40,7 +43,7 @@ def _subplots(*grid: int, figsize: tuple[float, float], **kw):
 
 
 def _run(run: RunDir | str | Path) -> RunDir:
-    run = run if isinstance(run, RunDir) else RunDir(run)
+    run = RunDir.of(run)
     if not run.manifest_path.exists():
         raise KgfactError(f"{run.path} is not a kgfact run (no manifest.json)")
     return run
@@ -384,13 +387,7 @@ def _fmt(value) -> str:
 
 
 def _md_table(df: pd.DataFrame) -> str:
-    df = df.copy()
-    df.columns = [" ".join(map(str, c)).strip() if isinstance(c, tuple) else str(c)
-                  for c in df.columns]
-    lines = ["| " + " | ".join(df.columns) + " |", "|" + " --- |" * len(df.columns)]
-    lines += ["| " + " | ".join(_fmt(v) for v in row) + " |"
-              for row in df.itertuples(index=False)]
-    return "\n".join(lines)
+    return markdown_table(df, _fmt)
 
 
 def _html_table(df: pd.DataFrame) -> str:
@@ -414,10 +411,8 @@ def render(run: RunDir) -> list[Section]:
 def _header(run: RunDir) -> tuple[str, list[tuple[str, str]]]:
     manifest = run.manifest()
     stages = manifest.get("stages", {})
-    from kgfact.pipeline import STAGE, STEPS
-
-    timings = [(step, _step_time(step, info)) for step in STEPS
-               if (info := stages.get(f"{STAGE}:{step}"))]
+    timings = [(step, _step_time(step, info)) for step in STAGES
+               if (info := stages.get(step))]
     model = (stages.get("slick", {}).get("config", {}) or {}).get("model", {}).get("name", "?")
     git = next((i.get("git") for i in stages.values() if i.get("git")), None)
     title = f"kgfact report: {run.path.name} (model {model}, git {str(git)[:10]})"
@@ -438,8 +433,19 @@ def write_report(run: RunDir | str | Path) -> list[Path]:
     from kgfact.findings import findings
 
     run = _run(run)
-    if run.has_table("predictions"):
-        run.write_table("findings", findings(run))
+    with run.stage(STAGE, {}):
+        if run.has_table("predictions"):
+            run.write_table("findings", findings(run))
+        return _write_pages(run)
+
+
+def run_stage(run: RunDir | str | Path, config: None = None, *, progress: bool = True,
+              force: bool = False) -> list[Path]:
+    """The report stage (:mod:`kgfact.stages`): :func:`write_report`."""
+    return write_report(run)
+
+
+def _write_pages(run: RunDir) -> list[Path]:
     sections = render(run)
     title, timings = _header(run)
     fig_dir = run.path / FIGURE_DIR

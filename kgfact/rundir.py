@@ -92,6 +92,47 @@ def _jsonable(value: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
+def config_json(*parts: Any, **named: Any) -> Any:
+    """A config (dataclass, dict, tuple...) in the JSON form the manifest stores, so a stored
+    and a fresh config compare equal: ``config_json(cfg)`` or ``config_json(slick=cfg,
+    model=model)`` for a dict of several."""
+    value = parts[0] if parts and not named else named
+    return json.loads(json.dumps(value, default=_jsonable))
+
+
+class Checkpoints:
+    """Finished pieces of a stage's work, kept until the stage completes.
+
+    A stage that works through chunks (SliCK's question chunks, evaluation's model/mode jobs)
+    saves each piece as it finishes; a killed stage resumes with the saved ones. The folder is
+    keyed by a digest of the stage's config, so pieces of another configuration are never mixed
+    in.
+    """
+
+    def __init__(self, run: RunDir, stage: str, spec: Any) -> None:
+        import hashlib
+
+        digest = hashlib.sha256(json.dumps(config_json(spec), sort_keys=True).encode())
+        self.path = run.path / "checkpoints" / f"{stage}-{digest.hexdigest()[:12]}"
+
+    def _file(self, key: str) -> Path:
+        return self.path / f"{key.replace('/', '_')}.parquet"
+
+    def load(self, key: str) -> pd.DataFrame | None:
+        """The saved piece ``key``, or None if it has not finished."""
+        path = self._file(key)
+        return pd.read_parquet(path) if path.exists() else None
+
+    def save(self, key: str, piece: pd.DataFrame) -> None:
+        write_parquet(piece, self._file(key))
+
+    def clear(self) -> None:
+        """Drop every piece (the stage's tables now hold them)."""
+        import shutil
+
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
 class RunDir:
     """A run directory and its manifest.
 
@@ -105,6 +146,11 @@ class RunDir:
         self.path = Path(path)
         if self.path.exists() and not self.path.is_dir():
             raise KgfactError(f"{self.path} is a file, not a run directory")
+
+    @classmethod
+    def of(cls, run: RunDir | str | os.PathLike[str]) -> RunDir:
+        """``run`` as a :class:`RunDir` (a path is wrapped, a RunDir returned as it is)."""
+        return run if isinstance(run, RunDir) else cls(run)
 
     def create(self) -> RunDir:
         """Make the directory now (a one-line error if it cannot be), so a command finds out
@@ -143,7 +189,8 @@ class RunDir:
         atomic_write_text(self.manifest_path, text + "\n")
 
     @contextmanager
-    def stage(self, name: str, config: Any, seed: int | list[int] | None = None) -> Iterator[dict[str, Any]]:
+    def stage(self, name: str, config: Any, seed: int | list[int] | None = None
+              ) -> Iterator[dict[str, Any]]:
         """Record a stage: config, seed, versions, git hash, timing and outcome.
 
         The body receives a dict it may fill with results to keep in the manifest (counts,
@@ -169,6 +216,13 @@ class RunDir:
             status="complete", finished=_now(), seconds=round(time.time() - started, 3), **info)
         self._write_manifest(manifest)
 
+    def annotate(self, name: str, **values: Any) -> None:
+        """Add ``values`` to stage ``name``'s manifest entry (the pipeline records there the
+        chained config the stage ran under)."""
+        manifest = self.manifest()
+        manifest["stages"].setdefault(name, {}).update(values)
+        self._write_manifest(manifest)
+
     def stage_status(self, name: str) -> str | None:
         """``'complete'``, ``'running'``, ``'failed'`` or ``None`` if the stage never ran."""
         return self.manifest().get("stages", {}).get(name, {}).get("status")
@@ -183,17 +237,31 @@ class RunDir:
         write_parquet(df, path)
         return path
 
-    def read_table(self, name: str) -> pd.DataFrame:
-        """Read table ``name``; a missing table is a one-line error naming the stage to run."""
+    def read_table(self, name: str, check_columns: bool = False) -> pd.DataFrame:
+        """Read table ``name``; a missing table is a one-line error naming the stage to run.
+
+        ``check_columns`` also requires the columns :data:`kgfact.stages.COLUMNS` lists for it.
+        """
         path = self.table_path(name)
         if not path.exists():
-            raise KgfactError(f"{path} does not exist: run the stage that writes {name!r} first "
-                              f"(e.g. 'kgfact build --run {self.path}')")
+            from kgfact.stages import writer_of
+
+            stage = writer_of(name)
+            hint = (f"run 'kgfact {stage.name}' first, the stage that writes it" if stage
+                    else "no stage writes it")
+            raise KgfactError(f"{path} does not exist: {hint}")
         try:
-            return pd.read_parquet(path)
+            table = pd.read_parquet(path)
         except Exception as exc:  # pyarrow raises several types for damaged files
             raise KgfactError(f"{path} cannot be read ({exc.__class__.__name__}: {exc}); "
                               "delete it and re-run its stage") from None
+        if check_columns:
+            from kgfact.stages import COLUMNS
+
+            missing = [c for c in COLUMNS.get(name, ()) if c not in table.columns]
+            if missing:
+                raise KgfactError(f"{path} has no {', '.join(missing)} column(s)")
+        return table
 
     def has_table(self, name: str) -> bool:
         return self.table_path(name).exists()

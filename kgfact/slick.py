@@ -23,12 +23,10 @@ the question, and the ``guess_baselines`` table gives each relation's accuracy w
 
 from __future__ import annotations
 
-import hashlib
-import json
-import shutil
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -39,8 +37,9 @@ from kgfact.config import check_fields
 from kgfact.errors import KgfactError
 from kgfact.guessing import flag_guesses, prior_baselines
 from kgfact.models import ModelConfig
+from kgfact.prompts import EXEMPLAR, QUERY
 from kgfact.qa import shuffled
-from kgfact.rundir import RunDir, write_parquet
+from kgfact.rundir import Checkpoints, RunDir, config_json
 from kgfact.sampling import (Request, SamplingBackend, SamplingConfig, make_backend,
                              recorded_backend)
 
@@ -57,9 +56,9 @@ class SlickConfig:
     shots: int = field(default=4, metadata={"min": 0,
         "help": "Exemplars per prompt (same relation)."})
     exemplar_split: str = field(default="dev", metadata={"help": "Split exemplars come from."})
-    exemplar_template: str = field(default="Q: {question}\nA: {answer}\n\n", metadata={
+    exemplar_template: str = field(default=EXEMPLAR, metadata={
         "help": "How one exemplar is written ({question}, {answer})."})
-    query_template: str = field(default="Q: {question}\nA:", metadata={
+    query_template: str = field(default=QUERY, metadata={
         "help": "How the question is asked after the exemplars ({question})."})
     sampling: SamplingConfig = field(default_factory=SamplingConfig, metadata={
         "help": "Greedy + samples per prompt (16 at T=0.5, top-k 40)."})
@@ -186,11 +185,6 @@ def select_questions(qa: pd.DataFrame, config: SlickConfig) -> tuple[pd.DataFram
     return questions, skipped, sets
 
 
-def _config_json(config: SlickConfig, model: ModelConfig, backend: str) -> dict:
-    return json.loads(json.dumps({"slick": asdict(config), "model": asdict(model),
-                                  "backend": backend}))
-
-
 def run_slick(run: RunDir | str | Path, config: SlickConfig, model: ModelConfig | None = None,
               *, backend: str | SamplingBackend = "kgfact", chunk_size: int = 64,
               max_batch: int = 32, backend_options: dict | None = None, force: bool = False,
@@ -207,9 +201,9 @@ def run_slick(run: RunDir | str | Path, config: SlickConfig, model: ModelConfig 
     resumed on another backend with identical answers; where it ran is kept under
     ``execution`` in the stage's manifest entry.
     """
-    run = run if isinstance(run, RunDir) else RunDir(run)
+    run = RunDir.of(run)
     model = model or ModelConfig()
-    spec = _config_json(config, model, recorded_backend(backend))
+    spec = config_json(slick=config, model=model, backend=recorded_backend(backend))
     previous = run.manifest().get("stages", {}).get(STAGE, {})
     if previous.get("status") == "complete" and not force and run.has_table("slick"):
         if previous.get("config") == spec:
@@ -218,8 +212,7 @@ def run_slick(run: RunDir | str | Path, config: SlickConfig, model: ModelConfig 
                           "use --force to replace them")
     qa = run.read_table("qa")
     questions, skipped, sets = select_questions(qa, config)
-    digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
-    checkpoints = run.path / "checkpoints" / f"{STAGE}-{digest}"
+    checkpoints = Checkpoints(run, STAGE, spec)
     with run.stage(STAGE, spec, seed=config.seed) as info:
         engine = make_backend(backend, model, max_batch, **(backend_options or {}))
         info["execution"] = {"backend": backend if isinstance(backend, str)
@@ -230,10 +223,10 @@ def run_slick(run: RunDir | str | Path, config: SlickConfig, model: ModelConfig 
                    file=sys.stderr, dynamic_ncols=True)
         with bar:
             for start in chunks:
-                path = checkpoints / f"part-{start // chunk_size:06d}.parquet"
+                key = f"part-{start // chunk_size:06d}"
                 chunk = questions.iloc[start:start + chunk_size]
-                if path.exists():
-                    parts.append(pd.read_parquet(path))
+                if (saved := checkpoints.load(key)) is not None:
+                    parts.append(saved)
                     bar.update(len(chunk))
                     continue
                 requests = build_requests(chunk, qa, sets, config)
@@ -245,7 +238,7 @@ def run_slick(run: RunDir | str | Path, config: SlickConfig, model: ModelConfig 
                         bar.update(1)
                 engine.generate(requests, config.sampling, on_done=on_done)
                 part = score(chunk, done, config)
-                write_parquet(part, path)
+                checkpoints.save(key, part)
                 parts.append(part)
         table = flag_guesses(pd.concat(parts, ignore_index=True), qa)
         run.write_table("slick", table)
@@ -258,6 +251,16 @@ def run_slick(run: RunDir | str | Path, config: SlickConfig, model: ModelConfig 
             "known_guesses": int((table["guess"] & (table["category"] != "Unknown")).sum()),
             "generations": len(table) * config.n_prompts * (config.sampling.n_samples + 1),
         }
-    shutil.rmtree(checkpoints, ignore_errors=True)
+    checkpoints.clear()
     return run.read_table("slick")  # in the form every later reader sees
+
+
+def run_stage(run: RunDir | str | Path, config: SlickConfig, *, model: ModelConfig | None = None,
+              backend: Any = None, progress: bool = True, force: bool = False) -> pd.DataFrame:
+    """The SliCK stage (:mod:`kgfact.stages`): :func:`run_slick` with a ``BackendConfig``."""
+    if backend is None:
+        return run_slick(run, config, model, force=force, progress=progress)
+    return run_slick(run, config, model, backend=backend.name,
+                     backend_options=backend.options(), chunk_size=backend.chunk_size,
+                     max_batch=backend.max_batch, force=force, progress=progress)
 

@@ -75,7 +75,7 @@ class KillsWorkerZero:
 @pytest.mark.slow
 def test_a_worker_killed_mid_run_loses_and_duplicates_nothing(tmp_path, mini_qa,
                                                               tiny_model_dir):
-    from kgfact.distributed import RayBackend
+    from kgfact.sampling.ray import RayBackend
 
     model = ModelConfig(name=str(tiny_model_dir))
     local = run_slick(make_run(tmp_path / "local", mini_qa), CONFIG, model, progress=False)
@@ -111,7 +111,7 @@ def test_each_new_backend_replaces_the_last_and_ray_stops_with_the_live_one(tmp_
     holding the two CPUs, the second's could never start and this test would hang."""
     from dataclasses import replace
 
-    from kgfact.distributed import RayBackend
+    from kgfact.sampling.ray import RayBackend
     from tests.tinymodel import make_tiny_adapter
 
     model = ModelConfig(name=str(tiny_model_dir))

@@ -524,7 +524,11 @@ def test_controls_are_registered_with_predictions():
     assert isinstance(c, Control) and (c.treatment, c.baseline, c.expected) == ("known",
                                                                                 "unknown", "<")
     assert sorted(CONTROLS.names()) == ["from-d-vs-disjoint", "known-vs-unknown",
-                                        "neighbourhood-vs-random", "same-vs-other-relation"]
+                                        "same-vs-other-relation"]
+    from kgfact.prompts import STRATEGIES
+
+    for name in CONTROLS:  # every control names strategies evaluation can run
+        assert {CONTROLS.get(name).treatment, CONTROLS.get(name).baseline} <= set(STRATEGIES)
 
 
 # -- the stage and its command -----------------------------------------------------------------

@@ -11,6 +11,7 @@ shows whether the pair really moved only its own metric.
 
 from __future__ import annotations
 
+from kgfact.prompts import STRATEGIES
 from kgfact.registry import Registry
 from kgfact.theory.predict import Control
 
@@ -24,6 +25,7 @@ CONTROLS.register("same-vs-other-relation", Control(
 CONTROLS.register("from-d-vs-disjoint", Control(
     "from-ft", "disjoint", "ft_overlap_kn, ft_overlap_unk, entity_overlap", "=",
     "A does not depend on overlap with D, so the theory predicts no difference"))
-CONTROLS.register("neighbourhood-vs-random", Control(
-    "neighbourhood", "random", "query_neighbourhood_overlap", "=",
-    "A does not depend on the query's neighbourhood, so the theory predicts no difference"))
+# a control must name strategies evaluation has: one naming none would silently give no rows
+for _name in CONTROLS:
+    for _strategy in (CONTROLS.get(_name).treatment, CONTROLS.get(_name).baseline):
+        STRATEGIES.get(_strategy)

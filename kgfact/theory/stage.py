@@ -16,6 +16,7 @@ import pandas as pd
 
 from kgfact.config import check_fields
 from kgfact.errors import KgfactError
+from kgfact.markdown import markdown_table
 from kgfact.rundir import RunDir, atomic_write_text
 from kgfact.theory.controls import CONTROLS
 from kgfact.theory.graphs import TRIPLE, FineTuningSet, ModelKnowledge, flag_edges
@@ -25,16 +26,6 @@ from kgfact.theory.steps import STATUSES, StepParser, verify_steps
 
 STAGE = "theory"
 REPORT = "theory_report.md"
-_COLUMNS = {
-    "prompts": ["prompt_id", "set", "mode", "strategy", "relation", "prompt"],
-    "prompt_edges": ["prompt_id", "source", *TRIPLE],
-    "predictions": ["model", "set", "checkpoint", "mode", "strategy", "prompt_id", "qid",
-                    "relation", "distribution", "category", "cot_steps", "correct"],
-    "ftsets": ["set", "unknown_share"],
-}
-
-_WRITER = {"slick": "slick", "ftsets": "ftsets", "prompts": "evaluate",
-           "prompt_edges": "evaluate", "predictions": "evaluate"}
 
 
 @dataclass(frozen=True)
@@ -62,14 +53,7 @@ class TheoryConfig:
 
 
 def _read(run: RunDir, name: str) -> pd.DataFrame:
-    if not run.has_table(name) and name in _WRITER:
-        raise KgfactError(f"{run.table_path(name)} does not exist: run "
-                          f"'kgfact {_WRITER[name]} {run.path}' first")
-    table = run.read_table(name)
-    missing = [c for c in _COLUMNS.get(name, ()) if c not in table.columns]
-    if missing:
-        raise KgfactError(f"{run.table_path(name)} has no {', '.join(missing)} column(s)")
-    return table
+    return run.read_table(name, check_columns=True)
 
 
 def run_theory(run: RunDir | str | Path, config: TheoryConfig = TheoryConfig()
@@ -80,7 +64,7 @@ def run_theory(run: RunDir | str | Path, config: TheoryConfig = TheoryConfig()
     base model (``set`` missing) against the union of the FT-Known and FT-Unknown sets, the two
     models whose gap the theory predicts.
     """
-    run = run if isinstance(run, RunDir) else RunDir(run)
+    run = RunDir.of(run)
     if not run.manifest_path.exists():
         raise KgfactError(f"{run.path} is not a kgfact run (no manifest.json)")
     pcfg = config.prediction
@@ -188,10 +172,7 @@ def _ci(point: float, low: float, high: float) -> str:
 
 
 def _markdown_table(df: pd.DataFrame) -> str:
-    lines = ["| " + " | ".join(df.columns) + " |", "|" + " --- |" * len(df.columns)]
-    lines += ["| " + " | ".join(_cell(v) for v in row) + " |"
-              for row in df.itertuples(index=False)]
-    return "\n".join(lines)
+    return markdown_table(df, _cell)
 
 
 def report_markdown(tables: dict[str, pd.DataFrame], config: TheoryConfig) -> str:
@@ -207,7 +188,8 @@ def report_markdown(tables: dict[str, pd.DataFrame], config: TheoryConfig) -> st
     ood = ood[ood["mode"] == "zero-shot"]
     parts = [
         "# Theory: predicted vs measured factuality gaps",
-        f"Intervals: {level} cluster bootstrap over test queries "
+        f"Intervals: {level} crossed bootstrap over training seeds, exemplar sets and test "
+        "queries "
         f"({config.prediction.n_boot} replicates, seed {config.prediction.seed}).",
         "## Fit of α on zero-shot in-distribution accuracy",
         _markdown_table(pd.DataFrame({
@@ -247,3 +229,9 @@ def report_markdown(tables: dict[str, pd.DataFrame], config: TheoryConfig) -> st
                         .reindex(columns=list(STATUSES), fill_value=0).reset_index()),
     ]
     return "\n\n".join(parts) + "\n"
+
+
+def run_stage(run: RunDir | str | Path, config: TheoryConfig, *, progress: bool = True,
+              force: bool = False) -> dict[str, pd.DataFrame]:
+    """The theory stage (:mod:`kgfact.stages`): :func:`run_theory`."""
+    return run_theory(run, config)

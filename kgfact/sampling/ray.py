@@ -22,6 +22,10 @@ Answers are identical to the local engine's: samples are seeded per (seed, key, 
 engine is batch-invariant, so which worker answers a request, and beside which others, changes
 nothing. Stages therefore record this backend as ``"kgfact"`` (:attr:`RayBackend.answers_from`):
 a run started locally can be resumed on Ray and the reverse.
+
+The backend is registered by name only (``"ray"`` in :data:`kgfact.sampling.BACKENDS`), so this
+module, and Ray with it, is imported when a Ray backend is first started, never by importing
+:mod:`kgfact.sampling`.
 """
 
 from __future__ import annotations
@@ -36,7 +40,8 @@ from typing import Any
 
 from kgfact.errors import KgfactError
 from kgfact.models import ModelConfig
-from kgfact.sampling import Generation, Request, SamplingConfig
+from kgfact.sampling.base import Generation, Request, SamplingConfig
+from kgfact.sampling.engine import KgfactEngine
 
 # tasks queued on each worker, so it starts its next shard while the driver takes in the last
 _PIPELINE = 2
@@ -63,8 +68,6 @@ class _Worker:
     def load(self) -> tuple[int, str | None]:
         """Load the model if not yet loaded; returns the worker's process id and the adapter
         its engine serves."""
-        from kgfact.sampling import KgfactEngine
-
         if self.engine is None:
             self.engine = KgfactEngine.from_config(self.model, max_batch=self.max_batch)
         return os.getpid(), self.engine.adapter
