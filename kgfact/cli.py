@@ -205,12 +205,20 @@ def cmd_stage(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tables_of(run, stage: str) -> str:
+    """The tables ``stage`` wrote to ``run`` (by the stage registry)."""
+    from kgfact.stages import STAGES
+
+    entry = STAGES.get(stage)
+    return ", ".join(t for t in entry.writes + entry.optional if run.has_table(t))
+
+
 def _built(run, report: dict) -> None:
     questions = report.get("questions", {})
     total = sum(sum(s.values()) for s in questions.values())
     verb = "already built" if report.get("skipped") else "built"
     print(f"{verb} {run.path}: {total} questions over {len(questions)} relations "
-          f"(tables: triples, entities, qa, qa_two_hop; report: kgfact info {run.path})")
+          f"(tables: {_tables_of(run, 'build')}; report: kgfact info {run.path})")
 
 
 def _categorised(run, table) -> None:
@@ -242,7 +250,7 @@ def _evaluated(run, accuracy) -> None:
             print(f"  {row.mode:9} {row.strategy:14} {row.distribution:7} {row.checkpoint:11} "
                   f"{row.gap:+.3f} [{row.ci_low:+.3f}, {row.ci_high:+.3f}] (n={row.n}, "
                   f"{row.finding})")
-    print(f"tables in {run.path}: predictions, accuracy, gap, regression, prompts, prompt_edges")
+    print(f"tables in {run.path}: {_tables_of(run, 'evaluate')}")
 
 
 def _theorised(run, tables) -> None:
