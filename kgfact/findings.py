@@ -198,7 +198,9 @@ CLAIMS = (
 
 def caveats(run: RunDir, checkpoint: str | None) -> str:
     """Recipe artefacts at ``checkpoint``: CONVERGENCE imposed by the epoch limit, and models
-    whose predictions are mostly their own training answers (memorised-answer rate)."""
+    whose *wrong* zero-shot in-distribution answers are mostly their own training answers
+    (collapse onto the training set; right answers are left out because on a closed answer
+    set, such as US states, a right answer is often a training answer too)."""
     if checkpoint is None or not run.has_table("dynamics"):
         return ""
     dyn = run.read_table("dynamics")
@@ -210,14 +212,17 @@ def caveats(run: RunDir, checkpoint: str | None) -> str:
                               for r in limited.itertuples())
             notes.append(f"CONVERGENCE imposed by the epoch limit before the set was fitted "
                          f"for {pairs}")
-    flag = dyn[dyn[checkpoint].astype(bool)] if checkpoint in dyn else dyn.iloc[:0]
-    if "memorised_rate" in flag:
-        high = flag[flag["memorised_rate"] > 0.5]
+    p = run.read_table("predictions") if run.has_table("predictions") else None
+    if p is not None and "memorised" in p:
+        wrong = p[(p["checkpoint"] == checkpoint) & (p["mode"] == "zero-shot")
+                  & (p["distribution"] == "id") & ~p["correct"].astype(bool)]
+        rate = wrong.groupby(["set", "seed"] if "seed" in wrong else ["set"])["memorised"].mean()
+        high = rate[rate > 0.5]
         if len(high):
-            notes.append("memorised-answer rate above 0.5 (the model answers new questions "
-                         "with its own training answers) for "
-                         + ", ".join(f"{r.set}/seed-{getattr(r, 'seed', 0)} "
-                                     f"({r.memorised_rate:.2f})" for r in high.itertuples()))
+            notes.append("more than half of the wrong answers are the model's own training "
+                         "answers (collapse onto the training set) for " + ", ".join(
+                             f"{'/seed-'.join(map(str, k)) if isinstance(k, tuple) else k} "
+                             f"({v:.2f})" for k, v in high.items()))
     return "; ".join(notes)
 
 

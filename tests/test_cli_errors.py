@@ -237,3 +237,50 @@ def test_generated_configs(capsys, text):
         code, err = run_cli(capsys, ["run", str(config), "--run", str(Path(tmp) / "run"),
                                      "--quiet"])
     assert_one_error(code, err)  # the dead endpoint fails every config that is valid
+
+
+def test_every_config_field_is_a_flag_of_its_command():
+    """Flags come from the config dataclasses: every field (nested ones by their path) is
+    reachable, with its default left to the dataclass."""
+    from dataclasses import fields, is_dataclass
+    from typing import get_args, get_type_hints
+
+    from kgfact.cli import _SEP, parser
+    from kgfact.models import ModelConfig
+    from kgfact.sampling import BackendConfig
+    from kgfact.stages import STAGES
+
+    def paths(cls, prefix=""):
+        for f in fields(cls):
+            tp = get_type_hints(cls)[f.name]
+            inner = [a for a in get_args(tp) if a is not type(None)] or [tp]
+            if is_dataclass(inner[0]):
+                yield from paths(inner[0], f"{prefix}{f.name}.")
+            else:
+                yield prefix + f.name
+
+    commands = {a.dest: a for a in parser()._subparsers._group_actions}["command"].choices
+    for name in STAGES:
+        stage = STAGES.get(name)
+        dests = {a.dest for a in commands[name]._actions}
+        want = {f"{name}{_SEP}{p}" for p in paths(stage.config_class())} if stage.config else set()
+        if stage.uses_model:
+            want |= {f"model{_SEP}{p}" for p in paths(ModelConfig)}
+        if stage.uses_backend:
+            want |= {f"backend{_SEP}{p}" for p in paths(BackendConfig)}
+        assert want <= dests, (name, sorted(want - dests))
+        assert all(a.default == "==SUPPRESS==" for a in commands[name]._actions
+                   if _SEP in a.dest), name
+
+
+@pytest.mark.parametrize("argv, expected", [
+    # fields no hand-written flag reached before the flags were generated from the configs
+    (["evaluate", "RUN", "--bootstrap", "0"], "bootstrap must be >= 1, got 0"),
+    (["evaluate", "RUN", "--checkpoints", "final"], "unknown checkpoint(s) final"),
+    (["build", "--endpoint", DEAD_ENDPOINT, "--expand-hops", "-1"], "expand_hops must be >= 0"),
+    (["slick", "RUN", "--sampling-top-k", "0"], "top_k must be >= 1"),
+    (["finetune", "RUN", "--lora-dropout", "1"], "dropout must be < 1"),
+])
+def test_generated_flags_are_checked_like_config_keys(capsys, fake_run, argv, expected):
+    argv = [str(fake_run) if a == "RUN" else a for a in argv]
+    assert_one_error(*run_cli(capsys, argv), expected)

@@ -65,7 +65,8 @@ def _prediction_rows(set_, checkpoint, mode, distribution, relation, correct, se
              "checkpoint": checkpoint, "mode": mode, "strategy": strategy,
              "distribution": distribution, "relation": relation,
              "prompt_id": f"{mode}/{strategy}/-/{relation}/{p}", "qid": f"{relation}-{q}",
-             "correct": bool(correct(s, q)), "abstained": False}
+             "correct": bool(correct(s, q)), "abstained": False,
+             "memorised": set_ == "ft-unknown" and s == 1}
             for s in seeds for p in (prompts if mode != "zero-shot" else (0,))
             for q in range(queries)]
 
@@ -125,7 +126,9 @@ def test_findings_on_a_synthetic_run(run):
     # the recipe's artefacts are named beside the claims they bear on
     caveat = table.loc["unknown-hurts-at-convergence", "caveat"]
     assert "epoch limit before the set was fitted for ft-unknown/seed-1" in caveat
-    assert "memorised-answer rate above 0.5" in caveat and "ft-unknown/seed-1 (0.75)" in caveat
+    # seed 1 of FT-Unknown gives its own training answers, all wrong at CONVERGENCE
+    assert "wrong answers are the model's own training answers" in caveat
+    assert "ft-unknown/seed-1 (1.00)" in caveat and "seed-0 (" not in caveat
     assert table.loc["unknown-harmless-at-early-stop", "caveat"] == ""
 
 
