@@ -48,10 +48,17 @@ class Claim:
         "help": "Checkpoint whose recipe artefacts are named in the caveat."})
 
 
+def _predictions(run: RunDir, context: dict) -> pd.DataFrame:
+    """The run's predictions, read once per :func:`findings` call."""
+    if "predictions" not in context:
+        context["predictions"] = run.read_table("predictions")
+    return context["predictions"]
+
+
 def _cells(run: RunDir, context: dict) -> pd.DataFrame:
     """Paired FT-Known/FT-Unknown cells of the run (zero-shot cells have no exemplar set)."""
     if "cells" not in context:
-        cells = paired_cells(run.read_table("predictions"))
+        cells = paired_cells(_predictions(run, context))
         cells["prompt"] = cells["prompt"].where(cells["strategy"] != "none", NO_PROMPT)
         cells["d"] = cells["known"] - cells["unknown"]
         context["cells"] = cells
@@ -128,7 +135,8 @@ def _theory(run: RunDir, context: dict) -> dict:
 
 
 def _idk(run: RunDir, context: dict) -> dict:
-    sets = set(run.read_table("predictions")["set"].dropna())
+    p = _predictions(run, context)
+    sets = set(p["set"].dropna())
     if "idk-relabel" not in sets:
         return {"note": "idk-relabel was not evaluated (add it to finetune.sets and "
                         "evaluate.sets)"}
@@ -137,7 +145,6 @@ def _idk(run: RunDir, context: dict) -> dict:
     base = {0.0: "ft-known", 1.0: "ft-unknown"}.get(share, f"mix-{round(100 * share)}")
     if base not in sets:
         return {"note": f"{base}, the set idk-relabel relabels, was not evaluated"}
-    p = run.read_table("predictions")
     p = p[p["set"].isin(["idk-relabel", base]) & (p["mode"] == "zero-shot")
           & (p["distribution"] == "id") & (p["checkpoint"] == "convergence")]
     cells = p.assign(prompt=NO_PROMPT, seed=p["seed"].fillna(0) if "seed" in p else 0,
@@ -237,6 +244,13 @@ def findings(run: RunDir | str, n_boot: int | None = None, seed: int = 0) -> pd.
     strategies = [s for s in evaluation.get("strategies", ["random"]) if s != "none"]
     context = {"n_boot": n_boot or evaluation.get("bootstrap", 2000), "seed": seed,
                "strategy": "random" if "random" in strategies else strategies[0]}
+    done: dict[str | None, str] = {}  # each checkpoint's caveats, computed once
+
+    def caveat(checkpoint: str | None) -> str:
+        if checkpoint not in done:
+            done[checkpoint] = caveats(run, checkpoint)
+        return done[checkpoint]
+
     rows = []
     for claim in CLAIMS:
         try:
@@ -249,5 +263,5 @@ def findings(run: RunDir | str, n_boot: int | None = None, seed: int = 0) -> pd.
                    else "not measured")
         rows.append((claim.name, claim.statement, *values, claim.expected, claim.threshold,
                      verdict, got.get("n"), got.get("source", ""),
-                     caveats(run, claim.checkpoint) if measured else "", got.get("note", "")))
+                     caveat(claim.checkpoint) if measured else "", got.get("note", "")))
     return pd.DataFrame(rows, columns=COLUMNS)
