@@ -17,7 +17,9 @@ relation's ``statement`` sentence from the relation registry ("Lyon is in the co
 Exemplar strategies (registry :data:`STRATEGIES`) say where a query's exemplars come from; each
 returns candidate questions, from which fixed seeded sets are drawn per relation:
 
-- ``random``: dev questions of the query's relation (SliCK's choice);
+- ``random``: dev questions of the query's relation (SliCK's choice); those with a SliCK record
+  when the relation has any, so the theory knows every exemplar's knownness where SliCK labelled
+  only part of dev;
 - ``known`` / ``unknown``: the same, restricted to those the base model knows / does not know
   (SliCK category of the dev question);
 - ``from-ft``: questions of the evaluated model's fine-tuning set with the query's relation (of
@@ -87,6 +89,12 @@ def _dev(ctx: StrategyContext, relation: str) -> pd.DataFrame:
     return qa[(qa["relation"] == relation) & (qa["split"] == "dev")]
 
 
+def _random(ctx: StrategyContext, relation: str) -> pd.DataFrame:
+    dev = _dev(ctx, relation)
+    labelled = dev[dev["qid"].isin(ctx.known.index)]
+    return labelled if len(labelled) else dev
+
+
 def _by_knowledge(known: bool) -> Strategy:
     def strategy(ctx: StrategyContext, relation: str) -> pd.DataFrame:
         dev = _dev(ctx, relation)
@@ -116,7 +124,7 @@ def _other_relation(ctx: StrategyContext, relation: str) -> pd.DataFrame:
     return qa[(qa["relation"] != relation) & (qa["split"] == "dev")]
 
 
-for _name, _strategy in (("random", _dev), ("known", _by_knowledge(True)),
+for _name, _strategy in (("random", _random), ("known", _by_knowledge(True)),
                          ("unknown", _by_knowledge(False)), ("from-ft", _from_ft),
                          ("disjoint", _disjoint), ("other-relation", _other_relation)):
     STRATEGIES.register(_name, _strategy)

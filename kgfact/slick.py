@@ -38,7 +38,7 @@ from kgfact.errors import KgfactError
 from kgfact.guessing import flag_guesses, prior_baselines
 from kgfact.models import ModelConfig
 from kgfact.prompts import EXEMPLAR, QUERY
-from kgfact.qa import shuffled
+from kgfact.qa import sample_per_group, shuffled
 from kgfact.rundir import Checkpoints, RunDir, config_json
 from kgfact.sampling import (Request, SamplingBackend, SamplingConfig, make_backend,
                              recorded_backend)
@@ -68,6 +68,10 @@ class SlickConfig:
         "help": "Relations to categorise; None means every relation with enough exemplars."})
     max_questions_per_relation: int | None = field(default=None, metadata={"min": 1,
         "help": "Sample at most this many questions per relation and split."})
+    max_exemplar_split_questions: int | None = field(default=None, metadata={"min": 1,
+        "help": "Cap of the exemplar split (dev) per relation, below max_questions_per_relation: "
+                "evaluation draws random exemplars from the labelled ones, so a few dozen give "
+                "the theory every exemplar's knownness."})
     seed: int = field(default=0, metadata={"min": 0, "help": "Seed for exemplar sets and samples."})
 
     def __post_init__(self) -> None:
@@ -145,11 +149,14 @@ def score(questions: pd.DataFrame, generations: dict[str, tuple[str, tuple[str, 
     s_ok = correct(samples, n_p * n_s) if n_s else np.zeros((len(questions), 0), dtype=bool)
     p_g = g_ok.mean(axis=1)
     p_s = s_ok.mean(axis=1) if n_s else np.zeros(len(questions))
+    # every answer pooled: the graded knownness the theory's A(P) can use (theory.md's K)
+    p_all = (g_ok.sum(axis=1) + s_ok.sum(axis=1)) / (g_ok.shape[1] + s_ok.shape[1])
     return pd.DataFrame({
         "qid": questions["qid"].to_numpy(), "relation": questions["relation"].to_numpy(),
         "split": questions["split"].to_numpy(),
         "distribution": questions["distribution"].to_numpy(),
-        "p_correct_greedy": p_g, "p_correct_sample": p_s, "category": categorize(p_g, p_s),
+        "p_correct_greedy": p_g, "p_correct_sample": p_s,
+        "p_correct": p_all, "category": categorize(p_g, p_s),
         "greedy_answers": greedy, "sample_answers": samples,
         "greedy_correct": list(g_ok), "sample_correct": list(s_ok),
     })
@@ -175,10 +182,13 @@ def select_questions(qa: pd.DataFrame, config: SlickConfig) -> tuple[pd.DataFram
     keep = [p for p in relations if p not in skipped]
     questions = qa[qa["relation"].isin(keep) & qa["split"].isin(config.splits)]
     if config.max_questions_per_relation is not None:
-        from kgfact.qa import sample_per_group
-
         questions = sample_per_group(questions, ["relation", "split"],
                                      config.max_questions_per_relation, config.seed)
+    if config.max_exemplar_split_questions is not None:
+        dev = questions["split"] == config.exemplar_split
+        questions = pd.concat([questions[~dev], sample_per_group(
+            questions[dev], ["relation", "split"], config.max_exemplar_split_questions,
+            config.seed)])
     questions = questions.sort_values(["relation", "split", "qid"]).reset_index(drop=True)
     if questions.empty:
         raise KgfactError("no questions to categorise with these relations and splits")

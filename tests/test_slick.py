@@ -18,8 +18,9 @@ from kgfact.errors import KgfactError
 from kgfact.qa import QAConfig, build_qa
 from kgfact.rundir import RunDir
 from kgfact.sampling import SamplingConfig
+from kgfact.prompts import STRATEGIES, StrategyContext
 from kgfact.slick import (CATEGORIES, SlickConfig, build_requests, categorize, exemplar_sets,
-                          run_slick, score)
+                          run_slick, score, select_questions)
 from tests import miniworld
 
 SMALL = SlickConfig(sampling=SamplingConfig(n_samples=3, max_new_tokens=4),
@@ -51,6 +52,8 @@ def test_score_counts_exactly():
     assert table["p_correct_greedy"].tolist() == [1.0, 0.5, 0.0, 0.0]
     assert table["p_correct_sample"].tolist() == [0.0, 0.25, 0.25, 0.0]
     assert table["category"].tolist() == ["HighlyKnown", "MaybeKnown", "WeaklyKnown", "Unknown"]
+    # every answer pooled: 2 greedy + 4 samples per question
+    assert table["p_correct"].tolist() == [2 / 6, 2 / 6, 1 / 6, 0.0]
     assert list(table.loc[1, "sample_answers"]) == ["x", "y", "Lemuria", "y"]
     assert list(table.loc[0, "greedy_correct"]) == [True, True]
 
@@ -81,6 +84,27 @@ def test_exemplar_sets_fixed_same_relation_from_dev_never_self(mini_qa):
         assert r.suffix == f"Q: {question}\nA:"
         assert f"Q: {question}\n" not in r.prefix  # never its own exemplar
         assert r.prefix.count("Q: ") == 4
+
+
+def test_exemplar_split_cap_labels_a_sample_of_dev_only(mini_qa):
+    full = SlickConfig(splits=("train", "dev"), relations=("P17",))
+    capped = SlickConfig(splits=("train", "dev"), relations=("P17",),
+                         max_exemplar_split_questions=3)
+    everything, _, _ = select_questions(mini_qa, full)
+    questions, _, sets = select_questions(mini_qa, capped)
+    n = everything.groupby("split").size()
+    assert n["dev"] > 3
+    assert questions.groupby("split").size().to_dict() == {"dev": 3, "train": n["train"]}
+    assert set(questions["qid"]) < set(everything["qid"])
+    # SliCK's own exemplar sets still draw from the whole dev split
+    assert sets.equals(exemplar_sets(mini_qa, full, ["P17"])[0])
+    # evaluation's random exemplars come from the labelled dev questions
+    labelled = questions[questions["split"] == "dev"]
+    context = StrategyContext(mini_qa, pd.Series(True, index=labelled["qid"]))
+    assert sorted(STRATEGIES.get("random")(context, "P17")["qid"]) == sorted(labelled["qid"])
+    # a relation without labelled dev questions keeps all of them
+    dev_p1376 = mini_qa[(mini_qa["relation"] == "P1376") & (mini_qa["split"] == "dev")]
+    assert len(STRATEGIES.get("random")(context, "P1376")) == len(dev_p1376)
 
 
 def make_run(path, qa) -> RunDir:

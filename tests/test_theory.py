@@ -55,6 +55,9 @@ BORDER = ("Q142", "P47", "Q183")
 CATEGORY = {"q1": "HighlyKnown", "q2": "Unknown", "q3": "MaybeKnown", "q4": "HighlyKnown",
             "q5": "Unknown", "q6": "HighlyKnown", "q7": "WeaklyKnown", "q8": "Unknown",
             "q9": "HighlyKnown"}
+# share of right SliCK answers (graded knownness), consistent with the categories
+P_CORRECT = {"q1": 1.0, "q2": 0.0, "q3": 0.5, "q4": 0.9, "q5": 0.0, "q6": 1.0, "q7": 0.1,
+             "q8": 0.0, "q9": 0.8}
 LABELS = {"Q456": "Lyon", "Q23482": "Marseille", "Q1055": "Hamburg", "Q90": "Paris",
           "Q64": "Berlin", "Q142": "France", "Q183": "Germany", "Q46": "Europe"}
 ALIASES = {"Q142": ["French Republic"], "Q183": ["Deutschland"]}
@@ -83,7 +86,8 @@ def qa() -> pd.DataFrame:
 
 
 def slick() -> pd.DataFrame:
-    return pd.DataFrame(list(CATEGORY.items()), columns=["qid", "category"])
+    return pd.DataFrame({"qid": list(CATEGORY), "category": list(CATEGORY.values()),
+                         "p_correct": [P_CORRECT[q] for q in CATEGORY]})
 
 
 def ft_table(qids: list[str]) -> pd.DataFrame:
@@ -197,6 +201,8 @@ def test_metrics_exact_values(knowledge, ftset):
         "mode": ["few-shot", "few-shot", "cot", "zero-shot", "zero-shot"],
         "rel_align": [0.75, 0.75, 1.0, 0.0, 0.0],
         "prompt_known": [0.5, 0.5, 0.5, 0.0, 0.0],
+        # pA: (1 + 0.5 + 0 + 0) / 4 for q1, q3, q8, q2; pC: (0.8 + 0) / 2 for q9 and the border
+        "prompt_p_correct": [0.375, 0.375, 0.4, 0.0, 0.0],
         # pA: all four exemplars have a SliCK record; pC: q9 has, the border edge has not
         "prompt_recorded": [1.0, 1.0, 0.5, 0.0, 0.0],
         "ft_overlap_kn": [1, 1, 0, 0, 0],

@@ -95,13 +95,17 @@ class ModelKnowledge:
     """The knowledge graph ``G`` and the model-knowledge graph ``K`` over one codec.
 
     ``K`` is every edge with a SliCK record; ``K_kn`` those whose category is not Unknown. An edge
-    without a record is not in ``K_kn``: nothing shows the model knows it.
+    without a record is not in ``K_kn``: nothing shows the model knows it. Each recorded edge also
+    carries its graded knownness: the share of its SliCK answers that are right (``p_correct``);
+    an edge without a record has 0.
     """
 
     codec: EdgeCodec = field(metadata={"help": "Entity, relation and edge codes."})
     graph: EdgeSet = field(metadata={"help": "E, the edges of G."})
     recorded: EdgeSet = field(metadata={"help": "K: edges with a SliCK record."})
     known: EdgeSet = field(metadata={"help": "K_kn: recorded edges not categorised Unknown."})
+    p_correct: np.ndarray = field(metadata={
+        "help": "Share of right SliCK answers of each edge of K, in the order of its codes."})
 
     @classmethod
     def from_tables(cls, triples: pd.DataFrame, qa: pd.DataFrame, slick: pd.DataFrame,
@@ -116,7 +120,8 @@ class ModelKnowledge:
         qa : pandas.DataFrame
             ``qid``, ``subject``, ``relation``, ``object``: the edge each question asks about.
         slick : pandas.DataFrame
-            ``qid``, ``category``.
+            ``qid``, ``category`` and optionally ``p_correct`` (share of right answers; without
+            it an edge's graded knownness is 1 if it is in ``K_kn``, else 0).
         entities : pandas.DataFrame, optional
             ``id``: entities without edges still get a code (CoT steps may name them).
         extra : iterable of pandas.DataFrame
@@ -133,10 +138,25 @@ class ModelKnowledge:
             ents = pd.concat([ents, entities["id"]], ignore_index=True)
         rels = pd.concat([t["relation"] for t in tables], ignore_index=True)
         codec = EdgeCodec(ents.dropna().unique(), rels.dropna().unique())
-        asked = qa[["qid", *TRIPLE]].merge(slick[["qid", "category"]], on="qid", how="inner")
+        graded = "p_correct" if "p_correct" in slick.columns else None
+        asked = qa[["qid", *TRIPLE]].merge(slick[["qid", "category", *([graded] * bool(graded))]],
+                                           on="qid", how="inner")
         codes = codec.encode_frame(asked)
-        return cls(codec, EdgeSet.of(codec.encode_frame(triples)), EdgeSet.of(codes),
-                   EdgeSet.of(codes[(asked["category"] != "Unknown").to_numpy()]))
+        known = (asked["category"] != "Unknown").to_numpy()
+        p = asked[graded].to_numpy(dtype=float) if graded else known.astype(float)
+        recorded = EdgeSet.of(codes)
+        # two questions can ask about one edge: it keeps the best-known record
+        best = pd.Series(p).groupby(codes).max()
+        return cls(codec, EdgeSet.of(codec.encode_frame(triples)), recorded,
+                   EdgeSet.of(codes[known]), best.reindex(recorded.codes).to_numpy())
+
+    def graded(self, codes: np.ndarray) -> np.ndarray:
+        """Graded knownness (``p_correct``) of each edge code; 0 for an edge without a record."""
+        codes = np.asarray(codes, dtype=np.int64)
+        if not len(self.recorded):
+            return np.zeros(codes.shape)
+        at = np.minimum(np.searchsorted(self.recorded.codes, codes), len(self.recorded) - 1)
+        return np.where(self.recorded.codes[at] == codes, self.p_correct[at], 0.0)
 
     def out_adjacency(self, edges: EdgeSet) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """CSR out-adjacency of an edge set: ``indptr`` over subjects, then objects, relations."""
@@ -232,7 +252,8 @@ def flag_edges(edges: pd.DataFrame, knowledge: ModelKnowledge,
     """``edges`` (with ``source``, ``subject``, ``relation``, ``object``) plus membership flags.
 
     Adds ``code`` (the int64 edge code), ``in_graph``, ``in_recorded`` (``K``: has a SliCK
-    record), ``in_known`` (``K_kn``), ``in_e_kn``, ``in_e_unk``,
+    record), ``in_known`` (``K_kn``), ``p_correct`` (graded knownness, 0 without a record),
+    ``in_e_kn``, ``in_e_unk``,
     ``subject_in_d`` and ``object_in_d`` (the end point is an entity of ``D``) and
     ``hallucinated``. Without a fine-tuning set every ``D`` flag is false.
     """
@@ -249,6 +270,7 @@ def flag_edges(edges: pd.DataFrame, knowledge: ModelKnowledge,
     out["in_graph"] = knowledge.graph.contains(codes)
     out["in_recorded"] = knowledge.recorded.contains(codes)
     out["in_known"] = knowledge.known.contains(codes)
+    out["p_correct"] = knowledge.graded(codes)
     out["in_e_kn"] = ftset.known.contains(codes) if ftset else np.zeros(len(out), dtype=bool)
     out["in_e_unk"] = ftset.unknown.contains(codes) if ftset else np.zeros(len(out), dtype=bool)
     out["subject_in_d"] = np.isin(s, ents) & (s >= 0)

@@ -72,6 +72,7 @@ class PromptTable:
     n_edges: np.ndarray = field(metadata={"help": "|G_P|, distinct given edges."})
     n_recorded: np.ndarray = field(metadata={"help": "|G_P ∩ K|."})
     n_known: np.ndarray = field(metadata={"help": "|G_P ∩ K_kn|."})
+    known_mass: np.ndarray = field(metadata={"help": "Sum of p_correct over G_P's edges."})
     n_e_kn: np.ndarray = field(metadata={"help": "|G_P ∩ E_kn|."})
     n_e_unk: np.ndarray = field(metadata={"help": "|G_P ∩ E_unk|."})
     entity_overlap: np.ndarray = field(metadata={"help": "|entities(G_P) ∩ entities(D)|."})
@@ -113,12 +114,14 @@ class PromptTable:
                                        return_counts=True)
         distinct = pd.DataFrame({"p": p, "code": given["code"].to_numpy(),
                                  **{c: given[c].to_numpy() for c in
-                                    ("in_recorded", "in_known", "in_e_kn", "in_e_unk")}}
+                                    ("in_recorded", "in_known", "in_e_kn", "in_e_unk",
+                                     "p_correct")}}
                                 ).drop_duplicates(["p", "code"])
-        sums = distinct.groupby("p")[["in_recorded", "in_known", "in_e_kn", "in_e_unk"]].sum()
+        sums = distinct.groupby("p")[["in_recorded", "in_known", "in_e_kn", "in_e_unk",
+                                      "p_correct"]].sum()
 
-        def per_prompt(values: pd.Series) -> np.ndarray:
-            return values.reindex(range(n_p), fill_value=0).to_numpy(dtype=np.int64)
+        def per_prompt(values: pd.Series, dtype: type = np.int64) -> np.ndarray:
+            return values.reindex(range(n_p), fill_value=0).to_numpy(dtype=dtype)
 
         ents = pd.DataFrame({
             "p": np.r_[p, p],
@@ -133,6 +136,7 @@ class PromptTable:
             n_exemplars=np.bincount(p[ex], minlength=n_p),
             n_edges=per_prompt(distinct.groupby("p").size()),
             n_recorded=per_prompt(sums["in_recorded"]), n_known=per_prompt(sums["in_known"]),
+            known_mass=per_prompt(sums["p_correct"], float),
             n_e_kn=per_prompt(sums["in_e_kn"]),
             n_e_unk=per_prompt(sums["in_e_unk"]),
             entity_overlap=per_prompt(ents.groupby("p")["in_d"].sum()),
@@ -306,6 +310,13 @@ def prompt_known(b: QueryBatch) -> np.ndarray:
     return _share(b.per_prompt(b.prompts.n_known), b.per_prompt(b.prompts.n_edges))
 
 
+def prompt_p_correct(b: QueryBatch) -> np.ndarray:
+    """Mean graded knownness of ``G_P``'s edges: the share of right SliCK answers of each edge
+    (0 for an edge without a record; 0 for an empty ``G_P``). ``prompt_known`` counts an edge
+    the model answers right once in 170 tries as fully known; this does not."""
+    return _share(b.per_prompt(b.prompts.known_mass), b.per_prompt(b.prompts.n_edges))
+
+
 def prompt_recorded(b: QueryBatch) -> np.ndarray:
     """Share of ``G_P`` edges with a SliCK record (in ``K``): how far ``prompt_known`` can be
     trusted, since an edge without a record counts as not known."""
@@ -342,7 +353,7 @@ def hop_length(b: QueryBatch) -> np.ndarray:
     return np.where(b.hop_length > 0, b.hop_length, np.nan)
 
 
-for _f in (rel_align, prompt_known, prompt_recorded, ft_overlap_kn, ft_overlap_unk, entity_overlap,
+for _f in (rel_align, prompt_known, prompt_p_correct, prompt_recorded, ft_overlap_kn, ft_overlap_unk, entity_overlap,
            query_neighbourhood_overlap, hop_support, hop_length):
     METRICS.register(_f.__name__, _f)
 
@@ -363,6 +374,14 @@ def augmentation_default(m: pd.DataFrame) -> np.ndarray:
     return _by_mode(m, aligned, np.maximum(aligned, m["hop_support"].to_numpy()))
 
 
+def augmentation_graded(m: pd.DataFrame) -> np.ndarray:
+    """The default with graded knownness: ``rel_align · prompt_p_correct``, and for CoT the max
+    with hop_support. Takes many values where ``prompt_known`` takes few (a share of four
+    exemplars), so A(P) quantile buckets stay distinct."""
+    aligned = (m["rel_align"] * m["prompt_p_correct"]).to_numpy()
+    return _by_mode(m, aligned, np.maximum(aligned, m["hop_support"].to_numpy()))
+
+
 def augmentation_aligned_known(m: pd.DataFrame) -> np.ndarray:
     """``rel_align · prompt_known`` in both modes: the default without CoT's path support."""
     aligned = (m["rel_align"] * m["prompt_known"]).to_numpy()
@@ -379,7 +398,8 @@ def augmentation_prompt_known(m: pd.DataFrame) -> np.ndarray:
     return _by_mode(m, m["prompt_known"].to_numpy(), m["prompt_known"].to_numpy())
 
 
-for _name, _f in (("default", augmentation_default), ("aligned-known", augmentation_aligned_known),
+for _name, _f in (("default", augmentation_default), ("graded", augmentation_graded),
+                  ("aligned-known", augmentation_aligned_known),
                   ("rel-align", augmentation_rel_align),
                   ("prompt-known", augmentation_prompt_known)):
     AUGMENTATIONS.register(_name, _f)

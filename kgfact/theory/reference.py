@@ -46,6 +46,9 @@ def reference_metrics(graph: KnowledgeGraph, known: nx.MultiDiGraph,
     exemplar_relations = list(prompt.exemplars["relation"])
     n_edges = gp.number_of_edges()
     in_known = sum(known.has_edge(a, b, key=k) for a, b, k in gp.edges(keys=True))
+    graded = {(a, k, b): p for a, k, b, p in
+              prompt.given[["subject", "relation", "object", "p_correct"]].itertuples(
+                  index=False, name=None)}
     hood = graph.neighbourhood(s, config.neighbourhood_hops) if s in graph.graph else {s}
     h = nx.compose(known, gp)
     if known.has_edge(s, o, key=r) and not gp.has_edge(s, o, key=r):
@@ -58,6 +61,8 @@ def reference_metrics(graph: KnowledgeGraph, known: nx.MultiDiGraph,
         "rel_align": (exemplar_relations.count(r) / len(exemplar_relations)
                       if exemplar_relations else 0.0),
         "prompt_known": in_known / n_edges if n_edges else 0.0,
+        "prompt_p_correct": (sum(graded[(a, k, b)] for a, b, k in gp.edges(keys=True))
+                             / n_edges if n_edges else 0.0),
         "prompt_recorded": (sum((a, k, b) in recorded for a, b, k in gp.edges(keys=True))
                             / n_edges if n_edges else 0.0),
         "ft_overlap_kn": sum((a, k, b) in e_kn for a, b, k in gp.edges(keys=True)),
