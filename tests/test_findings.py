@@ -128,8 +128,31 @@ def test_findings_on_a_synthetic_run(run):
     assert "epoch limit before the set was fitted for ft-unknown/seed-1" in caveat
     # seed 1 of FT-Unknown gives its own training answers, all wrong at CONVERGENCE
     assert "wrong answers are the model's own training answers" in caveat
-    assert "ft-unknown/seed-1 (1.00)" in caveat and "seed-0 (" not in caveat
+    # (no questions in this run: nothing to expect from confusion within a relation)
+    assert "ft-unknown/seed-1 (1.00; 0.00 from" in caveat and "seed-0 (" not in caveat
     assert table.loc["unknown-harmless-at-early-stop", "caveat"] == ""
+
+
+def test_the_collapse_caveat_allows_for_confusion_within_a_closed_answer_set(run):
+    # FT-Unknown seed 1 answers every wrong in-distribution query with a training answer (rate
+    # 1.00). Five capitals, a set trained on two: a wrong answer drawn from a query's other gold
+    # answers is a training answer 1/4 (gold City0, City1) or 2/4 (City2-4) of the time: 0.40
+    run.write_table("qa", pd.DataFrame({"qid": [f"P36-{q}" for q in range(5)],
+                                        "relation": "P36",
+                                        "answer": [f"City{q}" for q in range(5)]}))
+    run.write_table("ftsets/ft-unknown", pd.DataFrame({"qid": ["t0", "t1"],
+                                                       "answer": ["City0", "City1"]}))
+    caveat = findings(run, n_boot=50).set_index("claim").loc["unknown-hurts-at-convergence",
+                                                               "caveat"]
+    assert "ft-unknown/seed-1 (1.00; 0.40 from confusing answers within the relation)" in caveat
+    # two answers shared by all questions, both trained on: any wrong answer is a training
+    # answer, so the same rate is no sign of collapse
+    run.write_table("qa", pd.DataFrame({"qid": [f"P36-{q}" for q in range(5)],
+                                        "relation": "P36",
+                                        "answer": [f"City{q % 2}" for q in range(5)]}))
+    caveat = findings(run, n_boot=50).set_index("claim").loc["unknown-hurts-at-convergence",
+                                                               "caveat"]
+    assert "collapse" not in caveat and "epoch limit" in caveat
 
 
 def test_a_contradicted_claim_and_the_report_command(run, capsys):
