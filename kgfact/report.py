@@ -233,13 +233,16 @@ def fig_gap(run: RunDir):
 
 
 def primary_predictions(run: RunDir) -> pd.DataFrame:
-    """The theory's buckets under its primary A(P), over all relation families, that had enough
-    units to be tested."""
+    """The theory's A(P) quantile buckets under its primary A(P) that had enough units to be
+    tested (the buckets the findings' theory claim is computed on); the one bucket per
+    checkpoint and mode of the ``all`` family when none had."""
     run = _run(run)
     config = run.manifest().get("stages", {}).get("theory", {}).get("config") or {}
     pred = run.read_table("theory_predictions")
-    return pred[(pred["augmentation"] == config.get("augmentation", "default"))
-                & (pred["family"] == "all") & pred["used"].astype(bool)]
+    pred = pred[(pred["augmentation"] == config.get("augmentation", "default"))
+                & pred["used"].astype(bool)]
+    quantiles = pred[pred["family"] == "a_quantile"]
+    return quantiles if len(quantiles) else pred[pred["family"] == "all"]
 
 
 def fig_predicted_vs_measured(run: RunDir):
@@ -268,7 +271,7 @@ def _theory_tables(run: RunDir) -> dict[str, pd.DataFrame]:
     config = run.manifest().get("stages", {}).get("theory", {}).get("config") or {}
     stats = run.read_table("theory_stats")
     stats = stats[stats["augmentation"].isin([config.get("augmentation", "default"), "none"])
-                  & stats["family"].isin(["all", "ood", "training"])]
+                  & stats["family"].isin(["all", "a_quantile", "ood", "training"])]
     controls = run.read_table("theory_controls")
     return {"predictions per bucket": primary_predictions(run).drop(
                 columns=["augmentation", "family", "used"]),
