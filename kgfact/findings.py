@@ -270,8 +270,8 @@ def caveats(run: RunDir, checkpoint: str | None) -> str:
             notes.append("more than half of the wrong answers are the model's own training "
                          "answers (collapse onto the training set) for " + ", ".join(
                              f"{'/seed-'.join(map(str, k)) if isinstance(k, tuple) else k} "
-                             f"({v:.2f}, against {expected[k]:.2f} from confusing answers within the "
-                             "relation)" for k, v in high.items()))
+                             f"({v:.2f}, against {expected[k]:.2f} from confusing answers "
+                             "within the relation)" for k, v in high.items()))
     return "; ".join(notes)
 
 

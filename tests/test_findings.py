@@ -144,7 +144,8 @@ def test_the_collapse_caveat_allows_for_confusion_within_a_closed_answer_set(run
                                                        "answer": ["City0", "City1"]}))
     caveat = findings(run, n_boot=50).set_index("claim").loc["unknown-hurts-at-convergence",
                                                                "caveat"]
-    assert "ft-unknown/seed-1 (1.00, against 0.40 from confusing answers within the relation)" in caveat
+    assert ("ft-unknown/seed-1 (1.00, against 0.40 from confusing answers within the relation)"
+            in caveat)
     # two answers shared by all questions, both trained on: any wrong answer is a training
     # answer, so the same rate is no sign of collapse
     run.write_table("qa", pd.DataFrame({"qid": [f"P36-{q}" for q in range(5)],

@@ -66,6 +66,14 @@ class EdgeCodec:
         return s, r, o
 
 
+def lookup(keys: np.ndarray, values: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    """``values`` at the positions of ``wanted`` in sorted ``keys``; 0 where absent."""
+    if not len(keys):
+        return np.zeros(len(wanted), dtype=values.dtype)
+    at = np.minimum(np.searchsorted(keys, wanted), len(keys) - 1)
+    return np.where(keys[at] == wanted, values[at], 0)
+
+
 @dataclass(frozen=True)
 class EdgeSet:
     """A set of edges as sorted unique codes."""
@@ -138,12 +146,13 @@ class ModelKnowledge:
             ents = pd.concat([ents, entities["id"]], ignore_index=True)
         rels = pd.concat([t["relation"] for t in tables], ignore_index=True)
         codec = EdgeCodec(ents.dropna().unique(), rels.dropna().unique())
-        graded = "p_correct" if "p_correct" in slick.columns else None
-        asked = qa[["qid", *TRIPLE]].merge(slick[["qid", "category", *([graded] * bool(graded))]],
-                                           on="qid", how="inner")
+        graded = "p_correct" in slick.columns
+        asked = qa[["qid", *TRIPLE]].merge(
+            slick[["qid", "category", "p_correct"] if graded else ["qid", "category"]],
+            on="qid", how="inner")
         codes = codec.encode_frame(asked)
         known = (asked["category"] != "Unknown").to_numpy()
-        p = asked[graded].to_numpy(dtype=float) if graded else known.astype(float)
+        p = asked["p_correct"].to_numpy(dtype=float) if graded else known.astype(float)
         recorded = EdgeSet.of(codes)
         # two questions can ask about one edge: it keeps the best-known record
         best = pd.Series(p).groupby(codes).max()
@@ -152,11 +161,7 @@ class ModelKnowledge:
 
     def graded(self, codes: np.ndarray) -> np.ndarray:
         """Graded knownness (``p_correct``) of each edge code; 0 for an edge without a record."""
-        codes = np.asarray(codes, dtype=np.int64)
-        if not len(self.recorded):
-            return np.zeros(codes.shape)
-        at = np.minimum(np.searchsorted(self.recorded.codes, codes), len(self.recorded) - 1)
-        return np.where(self.recorded.codes[at] == codes, self.p_correct[at], 0.0)
+        return lookup(self.recorded.codes, self.p_correct, np.asarray(codes, dtype=np.int64))
 
     def out_adjacency(self, edges: EdgeSet) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """CSR out-adjacency of an edge set: ``indptr`` over subjects, then objects, relations."""

@@ -22,7 +22,7 @@ import scipy.sparse as sp
 from kgfact.config import check_fields
 from kgfact.errors import KgfactError
 from kgfact.registry import Registry
-from kgfact.theory.graphs import ModelKnowledge
+from kgfact.theory.graphs import ModelKnowledge, lookup
 
 MODES = ("zero-shot", "few-shot", "cot")
 
@@ -52,14 +52,6 @@ def ragged(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
     ends = np.cumsum(counts)
     return np.arange(total, dtype=np.int64) + np.repeat(np.asarray(starts) - (ends - counts),
                                                         counts)
-
-
-def _lookup(keys: np.ndarray, values: np.ndarray, wanted: np.ndarray) -> np.ndarray:
-    """``values`` at the positions of ``wanted`` in sorted ``keys``; 0 where absent."""
-    if not len(keys):
-        return np.zeros(len(wanted), dtype=values.dtype)
-    at = np.minimum(np.searchsorted(keys, wanted), len(keys) - 1)
-    return np.where(keys[at] == wanted, values[at], 0)
 
 
 @dataclass(frozen=True)
@@ -301,7 +293,7 @@ def _share(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
 def rel_align(b: QueryBatch) -> np.ndarray:
     """Share of exemplars whose relation is the query relation (0 without exemplars)."""
     key = b.prompt * b.engine.knowledge.codec.n_relations + b.relation
-    same = _lookup(b.prompts.exemplar_keys, b.prompts.exemplar_counts, key)
+    same = lookup(b.prompts.exemplar_keys, b.prompts.exemplar_counts, key)
     return _share(np.where(b.relation >= 0, same, 0), b.per_prompt(b.prompts.n_exemplars))
 
 
@@ -353,8 +345,8 @@ def hop_length(b: QueryBatch) -> np.ndarray:
     return np.where(b.hop_length > 0, b.hop_length, np.nan)
 
 
-for _f in (rel_align, prompt_known, prompt_p_correct, prompt_recorded, ft_overlap_kn, ft_overlap_unk, entity_overlap,
-           query_neighbourhood_overlap, hop_support, hop_length):
+for _f in (rel_align, prompt_known, prompt_p_correct, prompt_recorded, ft_overlap_kn,
+           ft_overlap_unk, entity_overlap, query_neighbourhood_overlap, hop_support, hop_length):
     METRICS.register(_f.__name__, _f)
 
 # -- augmentation strength ---------------------------------------------------------------------
