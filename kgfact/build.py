@@ -4,10 +4,12 @@ Writes ``triples.parquet``, ``entities.parquet``, ``qa.parquet`` and ``qa_two_ho
 records the configuration and every filter count in the manifest's ``build`` stage. Work units are
 checkpointed under ``<run>/checkpoints/build-<key>``, so a killed build resumes where it stopped.
 The key digests everything that decides what the units hold (the configuration, and the source's
-identity: the endpoint URL, or the embedded store's data version), so a build resumed with another
-source, other relations or a reloaded store starts afresh instead of mixing old units in. The
-embedded store is known by its data version whether the build uses it by default or names its URL
-with ``--endpoint``, so neither checkpoints nor cached answers outlive a ``kgfact store load``.
+identity: the endpoint URL, or a kgfact store's data version), so a build resumed with another
+source, other relations or a reloaded store starts afresh instead of mixing old units in. A store
+kgfact started, at any location, is known by its data version whether the build uses it by
+default or names its URL with ``--endpoint`` (under any loopback host name), so neither
+checkpoints nor cached answers outlive a ``kgfact store load``. The build holds the run
+directory's lock (:meth:`kgfact.rundir.RunDir.writing`) from its first check to its last write.
 """
 
 from __future__ import annotations
@@ -54,7 +56,14 @@ class BuildConfig:
     expand_hops: int = field(default=1, metadata={"min": 0,
         "help": "Neighbourhood hops fetched from objects to complete multi-hop paths."})
     timeout: float = field(default=60.0, metadata={"above": 0, "max": 86_400,
-        "help": "SPARQL request timeout (s), at most a day."})
+        "help": "Seconds one SPARQL request may take, connection, headers and body together; "
+                "at most a day."})
+    query_deadline: float = field(default=600.0, metadata={"above": 0,
+        "help": "Seconds one SPARQL query may take with all its retries and waits, so an "
+                "endpoint that never answers fails after this."})
+    fetch_deadline: float | None = field(default=None, metadata={"above": 0,
+        "help": "Seconds all the build's SPARQL queries may take together; None: no limit "
+                "(a Wikidata build can take hours)."})
     user_agent: str = field(default=USER_AGENT, metadata={"help": "SPARQL User-Agent."})
 
     def __post_init__(self) -> None:
@@ -96,8 +105,7 @@ def run_stage(run: RunDir | str | Path, config: BuildConfig, *, progress: bool =
     """The build stage (:mod:`kgfact.stages`): starts the embedded store when the build uses it
     and has work to do, then :func:`build`."""
     run = RunDir.of(run)
-    if source_name(config) == "geonames" and not (
-            run.stage_status(STAGE) == "complete" and not force):
+    if source_name(config) == "geonames" and (force or not run.verified(STAGE)):
         ensure_embedded_store()
     return build(run, config, force=force, progress=progress,
                  cache_dir="default" if cache else None)
@@ -135,20 +143,24 @@ def build(run: RunDir | str | Path, config: BuildConfig, *, force: bool = False,
         if not same:
             raise KgfactError(f"{run.path} was built with a different configuration; "
                               "use --force to rebuild it or choose another --run")
-        built_from = previous.get("report", {}).get("source", {}).get("data_version")
-        if built_from and _loaded_version() not in (None, built_from):
+        built_from = previous.get("report", {}).get("source", {})
+        if built_from.get("data_version") and _loaded_version(built_from) not in (
+                None, built_from["data_version"]):
             raise KgfactError(f"{run.path} was built before the embedded store was loaded "
                               "again; use --force to rebuild it or choose another --run")
-        if all(run.has_table(t) for t in ("triples", "entities", "qa", "qa_two_hop")):
+        if run.verified(STAGE):  # else a table is missing: build again
             return {**previous.get("report", {}), "skipped": True}
     checkpoints = None
     with run.stage(STAGE, config_json(given), seed=config.qa.seed) as info:
         if config.entityquestions:
             triples, entities, qa, source_report = _from_entityquestions(config)
         else:
-            url, version = _source(config.endpoint)
+            source = _source(config.endpoint)
+            url, version = source["url"], source["data_version"]
             checkpoints = _checkpoint_dir(run, given, version or url)
             endpoint = EndpointConfig(url=url, timeout=config.timeout,
+                                      deadline=config.query_deadline,
+                                      total_deadline=config.fetch_deadline,
                                       user_agent=config.user_agent, data_version=version)
             if cache_dir != "default":
                 endpoint = replace(endpoint, cache_dir=Path(cache_dir) if cache_dir else None)
@@ -158,7 +170,7 @@ def build(run: RunDir | str | Path, config: BuildConfig, *, force: bool = False,
             result = GraphFetcher(SparqlClient(endpoint), fetch, checkpoints, progress).run()
             triples, entities, source_report = result.triples, result.entities, result.report
             qa, qa_report = build_qa(triples, entities, config.qa)
-            source_report = {"source": {"url": url, "data_version": version},
+            source_report = {"source": source,
                              "fetch": source_report, "qa": qa_report}
         two_hop, two_hop_report = build_two_hop(triples, entities, config.qa)
         if len(qa) == 0:
@@ -177,7 +189,8 @@ def build(run: RunDir | str | Path, config: BuildConfig, *, force: bool = False,
 
 def _checkpoint_dir(run: RunDir, config: BuildConfig, source: str) -> Path:
     """``checkpoints/build-<key>`` for this configuration and source; checkpoints of any other
-    key are removed (they hold another source's or configuration's units)."""
+    key are removed (they hold another source's or configuration's units). Called inside the
+    build stage, whose lock (:meth:`RunDir.stage`) keeps another build from using them."""
     spec = json.dumps({"config": config_json(config), "source": source}, sort_keys=True)
     folder = run.path / "checkpoints" / f"{STAGE}-{hashlib.sha256(spec.encode()).hexdigest()[:12]}"
     for stale in folder.parent.glob(f"{STAGE}*"):
@@ -192,31 +205,37 @@ def _split_counts(qa: pd.DataFrame) -> dict:
             for rel in counts.index.get_level_values(0).unique()}
 
 
-def _source(endpoint: str | None) -> tuple[str, str | None]:
-    """The query URL and its data version: the embedded store's (running at its default
-    location) when ``endpoint`` is None or that store's URL, else None (answers of other
-    endpoints are cached by URL and query)."""
-    from kgfact.data.store import OxigraphStore
+def _source(endpoint: str | None) -> dict:
+    """The build report's ``source``: ``{"url", "data_version", "store"}``. For a kgfact store
+    (the embedded one at its default location when ``endpoint`` is None, or any running one a
+    loopback ``endpoint`` reaches, :func:`kgfact.data.store.store_serving`) its data version
+    and location; for any other endpoint None and None (its answers are cached by URL and
+    query)."""
+    from kgfact.data.store import OxigraphStore, store_serving
 
-    store = OxigraphStore()
     if endpoint is None:
+        store = OxigraphStore()
         if store.status() is None:
             raise KgfactError("the embedded store is not running: start it with 'kgfact store "
                               "start', or pass --endpoint URL")
-        return store.query_url, store.data_version
-    state = None
-    with suppress(KgfactError):  # a damaged record of an unused store is no concern of this build
-        state = store.status()
-    return endpoint, store.data_version if state and state["url"] == endpoint else None
+        endpoint = store.query_url
+    else:
+        store = store_serving(endpoint)
+    if store is None:
+        return {"url": endpoint, "data_version": None, "store": None}
+    return {"url": endpoint, "data_version": store.data_version, "store": str(store.location)}
 
 
-def _loaded_version() -> str | None:
-    """The embedded store's data version if its last load completed, else None (no server
-    needed: a complete run is checked without starting the store)."""
-    from kgfact.data.store import OxigraphStore
+def _loaded_version(source: dict) -> str | None:
+    """The data version of the store a build report's ``source`` names if its last load
+    completed, else None (no server needed: a complete run is checked without starting the
+    store). A report without ``store`` was built from the default location."""
+    from kgfact.data.store import OxigraphStore, StoreConfig
 
+    store = OxigraphStore(StoreConfig(location=Path(source["store"])) if source.get("store")
+                          else None)
     with suppress(KgfactError):
-        return OxigraphStore().data_version
+        return store.data_version
     return None
 
 

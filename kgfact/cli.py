@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import types
 from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import MISSING, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Literal, NoReturn, Union, get_args, get_origin, get_type_hints
@@ -24,6 +26,10 @@ class _Parser(argparse.ArgumentParser):
     """argparse with kgfact's error form: one ``kgfact: error: ...`` line, exit status 2."""
 
     def error(self, message: str) -> NoReturn:
+        from kgfact.config import SHOW_CHARS, clip
+
+        # argparse quotes the offending value whole: a 200,000-character flag stays one short line
+        message = re.sub(f"'([^']{{{SHOW_CHARS + 1},}})'", lambda m: f"'{clip(m[1])}'", message)
         self.exit(2, f"kgfact: error: {self.prog}: {message} (see '{self.prog} --help')\n")
 
 
@@ -41,11 +47,16 @@ def _store(args: argparse.Namespace):
 def cmd_store(args: argparse.Namespace) -> int:
     store = _store(args)
     if args.action == "start":
-        fresh = store.status() is None
-        if fresh and store.is_empty() and not args.empty:
-            print("kgfact: first start: building and loading the offline default dataset "
-                  "(GeoNames facts, under a minute)", file=sys.stderr)
-        state = store.start(load_default=not args.empty)
+        with store.lock.hold(wait=None):  # so that no other process starts it in between
+            fresh = store.status() is None
+            if fresh and store.is_empty() and not args.empty:
+                print("kgfact: first start: building and loading the offline default dataset "
+                      "(GeoNames facts, under a minute)", file=sys.stderr)
+            state = store.start(load_default=not args.empty)
+        if not fresh and args.port not in (None, 0, state["port"]):
+            print(f"kgfact: the store at {store.location} already runs on port "
+                  f"{state['port']}: --port {args.port} ignored (stop it to move it)",
+                  file=sys.stderr)
         print(f"{'started' if fresh else 'already running'}: {state['url']} "
               f"(pid {state['pid']}, data in {store.location})")
     elif args.action == "stop":
@@ -197,10 +208,11 @@ def cmd_stage(args: argparse.Namespace) -> int:
         from kgfact.build import source_name
 
         run = RunDir(args.run or DEFAULT_RUNS / source_name(config)).create()
-        result = stage.run(run, config, cache=not args.no_cache, **call.options(stage))
+        result = stage.run(run, config, wait=args.wait, cache=not args.no_cache,
+                           **call.options(stage))
     else:
         run = _existing_run(args.run)
-        result = stage.run(run, config, **call.options(stage))
+        result = stage.run(run, config, wait=args.wait, **call.options(stage))
     SUMMARIES.get(stage.name, lambda *a: None)(run, result)
     return 0
 
@@ -287,7 +299,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     config = load_config(args.config)
     run = RunDir(args.run or DEFAULT_RUNS / Path(args.config).stem).create()
-    timings = run_experiment(run, config, progress=not args.quiet,
+    timings = run_experiment(run, config, progress=not args.quiet, wait=args.wait,
                              log=lambda line: print(f"kgfact run: {line}", file=sys.stderr))
     spent = sum(t for t in timings.values() if t is not None)
     skipped = sum(t is None for t in timings.values())
@@ -302,13 +314,16 @@ def cmd_info(args: argparse.Namespace) -> int:
 
     run = _existing_run(args.run)
     manifest = run.manifest()
+    states = run.states()
     print(json.dumps(manifest, indent=2, sort_keys=True))
     for name in STAGES:
         stage, entry = STAGES.get(name), manifest["stages"].get(name, {})
         have = [t for t in stage.writes + stage.optional if run.has_table(t)]
         seconds = f", {entry['seconds']:.0f} s" if "seconds" in entry else ""
-        print(f"{name:9} {entry.get('status', 'not run')}{seconds}; tables: "
-              f"{', '.join(have) or '-'}", file=sys.stderr)
+        state = states.get(name) or "not run"
+        if state == "interrupted":
+            state += " (no process is writing to the run: run the stage again to resume it)"
+        print(f"{name:9} {state}{seconds}; tables: {', '.join(have) or '-'}", file=sys.stderr)
     return 0
 
 
@@ -319,6 +334,20 @@ def cmd_relations(args: argparse.Namespace) -> int:
         rel = RELATIONS.get(pid)
         print(f"{rel.pid:6} {rel.label:50} {rel.question}")
     return 0
+
+
+def _seconds(text: str) -> float:
+    """A ``--wait`` value: a finite number of seconds, at least 0."""
+    with suppress(ValueError):
+        if 0 <= (value := float(text)) < float("inf"):
+            return value
+    raise argparse.ArgumentTypeError(f"must be a number of seconds >= 0, got {text!r}")
+
+
+def _add_wait(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--wait", type=_seconds, default=0.0, metavar="SECONDS",
+                   help="if another process is writing to the run directory, wait up to "
+                        "SECONDS for it to finish (default: refuse at once, naming it)")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -343,7 +372,8 @@ def parser() -> argparse.ArgumentParser:
     actions.add_parser("stop", parents=[where], help="stop the server")
     actions.add_parser("status", parents=[where], help="is it running, and how many triples")
     load = actions.add_parser("load", parents=[where], help="bulk-load RDF files")
-    load.add_argument("files", nargs="+", help="RDF files (.nt, .ttl, ...)")
+    load.add_argument("files", nargs="+", help="RDF files (.nt, .ttl, ...); a name starting "
+                      "with - goes after --")
     s.set_defaults(func=cmd_store)
 
     for name in STAGES:
@@ -365,12 +395,14 @@ def parser() -> argparse.ArgumentParser:
             c.add_argument("--force", action="store_true", help="redo a complete stage")
         if name != "report":
             c.add_argument("--quiet", action="store_true", help="no progress bars")
+        _add_wait(c)
         c.set_defaults(func=cmd_stage)
 
     u = sub.add_parser("run", help="run a whole study from a TOML config (resumable)")
     u.add_argument("config", help="TOML config, e.g. configs/quickstart.toml")
     u.add_argument("--run", help="run directory (default runs/<config name>)")
     u.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_wait(u)
     u.set_defaults(func=cmd_run)
 
     i = sub.add_parser("info", help="print a run's manifest (config, versions, reports)")

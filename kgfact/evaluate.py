@@ -24,8 +24,12 @@ Distributions: ``id`` (relations the evaluated fine-tuning sets were drawn from)
 - ``regression``: Gekhman's linear model over the %Unknown grid's fine-tuning dynamics, and
   ``regression_other``: the sets outside the grid against that fit (:mod:`kgfact.gap`).
 
-Each (model, mode, strategy) is checkpointed when done: a killed evaluation resumes losing at most
-one of them, with the same final tables (generation is greedy and batch-invariant).
+The base model is loaded once per evaluation where the backend can switch adapters (the built-in
+engine: :meth:`kgfact.sampling.KgfactEngine.use_adapter`), and all the work of a model (every
+mode, strategy, prompt and query) is generated together, one batched pass per token budget.
+Each model is checkpointed when done: a killed evaluation resumes losing at most one of them,
+with the same final tables (generation is greedy, and the engine's answers do not depend on
+what else is in a batch).
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ from kgfact.prompts import (IDK, PROMPT_MODES, QUERY, SET_DEPENDENT, STRATEGIES,
 from kgfact.qa import sample_per_group, shuffled
 from kgfact.rundir import Checkpoints, RunDir, config_json
 from kgfact.sampling import Request, SamplingBackend, SamplingConfig, make_backend
+from kgfact.sampling.base import serve_model
 
 STAGE = "evaluate"
 
@@ -226,33 +231,58 @@ class PromptBuilder:
         return prompts, edges
 
 
-def evaluate_model(backend: SamplingBackend, model: EvalModel, mode: str, strategy: str,
-                   queries_: pd.DataFrame, builder: PromptBuilder, config: EvalConfig,
-                   on_done=None) -> pd.DataFrame:
-    """Predictions of one model under one mode and strategy."""
-    spec = PROMPT_MODES.get(mode)
+def model_requests(model: EvalModel, jobs: list[tuple[str, str]], queries_: pd.DataFrame,
+                   builder: PromptBuilder) -> tuple[list[Request], pd.DataFrame]:
+    """The requests of one model under each (mode, strategy) of ``jobs``, in the order of the
+    predictions table, and a frame of what each asks (prompt, query, mode, strategy)."""
     requests, rows = [], []
-    for relation, group in queries_.groupby("relation", sort=True):
-        for pid in builder.prompt_ids(mode, strategy, model, relation):
-            prefix = builder.prompts[pid]["prefix"]
-            for q in group.itertuples():
-                requests.append(Request(f"{pid}|{q.qid}", prefix,
-                                        QUERY.format(question=q.question)))
-                rows.append((pid, q.qid, q.relation, q.distribution, q.category, q.answer,
-                             q.aliases))
+    for mode, strategy in jobs:
+        for relation, group in queries_.groupby("relation", sort=True):
+            for pid in builder.prompt_ids(mode, strategy, model, relation):
+                prefix = builder.prompts[pid]["prefix"]
+                for q in group.itertuples():
+                    requests.append(Request(f"{pid}|{q.qid}", prefix,
+                                            QUERY.format(question=q.question)))
+                    rows.append((pid, q.qid, q.relation, q.distribution, q.category, q.answer,
+                                 q.aliases, mode, strategy))
+    return requests, pd.DataFrame(rows, columns=[
+        "prompt_id", "qid", "relation", "distribution", "category", "answer", "aliases", "mode",
+        "strategy"])
+
+
+def greedy_answers(backend: SamplingBackend, requests: list[Request], modes: list[str]
+                   ) -> list[str]:
+    """Each request's greedy answer under its prompt mode's token budget: one ``generate`` per
+    budget, so a backend batches all the work of a budget together."""
+    out: list[str] = [""] * len(requests)
+    budgets: dict[int, list[int]] = {}
+    for i, mode in enumerate(modes):
+        budgets.setdefault(PROMPT_MODES.get(mode).max_new_tokens, []).append(i)
+    for max_new_tokens, members in budgets.items():
+        sampling = SamplingConfig(n_samples=0, max_new_tokens=max_new_tokens)
+        for i, g in zip(members, backend.generate([requests[i] for i in members], sampling)):
+            out[i] = g.greedy
+    return out
+
+
+def evaluate_model(backend: SamplingBackend, model: EvalModel, jobs: list[tuple[str, str]],
+                   queries_: pd.DataFrame, builder: PromptBuilder, config: EvalConfig
+                   ) -> pd.DataFrame:
+    """Predictions of one model under every (mode, strategy) of ``jobs`` (strategy ``"none"``
+    for modes without exemplars), all generated in one batched pass per token budget."""
+    requests, frame = model_requests(model, jobs, queries_, builder)
     if not requests:
         return pd.DataFrame()
-    sampling = SamplingConfig(n_samples=0, max_new_tokens=spec.max_new_tokens)
-    generations = [g.greedy for g in backend.generate(requests, sampling, on_done=on_done)]
-    parsed = [parse_generation(g, spec.cot) for g in generations]
-    frame = pd.DataFrame(rows, columns=["prompt_id", "qid", "relation", "distribution",
-                                        "category", "answer", "aliases"])
+    generations = greedy_answers(backend, requests, frame["mode"].tolist())
+    parsed = [parse_generation(g, PROMPT_MODES.get(mode).cot)
+              for g, mode in zip(generations, frame["mode"])]
     answers = [a for a, _ in parsed]
+    modes, strategies = frame.pop("mode"), frame.pop("strategy")
     return frame.assign(
         model=model.name, set=model.set, checkpoint=model.checkpoint,
         seed=pd.array([model.seed] * len(frame), dtype="Int64"),
-        prompt=frame["prompt_id"].str.rsplit("/", n=1).str[-1].astype(int), mode=mode,
-        strategy=strategy if spec.exemplars else "none", generation=generations,
+        prompt=frame["prompt_id"].str.rsplit("/", n=1).str[-1].astype(int), mode=modes,
+        strategy=strategies, generation=generations,
         cot_steps=[s for _, s in parsed], prediction=answers,
         correct=match_many(answers, frame["answer"].tolist(), frame["aliases"].tolist()),
         abstained=[is_abstention(a, config.idk_answer) for a in answers],
@@ -305,10 +335,12 @@ def evaluate(run: RunDir | str, config: EvalConfig | None = None,
              ) -> pd.DataFrame:
     """Evaluate a run's base model and adapters; writes the tables listed in the module docs.
 
-    ``backend`` is a registered name (one backend is started per model, with its adapter) or
-    an instance. Each model is checked against the adapter its backend states it serves
-    (:func:`kgfact.sampling.make_backend`); an instance is checked against every model before
-    any work, so one serving the base model is refused when adapters are evaluated.
+    ``backend`` is a registered name or an instance. By name, one backend is started and
+    switched from adapter to adapter where it can (:func:`kgfact.sampling.base.serve_model`),
+    else one is started per model. Each model is checked against the adapter its backend
+    states it serves (:func:`kgfact.sampling.check_adapter`); an instance is checked against
+    every model before any work, so one serving the base model is refused when adapters are
+    evaluated.
 
     Returns the ``accuracy`` table.
     """
@@ -320,7 +352,7 @@ def evaluate(run: RunDir | str, config: EvalConfig | None = None,
     spec = config_json(evaluate=config, model=base)
     checkpoints = Checkpoints(run, STAGE, spec)
     builder = PromptBuilder(run, config)
-    jobs = [(m, mode, strategy) for m in targets for mode in config.modes
+    jobs = [(mode, strategy) for mode in config.modes
             for strategy in (config.strategies if PROMPT_MODES.get(mode).exemplars
                              else ("none",))]
     if not isinstance(backend, str):  # an instance serves one model: refuse before any work
@@ -328,28 +360,25 @@ def evaluate(run: RunDir | str, config: EvalConfig | None = None,
             make_backend(backend, replace(base, adapter=m.adapter), label=m.name)
     with run.stage(STAGE, spec, seed=config.seed) as info:
         parts = []
-        bar = tqdm(total=len(jobs) * len(qs), unit="q", desc="evaluate", disable=not progress,
-                   file=sys.stderr, dynamic_ncols=True)
-        engine, engine_for = None, None
+        bar = tqdm(total=len(targets) * len(jobs) * len(qs), unit="q", desc="evaluate",
+                   disable=not progress, file=sys.stderr, dynamic_ncols=True)
+        engine = None
         with bar:
-            for m, mode, strategy in jobs:
-                bar.set_postfix(model=m.name, mode=mode)
-                key = f"{m.name}--{mode}--{strategy}"
-                # prompts are rebuilt even for finished jobs: the prompt tables need them
-                for relation in qs["relation"].unique():
-                    builder.prompt_ids(mode, strategy, m, relation)
-                if (saved := checkpoints.load(key)) is not None:
-                    parts.append(saved)
-                    bar.update(len(qs))
-                    continue
-                if engine_for != m.name:
-                    engine = make_backend(backend, replace(base, adapter=m.adapter), max_batch,
-                                          label=m.name, **(backend_options or {}))
-                    engine_for = m.name
-                part = evaluate_model(engine, m, mode, strategy, qs, builder, config)
-                checkpoints.save(key, part)
-                parts.append(part)
-                bar.update(len(qs))
+            for m in targets:
+                bar.set_postfix(model=m.name)
+                # prompts are rebuilt even for finished models: the prompt tables need them
+                for mode, strategy in jobs:
+                    for relation in qs["relation"].unique():
+                        builder.prompt_ids(mode, strategy, m, relation)
+                if (saved := checkpoints.load(m.name)) is None:
+                    # one engine for the whole evaluation where the backend can switch
+                    # adapters: the base model is loaded once
+                    engine = serve_model(backend, replace(base, adapter=m.adapter), engine,
+                                         max_batch, label=m.name, **(backend_options or {}))
+                    saved = evaluate_model(engine, m, jobs, qs, builder, config)
+                    checkpoints.save(m.name, saved)
+                parts.append(saved)
+                bar.update(len(jobs) * len(qs))
         if not any(len(p) for p in parts):
             raise KgfactError(f"no prompt could be built: every relation has fewer than "
                               f"{config.shots} exemplars for {', '.join(config.strategies)}; "

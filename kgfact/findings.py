@@ -29,6 +29,8 @@ from kgfact.finetune import memorised
 from kgfact.ftsets import read_set
 from kgfact.gap import EXPECTED, NO_PROMPT, crossed_contrast, finding, paired_cells
 from kgfact.rundir import RunDir
+from kgfact.slick import protocol_of
+from kgfact.theory.metrics import GRADED
 
 # a gap under this is "no practical harm": Gekhman et al. report EARLY_STOP gaps of a few points
 NEGLIGIBLE = 0.05
@@ -119,11 +121,15 @@ def _regression(term: str) -> Callable[[RunDir, dict], dict]:
 
 
 def _theory(run: RunDir, context: dict) -> dict:
+    config = run.manifest().get("stages", {}).get("theory", {}).get("config") or {}
+    augmentation = config.get("augmentation", "default")
+    if augmentation in GRADED and protocol_of(run) == "lazy":
+        return {"note": f"A(P) {augmentation!r} needs p_correct, which SliCK's lazy protocol "
+                        "does not measure: label with 'kgfact slick --protocol full --force'"}
     if not run.has_table("theory_stats"):
         return {"note": "no theory_stats table: run 'kgfact theory'"}
-    config = run.manifest().get("stages", {}).get("theory", {}).get("config") or {}
     stats = run.read_table("theory_stats")
-    row = stats[(stats["augmentation"] == config.get("augmentation", "default"))
+    row = stats[(stats["augmentation"] == augmentation)
                 & (stats["family"] == "a_quantile") & (stats["mode"] == "all")
                 & (stats["statistic"] == "spearman_reduction")]
     if row.empty:

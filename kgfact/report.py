@@ -25,7 +25,7 @@ import pandas as pd
 from kgfact.errors import KgfactError
 from kgfact.markdown import markdown_table
 from kgfact.rundir import RunDir, atomic_write_text
-from kgfact.slick import CATEGORIES
+from kgfact.slick import CATEGORIES, protocol_of
 from kgfact.stages import STAGES
 
 STAGE = "report"
@@ -60,6 +60,15 @@ def category_mix(run: RunDir) -> pd.DataFrame:
         known_guess = slick["guess"] & (slick["category"] != "Unknown")
         mix["Known guesses"] = known_guess.groupby([slick["relation"], slick["split"]]).sum()
     return mix.reset_index()
+
+
+def slick_protocol(run: RunDir) -> pd.DataFrame:
+    """Which SliCK protocol labelled the run, and what it leaves unmeasured."""
+    protocol = protocol_of(_run(run))
+    return pd.DataFrame({"protocol": [protocol], "P_correct(T>0) and p_correct": [
+        "measured for every question" if protocol == "full" else
+        "missing except for Unknown questions (greedy decides the others; samples are drawn "
+        "only until the first right one)"]})
 
 
 def knowledge_vs_graph(run: RunDir) -> pd.DataFrame:
@@ -102,14 +111,14 @@ def kg_tables(run: RunDir) -> dict[str, pd.DataFrame]:
 
 def subgraph_metrics(run: RunDir) -> pd.DataFrame:
     """Mean prompt-induced-subgraph metrics and A(P) per model set, mode and strategy."""
-    from kgfact.theory.metrics import METRICS
+    from kgfact.theory.metrics import METRICS, group_means
 
     metrics = _run(run).read_table("theory_metrics")
     cols = [c for c in [*METRICS.names(), "A"] if c in metrics]
     keys = ["set", "mode", "strategy"]
     # prompts without a set are the base model's (and every model's set-independent ones)
-    grouped = metrics[cols].astype(float).join(metrics[keys].fillna("base")).groupby(keys)
-    return grouped.mean().assign(units=grouped.size()).reset_index()
+    data = metrics[cols].astype(float).join(metrics[keys].fillna("base"))
+    return group_means(data, keys, cols).assign(units=data.groupby(keys).size()).reset_index()
 
 
 def cot_step_counts(run: RunDir) -> pd.DataFrame:
@@ -339,7 +348,8 @@ SECTIONS = (
             "model's default answer for the relation or is spelled out in the question; the "
             "baselines are the accuracies of always giving the most frequent train answer and "
             "of always giving the model's default.", fig_categories,
-            lambda run: {"questions per category": category_mix(run),
+            lambda run: {"protocol": slick_protocol(run),
+                         "questions per category": category_mix(run),
                          **({"accuracy without knowledge": run.read_table("guess_baselines")}
                             if run.has_table("guess_baselines") else {})}),
     Section("What the model knows and the graph",

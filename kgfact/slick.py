@@ -10,6 +10,21 @@ once greedily and ``n_samples`` (16) times at temperature 0.5 with top-k 40. The
 and the category is **HighlyKnown** if ``P(T=0) = 1``; **MaybeKnown** if ``0 < P(T=0) < 1``;
 **WeaklyKnown** if ``P(T=0) = 0`` and ``P(T>0) > 0``; **Unknown** if both are 0.
 
+That is the ``full`` protocol (the default). The ``lazy`` one gives the same categories from far
+fewer answers: a question greedy answers right under some prompt is decided by greedy alone, so
+it samples only for the questions greedy never gets right, one prompt's samples at a time (prompt
+0's, then prompt 1's, ...) and only until the first right one. Samples are seeded per (question,
+prompt, sample), so each sample it draws is the full protocol's. It does not measure
+``P_correct(T>0)`` and the share of all answers right (``p_correct``) except where it drew every
+sample (Unknown questions): they are missing (NaN), never 0.
+
+A second call on a run labelled under the same protocol (prompts, exemplars, templates,
+sampling, seed, model, answering engine) with another selection of questions (relations, splits,
+caps) labels only the questions not yet in the table and adds them: answers are seeded per
+question and exemplar sets per (relation, prompt), and each (relation, split) keeps the first
+questions of one seeded order, so the grown table is the one a single call selecting them all
+would give. Another protocol needs ``force``.
+
 The exemplar sets are fixed per relation (so their KV caches are shared by every question of
 the relation). A dev question never appears in its own prompt: where it is one of the set's
 exemplars, it is replaced by the next pool question not already in the set. Correctness is
@@ -24,9 +39,10 @@ the question, and the ``guess_baselines`` table gives each relation's accuracy w
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -45,6 +61,8 @@ from kgfact.sampling import (Request, SamplingBackend, SamplingConfig, make_back
 
 STAGE = "slick"
 CATEGORIES = ("HighlyKnown", "MaybeKnown", "WeaklyKnown", "Unknown")
+# the settings that choose which questions are labelled; every other one decides their answers
+SELECTION = ("relations", "splits", "max_questions_per_relation", "max_exemplar_split_questions")
 
 
 @dataclass(frozen=True)
@@ -56,12 +74,20 @@ class SlickConfig:
     shots: int = field(default=4, metadata={"min": 0,
         "help": "Exemplars per prompt (same relation)."})
     exemplar_split: str = field(default="dev", metadata={"help": "Split exemplars come from."})
-    exemplar_template: str = field(default=EXEMPLAR, metadata={
-        "help": "How one exemplar is written ({question}, {answer})."})
-    query_template: str = field(default=QUERY, metadata={
-        "help": "How the question is asked after the exemplars ({question})."})
+    exemplar_template: str = field(default=EXEMPLAR, metadata={"template": ("question", "answer"),
+        "help": "How one exemplar is written: a format string using {question} and {answer} "
+                "(and no other field; {{ and }} for literal braces)."})
+    query_template: str = field(default=QUERY, metadata={"template": ("question",),
+        "help": "How the question is asked after the exemplars: a format string using "
+                "{question} (and no other field; {{ and }} for literal braces)."})
     sampling: SamplingConfig = field(default_factory=SamplingConfig, metadata={
         "help": "Greedy + samples per prompt (16 at T=0.5, top-k 40)."})
+    protocol: Literal["full", "lazy"] = field(default="full", metadata={
+        "help": "full: every prompt's greedy answer and samples, as published (measures "
+                "P_correct(T>0) and p_correct, the share of all answers right, of every "
+                "question); lazy: the same categories from greedy answers plus samples only for "
+                "questions greedy never gets right, until the first right one (P_correct(T>0) "
+                "and p_correct are then missing except for Unknown questions)."})
     splits: tuple[str, ...] = field(default=("train", "dev", "test"), metadata={
         "nonempty": True, "help": "Which splits' questions to categorise."})
     relations: tuple[str, ...] | None = field(default=None, metadata={"nonempty": True,
@@ -131,35 +157,90 @@ def build_requests(questions: pd.DataFrame, qa: pd.DataFrame, sets: pd.DataFrame
     return requests
 
 
+def _right(answers: list[list[str]], questions: pd.DataFrame) -> list[np.ndarray]:
+    """Whether each answer is right: one boolean array per question (``answers[i]`` answers row
+    ``i`` of ``questions``)."""
+    lengths = [len(a) for a in answers]
+    flat = [a.strip() for row in answers for a in row]
+    golds = np.repeat(questions["answer"].to_numpy(), lengths)
+    aliases = [a for a, n in zip(questions["aliases"], lengths) for _ in range(n)]
+    return np.split(match_many(flat, golds, aliases), np.cumsum(lengths)[:-1])
+
+
 def score(questions: pd.DataFrame, generations: dict[str, tuple[str, tuple[str, ...]]],
           config: SlickConfig) -> pd.DataFrame:
-    """The SliCK table for ``questions`` from their generations (keyed like the requests)."""
+    """The SliCK table for ``questions`` from their generations (keyed like the requests).
+
+    A question's samples are those of its prompts in order; the lazy protocol leaves the later
+    prompts' out, and shares over all samples are then missing (NaN).
+    """
     n_p, n_s = config.n_prompts, config.sampling.n_samples
-    greedy = [[generations[f"{q}#{p}"][0] for p in range(n_p)] for q in questions["qid"]]
-    samples = [[s for p in range(n_p) for s in generations[f"{q}#{p}"][1]]
-               for q in questions["qid"]]
-
-    def correct(answers: list[list[str]], per: int) -> np.ndarray:
-        flat = [a.strip() for row in answers for a in row]
-        golds = np.repeat(questions["answer"].to_numpy(), per)
-        aliases = [a for a in questions["aliases"] for _ in range(per)]
-        return match_many(flat, golds, aliases).reshape(len(questions), per)
-
-    g_ok = correct(greedy, n_p)
-    s_ok = correct(samples, n_p * n_s) if n_s else np.zeros((len(questions), 0), dtype=bool)
+    keys = [[f"{q}#{p}" for p in range(n_p)] for q in questions["qid"]]
+    greedy = [[generations[k][0] for k in row] for row in keys]
+    samples = [[s for k in row for s in generations[k][1]] for row in keys]
+    g_ok = np.array(_right(greedy, questions)).reshape(len(questions), n_p)
+    s_ok = _right(samples, questions)
+    hits = np.array([ok.sum() for ok in s_ok])
+    complete = np.array([len(ok) for ok in s_ok]) == n_p * n_s
     p_g = g_ok.mean(axis=1)
-    p_s = s_ok.mean(axis=1) if n_s else np.zeros(len(questions))
+    p_s = np.where(complete, hits / (n_p * n_s), np.nan)
     # every answer pooled: the graded knownness the theory's A(P) can use (theory.md's K)
-    p_all = (g_ok.sum(axis=1) + s_ok.sum(axis=1)) / (g_ok.shape[1] + s_ok.shape[1])
+    p_all = np.where(complete, (g_ok.sum(axis=1) + hits) / (n_p + n_p * n_s), np.nan)
     return pd.DataFrame({
         "qid": questions["qid"].to_numpy(), "relation": questions["relation"].to_numpy(),
         "split": questions["split"].to_numpy(),
         "distribution": questions["distribution"].to_numpy(),
         "p_correct_greedy": p_g, "p_correct_sample": p_s,
-        "p_correct": p_all, "category": categorize(p_g, p_s),
+        "p_correct": p_all, "category": categorize(p_g, hits),
         "greedy_answers": greedy, "sample_answers": samples,
-        "greedy_correct": list(g_ok), "sample_correct": list(s_ok),
+        "greedy_correct": list(g_ok), "sample_correct": s_ok,
     })
+
+
+Generations = dict[str, tuple[str, tuple[str, ...]]]
+
+
+def answer_full(engine: SamplingBackend, questions: pd.DataFrame, requests: list[Request],
+                config: SlickConfig, tick: Callable[[int], Any]) -> Generations:
+    """The full protocol: every prompt's greedy answer and samples (``tick`` counts questions)."""
+    done = {}
+
+    def on_done(gen):
+        done[gen.key] = (gen.greedy, gen.samples)
+        if len(done) % config.n_prompts == 0:
+            tick(1)
+    engine.generate(requests, config.sampling, on_done=on_done)
+    return done
+
+
+def answer_lazy(engine: SamplingBackend, questions: pd.DataFrame, requests: list[Request],
+                config: SlickConfig, tick: Callable[[int], Any]) -> Generations:
+    """The lazy protocol: every prompt's greedy answer, then, for the questions no greedy answer
+    got right, one prompt's samples at a time until one is right (each batch holds the same
+    prompt of every still undecided question)."""
+    n_p = config.n_prompts
+    done = {g.key: (g.greedy, ()) for g in engine.generate(
+        requests, replace(config.sampling, n_samples=0))}
+    greedy = _right([[done[r.key][0] for r in requests[i * n_p:(i + 1) * n_p]]
+                     for i in range(len(questions))], questions)
+    undecided = [i for i, ok in enumerate(greedy) if not ok.any()]
+    tick(len(questions) - len(undecided))
+    sampling = replace(config.sampling, greedy=False)
+    for p in range(n_p):
+        if not undecided:
+            break
+        gens = engine.generate([requests[i * n_p + p] for i in undecided], sampling)
+        right = _right([list(g.samples) for g in gens], questions.iloc[undecided])
+        for g in gens:
+            done[g.key] = (done[g.key][0], g.samples)
+        still = [i for i, ok in zip(undecided, right) if not ok.any()]
+        tick(len(undecided) - len(still))
+        undecided = still
+    tick(len(undecided))
+    return done
+
+
+PROTOCOLS: dict[str, Callable[..., Generations]] = {"full": answer_full, "lazy": answer_lazy}
 
 
 def select_questions(qa: pd.DataFrame, config: SlickConfig) -> tuple[pd.DataFrame, list[str],
@@ -181,18 +262,41 @@ def select_questions(qa: pd.DataFrame, config: SlickConfig) -> tuple[pd.DataFram
                           f"exemplars in {', '.join(skipped)} (need {config.shots + 1})")
     keep = [p for p in relations if p not in skipped]
     questions = qa[qa["relation"].isin(keep) & qa["split"].isin(config.splits)]
-    if config.max_questions_per_relation is not None:
-        questions = sample_per_group(questions, ["relation", "split"],
-                                     config.max_questions_per_relation, config.seed)
-    if config.max_exemplar_split_questions is not None:
-        dev = questions["split"] == config.exemplar_split
-        questions = pd.concat([questions[~dev], sample_per_group(
-            questions[dev], ["relation", "split"], config.max_exemplar_split_questions,
-            config.seed)])
+    dev = questions["split"] == config.exemplar_split
+    caps = [config.max_questions_per_relation, config.max_exemplar_split_questions]
+    # one cap per group, applied to one seeded order: a larger cap selects a superset, so a
+    # run grown by a second call holds what one call with the larger cap would select
+    parts = [(questions[~dev], caps[0]),
+             (questions[dev], min((c for c in caps if c is not None), default=None))]
+    questions = pd.concat([q if cap is None else sample_per_group(
+        q, ["relation", "split"], cap, config.seed) for q, cap in parts])
     questions = questions.sort_values(["relation", "split", "qid"]).reset_index(drop=True)
     if questions.empty:
         raise KgfactError("no questions to categorise with these relations and splits")
     return questions, skipped, sets
+
+
+def _protocol(spec: dict) -> dict:
+    """``spec`` without the question selection: what decides every question's answers (a spec
+    recorded before the protocol could be chosen ran the full one)."""
+    slick = {"protocol": "full", **spec.get("slick", {})}
+    return {**spec, "slick": {k: v for k, v in slick.items() if k not in SELECTION}}
+
+
+def _changes(old: Any, new: Any, path: str = "") -> list[str]:
+    """``"key old -> new"`` for each setting that differs (nested dicts by dotted key)."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        keys = sorted(set(old) | set(new))
+        return [c for k in keys for c in _changes(old.get(k), new.get(k),
+                                                  f"{path}.{k}" if path else k)]
+    return [] if old == new else [f"{path} {old!r} -> {new!r}"]
+
+
+def protocol_of(run: RunDir) -> str:
+    """The protocol of ``run``'s SliCK table, ``"full"`` or ``"lazy"`` (``"full"`` when it was
+    labelled before the protocol could be chosen, or not yet)."""
+    entry = run.manifest().get("stages", {}).get(STAGE, {})
+    return _protocol(entry.get("config") or {})["slick"]["protocol"]
 
 
 def run_slick(run: RunDir | str | Path, config: SlickConfig, model: ModelConfig | None = None,
@@ -205,34 +309,56 @@ def run_slick(run: RunDir | str | Path, config: SlickConfig, model: ModelConfig 
     killed run resumes losing at most one chunk and ends with the same table: samples are seeded
     per (question, prompt, sample) and greedy answers do not depend on batching.
 
+    A run already labelled under the same protocol (everything but :data:`SELECTION`) grows:
+    only the selected questions not yet in its table are labelled and added, and the guess flags,
+    baselines and exemplar sets are recomputed over the whole table. Another protocol is refused
+    unless ``force``, which labels from scratch.
+
     ``backend_options`` go to the backend (e.g. ``{"address": ..., "workers": 2}`` for
     ``"ray"``). The config records the engine that decides the answers
     (:func:`kgfact.sampling.recorded_backend`: ``"ray"`` records ``"kgfact"``), so a run can be
     resumed on another backend with identical answers; where it ran is kept under
-    ``execution`` in the stage's manifest entry.
+    ``execution`` in the stage's manifest entry, and every selection the table holds under
+    ``selections``.
     """
     run = RunDir.of(run)
     model = model or ModelConfig()
     spec = config_json(slick=config, model=model, backend=recorded_backend(backend))
     previous = run.manifest().get("stages", {}).get(STAGE, {})
-    if previous.get("status") == "complete" and not force and run.has_table("slick"):
-        if previous.get("config") == spec:
+    complete = previous.get("status") == "complete"
+    base = None  # the table this call adds to: a complete one, or the one a killed call grew
+    if not force and run.has_table("slick") and (complete or previous.get("grows")):
+        if complete and previous.get("config") == spec and run.verified(STAGE):
             return run.read_table("slick")
-        raise KgfactError(f"{run.path} already has SliCK results from another configuration; "
-                          "use --force to replace them")
+        changed = _changes(_protocol(previous.get("config") or {}), _protocol(spec))
+        if changed:
+            raise KgfactError(f"{run.path} already has SliCK results under another protocol "
+                              f"({'; '.join(changed)}); use --force to replace them")
+        base = run.read_table("slick")
     qa = run.read_table("qa")
     questions, skipped, sets = select_questions(qa, config)
-    checkpoints = Checkpoints(run, STAGE, spec)
+    selection = {k: spec["slick"][k] for k in SELECTION}
+    selections = [selection]
+    if base is not None:
+        questions = questions[~questions["qid"].isin(base["qid"])].reset_index(drop=True)
+        if questions.empty and complete:
+            return base
+        earlier = previous.get("selections") or [
+            {k: previous["config"]["slick"].get(k) for k in SELECTION}]
+        selections = [s for s in earlier if s != selection] + selections
+    # keyed by the questions too: a grown run's chunks depend on what the table already held
+    checkpoints = Checkpoints(run, STAGE, {"spec": spec, "questions": list(questions["qid"])})
     with run.stage(STAGE, spec, seed=config.seed) as info:
+        run.annotate(STAGE, grows=base is not None, selections=selections)
         engine = make_backend(backend, model, max_batch, **(backend_options or {}))
         info["execution"] = {"backend": backend if isinstance(backend, str)
                              else type(backend).__name__, "options": backend_options or {}}
+        answer = PROTOCOLS[config.protocol]
         parts = []
-        chunks = range(0, len(questions), chunk_size)
         bar = tqdm(total=len(questions), unit="q", desc="SliCK", disable=not progress,
                    file=sys.stderr, dynamic_ncols=True)
         with bar:
-            for start in chunks:
+            for start in range(0, len(questions), chunk_size):
                 key = f"part-{start // chunk_size:06d}"
                 chunk = questions.iloc[start:start + chunk_size]
                 if (saved := checkpoints.load(key)) is not None:
@@ -240,26 +366,26 @@ def run_slick(run: RunDir | str | Path, config: SlickConfig, model: ModelConfig 
                     bar.update(len(chunk))
                     continue
                 requests = build_requests(chunk, qa, sets, config)
-                done = {}
-
-                def on_done(gen, _n=config.n_prompts):
-                    done[gen.key] = (gen.greedy, gen.samples)
-                    if len(done) % _n == 0:
-                        bar.update(1)
-                engine.generate(requests, config.sampling, on_done=on_done)
-                part = score(chunk, done, config)
+                part = score(chunk, answer(engine, chunk, requests, config, bar.update), config)
                 checkpoints.save(key, part)
                 parts.append(part)
-        table = flag_guesses(pd.concat(parts, ignore_index=True), qa)
+        kept = [] if base is None else [base.drop(columns=["guess", "guess_kind"],
+                                                  errors="ignore")]
+        table = pd.concat([*kept, *parts], ignore_index=True).sort_values(
+            ["relation", "split", "qid"], ignore_index=True)
+        table = flag_guesses(table, qa)
         run.write_table("slick", table)
-        run.write_table("slick_exemplars", sets)
+        run.write_table("slick_exemplars",
+                        exemplar_sets(qa, config, sorted(table["relation"].unique()))[0])
         run.write_table("guess_baselines", prior_baselines(qa, table))
         info["report"] = {
-            "questions": len(table), "skipped_relations": skipped,
+            "questions": len(table), "added": len(questions), "skipped_relations": skipped,
             "categories": {r: {c: int(n) for c, n in g["category"].value_counts().items()}
                            for r, g in table.groupby("relation")},
             "known_guesses": int((table["guess"] & (table["category"] != "Unknown")).sum()),
-            "generations": len(table) * config.n_prompts * (config.sampling.n_samples + 1),
+            # what this call generated (the lazy protocol draws only the samples it needs)
+            "generations": sum(len(p) * config.n_prompts
+                               + int(p["sample_answers"].map(len).sum()) for p in parts),
         }
     checkpoints.clear()
     return run.read_table("slick")  # in the form every later reader sees

@@ -7,7 +7,8 @@ The pipeline (``kgfact run``), the command line, the report's step table, ``kgfa
 (``"module:attribute"``, as rdflib's plugins), so importing this module imports no stage.
 
 Every runner has the signature ``runner(run, config, *, model, backend, progress, force)``
-(:class:`StageCall` carries those), so the pipeline and the command line call any stage alike.
+(:class:`StageCall` carries those), so the pipeline and the command line call any stage alike,
+through :meth:`Stage.run`, which holds the run directory's lock while the stage works.
 """
 
 from __future__ import annotations
@@ -39,9 +40,16 @@ class Stage:
     def config_class(self) -> type | None:
         return load_target(self.config) if self.config else None
 
-    def run(self, run: Any, config: Any, **options: Any) -> Any:
-        """Run the stage on ``run`` with ``config`` (options as in the module docstring)."""
-        return load_target(self.runner)(run, config, **options)
+    def run(self, run: Any, config: Any, *, wait: float | None = 0.0, **options: Any) -> Any:
+        """Run the stage on ``run`` (a :class:`~kgfact.rundir.RunDir`) with ``config`` (options
+        as in the module docstring), holding the run's lock throughout, so its checks ("already
+        complete", "another configuration") and its writes see no other writer.
+
+        ``wait``: seconds to wait for another process writing to the run (None: as long as it
+        takes); if it still writes then, a one-line error names it.
+        """
+        with run.writing(wait):
+            return load_target(self.runner)(run, config, **options)
 
 
 STAGES: Registry[Stage] = Registry("stage")
@@ -56,7 +64,7 @@ for _stage in (
           ("ftsets",)),
     Stage("finetune", "LoRA fine-tuning on the run's fine-tuning sets",
           "kgfact.finetune:FinetuneConfig", "kgfact.finetune:run_stage", ("qa", "ftsets"),
-          ("dynamics",), optional=("lr_grid",), uses_model=True),
+          ("dynamics",), optional=("lr_grid",), uses_model=True, uses_backend=True),
     Stage("evaluate", "accuracy and factuality gap under each prompt mode",
           "kgfact.evaluate:EvalConfig", "kgfact.evaluate:run_stage",
           ("qa", "triples", "entities", "slick", "ftsets", "dynamics"),

@@ -1,7 +1,8 @@
 """A fault-injecting HTTP reverse proxy on loopback, for testing clients against a hostile endpoint.
 
 Tests put :class:`FaultProxy` between a SPARQL client and a real (local) endpoint and schedule
-faults: rate limiting, server errors, slow answers, dropped connections and truncated bodies.
+faults: rate limiting, server errors, slow answers, dropped connections, truncated bodies,
+answers trickled a byte at a time, no answer at all, and any answer of the test's own making.
 Standard library only. Usage::
 
     with FaultProxy("http://127.0.0.1:7878", [Fault("429", retry_after=2), Fault("drop")]) as proxy:
@@ -26,6 +27,13 @@ Fault kinds
     ``"drop"``            read the request, then close the connection without answering.
     ``"truncate"``        forward, send the status and headers with the full Content-Length but
                           only the first half of the body, then close.
+    ``"trickle"``         forward, then send the whole answer (status line, headers and body)
+                          one byte every ``delay`` seconds, until it is sent or the client
+                          hangs up.
+    ``"hang"``            read the request, then never answer: the connection stays open until
+                          the client closes it or the proxy stops.
+    ``"answer"``          wait ``delay`` seconds, then answer status ``code`` with ``body`` as
+                          ``content_type`` (and ``Retry-After`` if given); not forwarded.
 
 Forwarding keeps the method, path and query (appended to the upstream URL's own path, if any),
 body and end-to-end headers; ``Host`` is set to the upstream's. Answers carry
@@ -39,6 +47,7 @@ from __future__ import annotations
 import http.client
 import ipaddress
 import logging
+import select
 import socket
 import threading
 from dataclasses import dataclass
@@ -50,7 +59,7 @@ __all__ = ["Fault", "FaultProxy", "FaultRule", "RequestRecord", "KINDS"]
 
 log = logging.getLogger(__name__)
 
-KINDS = ("429", "500", "503", "slow", "drop", "truncate")
+KINDS = ("429", "500", "503", "slow", "drop", "truncate", "trickle", "hang", "answer")
 
 # RFC 9110 section 7.6.1: connection-specific headers a proxy must not forward.
 HOP_BY_HOP = frozenset({
@@ -72,6 +81,9 @@ class Fault:
     kind: str
     retry_after: int | None = None
     delay: float = 0.0
+    code: int = 200       # "answer" only
+    body: bytes = b""     # "answer" only
+    content_type: str = "application/sparql-results+json"  # "answer" only
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -82,17 +94,20 @@ class Fault:
             raise ValueError(f"retry_after must be a non-negative int (seconds), got {ra!r}")
         if self.delay < 0:
             raise ValueError(f"delay must be >= 0, got {self.delay!r}")
+        if not 100 <= self.code <= 599:
+            raise ValueError(f"code must be an HTTP status (100-599), got {self.code!r}")
 
     @property
     def status(self) -> int | None:
-        """The status code this fault answers with, for the error kinds."""
-        return int(self.kind) if self.kind.isdigit() else None
+        """The status code this fault answers with, for the error kinds and ``"answer"``."""
+        return int(self.kind) if self.kind.isdigit() else self.code if self.kind == "answer" \
+            else None
 
     @classmethod
-    def every(cls, n: int, kind: str, retry_after: int | None = None,
-              delay: float = 0.0) -> FaultRule:
+    def every(cls, n: int, kind: str, retry_after: int | None = None, delay: float = 0.0,
+              **answer) -> FaultRule:
         """A rule injecting ``Fault(kind, ...)`` into the n-th, 2n-th, 3n-th... request."""
-        return FaultRule(n, cls(kind, retry_after, delay))
+        return FaultRule(n, cls(kind, retry_after, delay, **answer))
 
 
 @dataclass(frozen=True)
@@ -185,6 +200,14 @@ class _Handler(BaseHTTPRequestHandler):
         kind = fault.kind if fault else None
         if kind == "drop":
             return  # the server closes the socket without a byte of response
+        if kind == "hang":
+            self._wait_for_hangup()
+            return
+        if kind == "answer":
+            if not proxy._stopping.wait(fault.delay):
+                self._send_simple(record, fault.code, fault.body, self._retry_after(fault),
+                                  fault.content_type)
+            return
         if fault is not None and fault.status is not None:
             self._send_error(record, fault)
             return
@@ -196,16 +219,20 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_simple(record, 502, b"Bad Gateway: upstream unreachable (FaultProxy)\n")
             return
         status, reason, headers, payload = response
-        self.send_response_only(status, reason)
         head = self.command == "HEAD"  # keeps upstream's Content-Length: there is no body to count
-        for name, value in headers:
-            if name.lower() not in HOP_BY_HOP and (head or name.lower() != "content-length"):
-                self.send_header(name, value)
+        headers = [(name, value) for name, value in headers
+                   if name.lower() not in HOP_BY_HOP and (head or name.lower() != "content-length")]
         if not head:
-            self.send_header("Content-Length", str(len(payload)))
-        self.send_header("Connection", "close")
-        self.end_headers()
+            headers.append(("Content-Length", str(len(payload))))
+        headers.append(("Connection", "close"))
         record.status = status
+        if kind == "trickle":
+            self._trickle(status, reason, headers, b"" if head else payload, fault.delay)
+            return
+        self.send_response_only(status, reason)
+        for name, value in headers:
+            self.send_header(name, value)
+        self.end_headers()
         if not head:
             self.wfile.write(payload[: len(payload) // 2] if kind == "truncate" else payload)
         self.wfile.flush()
@@ -256,15 +283,44 @@ class _Handler(BaseHTTPRequestHandler):
         finally:
             conn.close()
 
-    def _send_error(self, record: RequestRecord, fault: Fault) -> None:
-        extra = [] if fault.retry_after is None else [("Retry-After", str(fault.retry_after))]
-        self._send_simple(record, fault.status, _ERROR_BODIES[fault.status], extra)
+    def _trickle(self, status: int, reason: str, headers, payload: bytes, delay: float) -> None:
+        """Send a whole answer one byte every ``delay`` seconds, until done, the client hangs
+        up or the proxy stops."""
+        lines = [f"HTTP/1.1 {status} {reason}", *(f"{name}: {value}" for name, value in headers)]
+        data = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + payload
+        for i in range(len(data)):
+            if self.server.proxy._stopping.wait(delay):
+                return
+            try:
+                self.wfile.write(data[i:i + 1])
+                self.wfile.flush()
+            except OSError:  # the client gave up
+                return
 
-    def _send_simple(self, record: RequestRecord, status: int, body: bytes, extra=()) -> None:
+    def _wait_for_hangup(self) -> None:
+        """Block until the client closes the connection or the proxy stops."""
+        while not self.server.proxy._stopping.wait(0.05):
+            try:
+                readable, _, _ = select.select([self.connection], [], [], 0)
+                if readable and not self.connection.recv(1, socket.MSG_PEEK):
+                    return
+            except OSError:
+                return
+
+    @staticmethod
+    def _retry_after(fault: Fault) -> list[tuple[str, str]]:
+        return [] if fault.retry_after is None else [("Retry-After", str(fault.retry_after))]
+
+    def _send_error(self, record: RequestRecord, fault: Fault) -> None:
+        self._send_simple(record, fault.status, _ERROR_BODIES[fault.status],
+                          self._retry_after(fault))
+
+    def _send_simple(self, record: RequestRecord, status: int, body: bytes, extra=(),
+                     content_type: str = "text/plain; charset=utf-8") -> None:
         self.send_response(status)
         for name, value in extra:
             self.send_header(name, value)
-        self.send_header("Content-Type", "text/plain; charset=utf-8")
+        self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Connection", "close")
         self.end_headers()

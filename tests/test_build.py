@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -218,7 +219,7 @@ def test_a_build_naming_the_store_by_url_asks_again_after_a_load(miniworld_nt, t
     finally:
         store.stop()
     source = RunDir(tmp_path / "before").manifest()["stages"]["build"]["report"]["source"]
-    assert source == {"url": args[2], "data_version": first}
+    assert source == {"url": args[2], "data_version": first, "store": str(store.location)}
     capsys.readouterr()
     assert main([*args, "--run", str(tmp_path / "before")]) == 2
     assert capsys.readouterr().err == (f"kgfact: error: {tmp_path / 'before'} was built before "
@@ -228,3 +229,75 @@ def test_a_build_naming_the_store_by_url_asks_again_after_a_load(miniworld_nt, t
     assert len(after) == len(before) + 1
     assert after.query("subject == 'Q1999'")[["relation", "object"]].values.tolist() == [
         ["P17", "Q200"]]
+
+
+# -- one writer per run directory, and resume that checks the tables ---------------------------
+def lock_holder(run: Path) -> int | None:
+    """The process id the run's lock file names (read without taking the lock)."""
+    try:
+        return json.loads((run / ".lock").read_text())["pid"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def test_concurrent_builds_on_one_run_never_mix(mini_store, tmp_path):
+    """A build with other relations started while one runs is refused at once, naming the
+    first; with --wait (and --force) it runs after it. The manifest always matches the tables."""
+    upstream = mini_store.query_url.rsplit("/", 1)[0]
+    common = ["build", "--page-size", "4", "--no-cache", "--quiet", "--ood", "P30"]
+    run = tmp_path / "run"
+    with FaultProxy(upstream, [Fault.every(1, "slow", delay=0.5)]) as proxy:
+        args = [*common, "--endpoint", proxy.url + "/query", "--run", str(run)]
+        first = subprocess.Popen([sys.executable, "-m", "kgfact.cli", *args, "--relations",
+                                  "P36"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                 text=True)
+        deadline = time.monotonic() + 60
+        while lock_holder(run) != first.pid:
+            assert first.poll() is None and time.monotonic() < deadline, first.stderr.read()
+            time.sleep(0.02)
+        first.send_signal(signal.SIGSTOP)  # mid-build, for as long as the test needs
+        try:
+            second = kgfact(*args, "--relations", "P1376", timeout=120)
+            assert second.returncode == 2 and second.stderr.count("\n") == 1
+            assert second.stderr.startswith(f"kgfact: error: run directory {run} is in use by "
+                                            f"process {first.pid} (")
+            waiting = subprocess.Popen(
+                [sys.executable, "-m", "kgfact.cli", *args, "--relations", "P1376", "--force",
+                 "--wait", "120"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            assert waiting.stderr.readline().startswith(
+                f"kgfact: waiting for run directory {run}, in use by process {first.pid} (")
+        finally:
+            first.send_signal(signal.SIGCONT)
+        out, err = first.communicate(timeout=120)
+        assert first.returncode == 0, err
+        out, err = waiting.communicate(timeout=120)
+    assert waiting.returncode == 0, err
+    assert out.startswith(f"built {run}: ")
+    stage = RunDir(run).manifest()["stages"]["build"]
+    assert stage["config"]["qa"]["in_distribution"] == ["P1376"]
+    assert set(tables(run)["qa"]["relation"]) == {"P1376", "P30"}
+    assert RunDir(run).verified("build")
+    assert not (run / "checkpoints").exists() or not any((run / "checkpoints").rglob("*"))
+
+
+@pytest.mark.parametrize("damage", ["garbage", "no split column"])
+def test_a_damaged_table_of_a_complete_build_is_not_already_built(mini_store, tmp_path, damage,
+                                                                 capsys):
+    run = tmp_path / "run"
+    args = ["build", "--endpoint", mini_store.query_url, "--run", str(run), "--quiet", *MINI]
+    assert main(args) == 0
+    qa = run / "qa.parquet"
+    if damage == "garbage":
+        qa.write_bytes(b"PAR1 not a parquet file")
+    else:
+        pd.read_parquet(qa).drop(columns="split").to_parquet(qa)
+    capsys.readouterr()
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"kgfact: error: {qa} is damaged or was changed since stage 'build' "
+                          "wrote it (") and err.count("\n") == 1
+    assert err.endswith("); delete it to run the stage again\n")
+    qa.unlink()
+    assert main(args) == 0
+    assert capsys.readouterr().out.startswith(f"built {run}: ")
+    assert {"split", "question"} <= set(RunDir(run).read_table("qa").columns)

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import string
+import sys
 import tempfile
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
@@ -13,7 +15,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kgfact.cli import main
+from kgfact.errors import KgfactError
 from kgfact.rundir import RunDir
+from kgfact.slick import SlickConfig
 
 # nothing listens on port 1: a build against it fails at once, so no generated input starts work
 DEAD_ENDPOINT = "http://127.0.0.1:1/sparql"
@@ -67,7 +71,10 @@ def fake_run(tmp_path) -> Path:
      "timeout must be <= 86400, got 1000000000000.0"),
     (["slick", "RUN", "--seed", str(2**64)],
      f"seed must be <= {2**63 - 1}, got {2**64}"),
-    (["slick", "RUN", "--temperature", "-1"], "temperature must be >= 0"),
+    (["slick", "RUN", "--temperature", "-1"], "temperature must be >= 0.001, got -1.0"),
+    # a temperature this small overflowed the sampler's softmax into NaN probabilities
+    (["slick", "RUN", "--temperature", "5e-324"],
+     "[slick.sampling]: temperature must be >= 0.001, got 5e-324"),
     (["slick", "RUN", "--samples", "0"], "SliCK needs sampled answers"),  # was all Unknown
     # backend flags are checked as a config's [backend] table is (a negative chunk once meant
     # no questions and exit 0; a zero batch a traceback after the model loaded)
@@ -85,7 +92,7 @@ def fake_run(tmp_path) -> Path:
     (["slick", "RUN", "--splits", ","], "splits must not be empty"),
     (["evaluate", "RUN", "--sets", "ft-known,ft-known"], "sets lists 'ft-known' twice"),
     (["ftsets", "RUN", "--shares", "0,0"], "unknown_shares lists 0.0 twice"),
-    (["ftsets", "RUN", "--shares", "0.5,0.501"], "give the sets mix-50, mix-50"),
+    (["ftsets", "RUN", "--shares", "0.5,0.501"], "0.5 and 0.501 both give the set mix-50"),
     (["slick"], "the following arguments are required: run"),
     (["evaluate", "RUN", "--shots", "two"], "invalid int value: 'two'"),
 ])
@@ -105,6 +112,111 @@ def test_config_values_are_checked_like_flags(capsys, tmp_path):
     config.write_text(f'[build]\nendpoint = "{DEAD_ENDPOINT}"\n[build.qa]\n'
                       'in_distribution = ["P17"]\n[finetune]\nsets = ["../../x"]\n')
     assert_one_error(*run_cli(capsys, ["run", str(config)]), "'../../x' is not a valid name")
+    config.write_text(config.read_text().replace('[finetune]\nsets = ["../../x"]',
+                                                 "[slick.sampling]\ntemperature = 5e-324"))
+    assert_one_error(*run_cli(capsys, ["run", str(config)]),
+                     "[slick.sampling]: temperature must be >= 0.001, got 5e-324")
+
+
+# SliCK's templates were used only once the model had loaded (79 s on Gemma): each mistake
+# below was a KeyError, IndexError or ValueError traceback then, or silently ignored the question
+FIELDS_ARE = "its fields are {question} and {answer}"
+TEMPLATE_ERRORS = [
+    ("exemplar_template", "{x}", f"exemplar_template has an unknown field '{{x}}': {FIELDS_ARE}"),
+    ("exemplar_template", "{0} {answer}",
+     f"exemplar_template has a positional field '{{0}}': name it; {FIELDS_ARE}"),
+    ("exemplar_template", "Q: {}", f"exemplar_template has a positional field '{{}}': name it; "
+                                   f"{FIELDS_ARE}"),
+    ("exemplar_template", "{question.upper} {answer}",
+     f"exemplar_template has an unknown field '{{question.upper}}': {FIELDS_ARE}"),
+    ("exemplar_template", "Q: {", "exemplar_template is not a format template: Single '{' "
+     "encountered in format string (write a literal brace as {{ or }})"),
+    ("exemplar_template", "{question!z} {answer}",
+     "exemplar_template has an unknown conversion in '{question!z}': use !r, !s, !a or none"),
+    ("exemplar_template", "{question:d} {answer}",
+     "exemplar_template cannot be formatted: Unknown format code 'd' for object of type 'str'"),
+    ("exemplar_template", "{question:>{answer}}",
+     "exemplar_template has a field inside the format spec of '{question:>{answer}}'"),
+    ("exemplar_template", "{question:>99999999999} {answer}",
+     "exemplar_template pads '{question:>99999999999}' to 1000 characters or more"),
+    ("exemplar_template", "Q: {question}\nA:", "exemplar_template must contain {answer}"),
+    ("query_template", "{answer}",
+     "query_template has an unknown field '{answer}': its field is {question}"),
+    ("query_template", "Q: {question!z}",
+     "query_template has an unknown conversion in '{question!z}': use !r, !s, !a or none"),
+    ("query_template", "Q:\nA:", "query_template must contain {question}"),
+]
+
+
+@pytest.mark.parametrize("key, template, expected", TEMPLATE_ERRORS)
+def test_bad_templates_are_refused_with_the_config(capsys, tmp_path, fake_run, key, template,
+                                                   expected):
+    # refused while the flags are read, before the run is opened or a model loaded
+    argv = ["slick", str(fake_run), f"--{key.replace('_', '-')}", template]
+    code, err = run_cli(capsys, argv)
+    assert (code, err) == (2, f"kgfact: error: [slick]: {expected}\n")
+    config = tmp_path / "c.toml"
+    config.write_text(f'[build]\nendpoint = "{DEAD_ENDPOINT}"\n'
+                      f'[slick]\n{key} = {_toml(template)}\n')
+    code, err = run_cli(capsys, ["run", str(config)])
+    assert (code, err) == (2, f"kgfact: error: {config}: [slick]: {expected}\n")
+
+
+@pytest.mark.parametrize("value", ["[" * 5000 + "]" * 5000, "{a = " * 5000 + "1" + "}" * 5000])
+def test_config_nested_thousands_deep(capsys, tmp_path, value):
+    config = tmp_path / "c.toml"
+    config.write_text(f'threads = {value}\n[build]\nendpoint = "{DEAD_ENDPOINT}"\n')
+    code, err = run_cli(capsys, ["run", str(config)])
+    assert (code, err) == (2, f"kgfact: error: {config} nests arrays or tables too deep to read "
+                              "(a config is a few levels deep)\n")
+    config.write_text(f'threads = {"9" * 5000}\n[build]\nendpoint = "{DEAD_ENDPOINT}"\n')
+    code, err = run_cli(capsys, ["run", str(config)])
+    assert (code, err) == (2, f"kgfact: error: {config} has an integer too long to read (over "
+                              f"{sys.get_int_max_str_digits()} digits)\n")
+
+
+def test_long_values_are_refused_with_short_messages(capsys, tmp_path):
+    # 200,000 set names took minutes to check for repeats and the error printed them all
+    names = [f"s{i}" for i in range(199_999)] + ["../" + "x" * 1000]
+    config = tmp_path / "c.toml"
+    config.write_text(f'[build]\nendpoint = "{DEAD_ENDPOINT}"\n[finetune]\nsets = {_toml(names)}\n')
+    code, err = run_cli(capsys, ["run", str(config)])
+    shown = "'../" + "x" * 57 + "'... (1003 characters)"
+    assert (code, err) == (2, f"kgfact: error: {config}: [finetune]: sets: {shown} is not a valid "
+                              "name: use letters, digits, '.', '_' and '-', starting with a "
+                              "letter or digit (at most 64 characters)\n")
+    with pytest.raises(KgfactError) as error:
+        SlickConfig(relations=(*names[:199_999], 3))
+    assert str(error.value) == ("relations must be a tuple of a string or None, got ('s0', 's1', "
+                                "'s2', 's3', 's4', ... (200000 items))")
+    config.write_text(f'[build]\nendpoint = "{DEAD_ENDPOINT}"\n[slick]\n{"k" * 100_000} = 1\n')
+    code, err = run_cli(capsys, ["run", str(config)])
+    assert (code, err) == (2, f"kgfact: error: {config}: unknown key slick.{'k' * 60}... "
+                              "(100000 characters); valid keys: " + ", ".join(
+                                  f.name for f in fields(SlickConfig)) + "\n")
+
+    # argparse quotes a value it cannot read whole: the message shows its start and length
+    code, err = run_cli(capsys, ["slick", str(tmp_path), "--shots", "x" * 300])
+    assert (code, err) == (2, "kgfact: error: kgfact slick: argument --shots: invalid int value: "
+                              f"'{'x' * 60}... (300 characters)' (see 'kgfact slick --help')\n")
+
+
+def test_repeats_are_found_in_one_pass():
+    """Each item of a list is compared with few others, not every earlier one."""
+    compared = []
+
+    class Name(str):
+        __hash__ = str.__hash__
+
+        def __eq__(self, other):
+            compared.append(other)
+            return str.__eq__(self, other)
+
+    relations = tuple(Name(f"P{i}") for i in range(2000))
+    assert SlickConfig(relations=relations).relations == relations
+    assert len(compared) < len(relations)
+    with pytest.raises(KgfactError, match="^relations lists 'P7' twice$"):
+        SlickConfig(relations=(*relations, Name("P7")))
 
 
 def test_unreadable_configs_manifests_and_run_places(capsys, tmp_path, fake_run):
@@ -131,7 +243,12 @@ def test_unreadable_configs_manifests_and_run_places(capsys, tmp_path, fake_run)
 # -- generated inputs --------------------------------------------------------------------------
 NUMBERS = st.one_of(st.integers(-3, 3), st.sampled_from([10**12, -(10**12)]),
                     st.floats(allow_nan=True, allow_infinity=True))
-WORDS = st.one_of(st.sampled_from(["", ",", "../../x", "a/b", "ft-known", "P17", "P17,P36",
+# SliCK templates, good and bad, from pieces: fields, literal and single braces, conversions, specs
+TEMPLATES = st.lists(st.sampled_from(
+    ["{question}", "{answer}", "Q: ", "\n", "{", "}", "{{", "}}", "{0}", "{}", "{x}", "!", ":",
+     "{question!r}", "{answer!z}", "{question:d}", "{question:>5}", "{answer:.2}", "{question.x}",
+     "{question:>{answer}}", "{answer:>9999}", "{question:=^3}"]), max_size=6).map("".join)
+WORDS = st.one_of(TEMPLATES, st.sampled_from(["", ",", "../../x", "a/b", "ft-known", "P17", "P17,P36",
                                    "P17,P17", "zero-shot", "nope", ".hidden", "-x", "é",
                                    "1e309", "1e12", str(2**64)]),
                   st.text(string.printable.replace("\x00", ""), max_size=8))
@@ -140,7 +257,8 @@ FLAGS = {
               "--relations", "--ood", "--split", "--leakage-filter"],
     "slick": ["--samples", "--temperature", "--top-k", "--max-new-tokens", "--prompts",
               "--shots", "--max-questions", "--batch", "--chunk", "--relations", "--splits",
-              "--seed", "--backend", "--workers", "--address", "--dtype", "--device"],
+              "--seed", "--backend", "--workers", "--address", "--dtype", "--device",
+              "--exemplar-template", "--query-template"],
     "ftsets": ["--size", "--shares", "--relations", "--seed"],
     "finetune": ["--sets", "--epochs", "--lr", "--batch-size", "--lora-r", "--lora-alpha",
                  "--convergence-fit", "--eval-questions", "--seeds", "--target-modules",
@@ -194,7 +312,8 @@ SECTIONS = {"": ["threads", "nope"],
                       "entityquestions"],
             "build.qa": ["in_distribution", "out_of_distribution", "train_fraction",
                          "max_questions_per_relation", "leakage_filter", "seed"],
-            "slick": ["n_prompts", "shots", "relations", "splits", "seed"],
+            "slick": ["n_prompts", "shots", "relations", "splits", "seed", "exemplar_template",
+                      "query_template"],
             "slick.sampling": ["n_samples", "temperature", "top_k", "max_new_tokens"],
             "ftsets": ["size", "unknown_shares", "relabel_share"],
             "finetune": ["sets", "learning_rate", "max_epochs", "batch_size"],
@@ -237,6 +356,21 @@ def test_generated_configs(capsys, text):
         code, err = run_cli(capsys, ["run", str(config), "--run", str(Path(tmp) / "run"),
                                      "--quiet"])
     assert_one_error(code, err)  # the dead endpoint fails every config that is valid
+
+
+@settings(FUZZ, max_examples=300)
+@given(template=TEMPLATES, question=st.text(), answer=st.text())
+def test_generated_templates_are_refused_or_format_every_question(template, question, answer):
+    """A template SliCK's config accepts formats any question and answer (a refused one was
+    once accepted and failed mid-run); a refusal is one line."""
+    for key, values in (("exemplar_template", {"question": question, "answer": answer}),
+                        ("query_template", {"question": question})):
+        try:
+            config = SlickConfig(**{key: template})
+        except KgfactError as exc:
+            assert "\n" not in str(exc)
+            continue
+        getattr(config, key).format(**values)  # raised KeyError, IndexError or ValueError
 
 
 def test_every_config_field_is_a_flag_of_its_command():

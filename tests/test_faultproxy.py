@@ -151,15 +151,14 @@ def test_unreachable_upstream_gives_502():
         assert p.requests[0].upstream_status is None and p.requests[0].error
 
 
-def test_sparqlwrapper_user_agent_recorded(proxy):
-    from SPARQLWrapper import JSON, SPARQLWrapper
+def test_client_user_agent_recorded(proxy):
+    from kgfact.data.sparql import EndpointConfig, SparqlClient
 
-    client = SPARQLWrapper(proxy.url + "/sparql", agent="kgfact-test/2.0 (faultproxy)")
-    client.setQuery("SELECT ?x WHERE { ?x ?p ?o }")
-    client.setReturnFormat(JSON)
-    assert client.query().convert() == json.loads(SPARQL_EMPTY)
+    client = SparqlClient(EndpointConfig(proxy.url + "/sparql", cache_dir=None,
+                                         user_agent="kgfact-test/2.0 (faultproxy)"))
+    assert client.select("SELECT ?x WHERE { ?x ?p ?o }") == []
     assert proxy.requests[-1].user_agent == "kgfact-test/2.0 (faultproxy)"
-    assert proxy.requests[-1].path.startswith("/sparql?query=")
+    assert proxy.requests[-1].path == "/sparql"  # POSTed: the query is in the body
 
 
 # faults --------------------------------------------------------------------------------------
@@ -251,6 +250,50 @@ def test_every_rule_after_schedule(proxy):
     assert statuses == [503, 200, 500, 200, 200, 500, 200]
 
 
+def test_answer_is_made_up_without_forwarding(proxy, upstream):
+    proxy.set_faults([Fault("answer", code=418, body=b'{"x": [1]}', retry_after=5,
+                            content_type="application/json"),
+                      Fault("answer", body=SPARQL_EMPTY, delay=0.3)])
+    with pytest.raises(urllib.error.HTTPError) as err:
+        get(proxy.url + "/query")
+    assert err.value.code == 418 and err.value.read() == b'{"x": [1]}'
+    assert err.value.headers["Content-Type"] == "application/json"
+    assert err.value.headers["Retry-After"] == "5"
+    t0 = time.monotonic()
+    status, headers, body = get(proxy.url + "/query")
+    assert time.monotonic() - t0 >= 0.3
+    assert (status, headers["Content-Type"], body) == (200, "application/sparql-results+json",
+                                                       SPARQL_EMPTY)
+    assert upstream.seen == []
+    assert [(r.status, r.upstream_status) for r in proxy.requests] == [(418, None), (200, None)]
+
+
+def test_trickle_sends_the_whole_answer_a_byte_at_a_time(proxy):
+    _, _, full = get(proxy.url + "/query")
+    proxy.set_faults([Fault("trickle", delay=0.5), Fault("trickle", delay=0.001)])
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=5) as sock:
+        sock.sendall(b"GET /query HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert sock.recv(100) == b"H"  # the status line comes a byte at a time too
+    status, headers, body = get(proxy.url + "/query")
+    assert (status, headers["X-Upstream"], body) == (200, "echo", full)
+    assert [r.upstream_status for r in proxy.requests] == [200, 200, 200]
+
+
+def test_hang_never_answers_and_lets_go_when_the_client_does(proxy, upstream):
+    proxy.set_faults([Fault("hang")])
+    with pytest.raises((TimeoutError, urllib.error.URLError)) as err:
+        get(proxy.url + "/query", data=b"query=ASK%7B%7D", timeout=0.5)
+    if isinstance(err.value, urllib.error.URLError):
+        assert isinstance(err.value.reason, TimeoutError)
+    rec = proxy.requests[-1]
+    assert (rec.fault.kind, rec.status, rec.body) == ("hang", None, b"query=ASK%7B%7D")
+    assert upstream.seen == []
+    deadline = time.monotonic() + 5  # its handler ends once the client has hung up
+    while proxy._server.active and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not proxy._server.active
+
+
 # lifecycle and validation -------------------------------------------------------------------
 
 
@@ -292,7 +335,8 @@ def test_listens_on_loopback_only():
 
 
 @pytest.mark.parametrize("bad", [lambda: Fault("404"), lambda: Fault("429", retry_after=-1),
-                                 lambda: Fault("slow", delay=-1), lambda: Fault.every(0, "500")])
+                                 lambda: Fault("slow", delay=-1), lambda: Fault.every(0, "500"),
+                                 lambda: Fault("answer", code=99)])
 def test_invalid_faults_rejected(bad):
     with pytest.raises(ValueError):
         bad()

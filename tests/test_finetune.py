@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from kgfact.errors import KgfactError
-from kgfact.finetune import (FinetuneConfig, LoraSettings, adapter_dir, answer_loss, batches,
-                             collate, encode, finetune, greedy_answers)
+from kgfact.finetune import (FinetuneConfig, LoraSettings, adapter_dir, batches, collate, encode,
+                             finetune, greedy_answers, token_losses)
 from kgfact.models import ModelConfig, load_model
 from kgfact.sampling import KgfactEngine
 from tests import ftworld
@@ -40,7 +40,7 @@ def test_loss_is_on_answer_tokens_only(fp32):
     assert tok.decode(targets[0][target_mask[0]]) == " Lemuria\n"
     assert tok.decode(targets[1][target_mask[1]]) == " Atlantis\n"
     with torch.no_grad():
-        ours = answer_loss(fp32.model, batch)
+        ours = token_losses(fp32.model, batch).mean()
         # the reference: full logits, HF's own loss with the prompt labels masked, per example
         per_example = []
         for e in examples:
@@ -181,6 +181,69 @@ def test_the_learning_rate_grid_picks_the_best_dev_accuracy_and_trains_with_it(
     assert sorted(dynamics["set"].unique()) == ["ft-known", "ft-unknown"]
 
 
+def plain_peft_training(loaded, examples, lora, seed, lr, batch_size, epochs):
+    """The reference: one peft adapter trained alone, batches right-padded and the loss the
+    model's own (labels -100 off the answer), with kgfact's batch order; returns the adapter
+    and the loss of every step."""
+    from peft import get_peft_model_state_dict
+
+    from kgfact.finetune import with_lora
+
+    model = with_lora(loaded.model, lora, seed)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr,
+                                  weight_decay=0.0)
+    pad, losses = loaded.tokenizer.pad_token_id, []
+    model.train()
+    for epoch in range(1, epochs + 1):
+        for batch in batches(examples, batch_size, seed, epoch):
+            rows = [examples[i] for i in batch]
+            width = max(len(e.ids) for e in rows)
+            ids = torch.tensor([list(e.ids) + [pad] * (width - len(e.ids)) for e in rows])
+            mask = torch.tensor([[1] * len(e.ids) + [0] * (width - len(e.ids)) for e in rows])
+            labels = torch.tensor([[-100] * (len(e.ids) - e.answer_len)
+                                   + list(e.ids[-e.answer_len:]) + [-100] * (width - len(e.ids))
+                                   for e in rows])
+            loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+    state = {k: v.clone() for k, v in get_peft_model_state_dict(model).items()}
+    model.unload()
+    return state, losses
+
+
+def test_adapters_trained_together_are_those_peft_trains_alone(fp32, run):
+    """Three trainings (two sets of different sizes, two seeds, two learning rates) stepped
+    together in one pass end where each plain peft training ends alone, step by step."""
+    from kgfact.finetune import GroupTrainer
+
+    tok, lora = fp32.tokenizer, LoraSettings(r=4, alpha=8)
+    sets = {name: [encode(tok, q, a) for q, a in zip(t["question"], t["answer"])]
+            for name in ("ft-known", "ft-unknown")
+            for t in [run.read_table(f"ftsets/{name}")]}
+    sets["ft-unknown"] = sets["ft-unknown"][:5]  # a last batch of 1 beside batches of 2
+    jobs = [("ft-known", 0, 3e-3), ("ft-known", 1, 1e-3), ("ft-unknown", 0, 3e-3)]
+    trainer = GroupTrainer(fp32, lora, [s for _, s, _ in jobs], [r for _, _, r in jobs])
+    steps: dict[int, list[float]] = {0: [], 1: [], 2: []}
+    for epoch in (1, 2):
+        trainer.epoch({k: sets[name] for k, (name, _, _) in enumerate(jobs)},
+                      {k: epoch for k in range(3)}, 2,
+                      lambda k, step, size, loss: steps[k].append(loss))
+    together = [dict(trainer.group.state_dict(k)) for k in range(3)]
+    trainer.close()
+    for k, (name, seed, rate) in enumerate(jobs):
+        alone, losses = plain_peft_training(fp32, sets[name], lora, seed, rate, 2, 2)
+        assert len(steps[k]) == len(losses) == 2 * -(-len(sets[name]) // 2)
+        np.testing.assert_allclose(steps[k], losses, rtol=1e-4)
+        assert together[k].keys() == alone.keys()
+        for key in alone:
+            torch.testing.assert_close(together[k][key], alone[key], rtol=1e-4, atol=1e-6)
+    # the adapters did train, and apart: seeds and rates gave different weights
+    assert not torch.equal(together[0][key], together[1][key])
+    assert float(together[0][key].abs().max()) > 0
+
+
 class Interrupt(Exception):
     pass
 
@@ -259,7 +322,7 @@ def test_real_gemma_learns_capitals_with_lora(tmp_path):
     """Gemma 3 270M, a LoRA adapter on 8 real capital questions: the answer loss falls, and the
     adapter loaded back from disk gives the same greedy answers as the trained model."""
     from kgfact.data.offline import build_offline_dataset
-    from kgfact.finetune import train_epoch, with_lora
+    from kgfact.finetune import GroupTrainer
     from kgfact.qa import QAConfig, build_qa
 
     data = build_offline_dataset()
@@ -268,19 +331,12 @@ def test_real_gemma_learns_capitals_with_lora(tmp_path):
     loaded = load_model()
     examples = [encode(loaded.tokenizer, q, a) for q, a in zip(train["question"],
                                                                train["answer"])]
-    model = with_lora(loaded.model, LoraSettings(), seed=0)
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
-    losses = []
-    for epoch in (1, 2, 3):
-        epoch_losses = []
-        train_epoch(model, optimizer, examples, 4, 0, epoch, loaded.tokenizer.pad_token_id,
-                    loaded.device, lambda step, size, loss: epoch_losses.append(loss))
-        losses.append(np.mean(epoch_losses))
+    trainer = GroupTrainer(loaded, LoraSettings(), [0], [1e-3])
+    losses = [trainer.epoch({0: examples}, {0: epoch}, 4)[0] for epoch in (1, 2, 3)]
     assert losses[-1] < losses[0]
-    model.eval()
     questions = train["question"].tolist()
-    trained = greedy_answers(KgfactEngine(type(loaded)(model, loaded.tokenizer, loaded.device,
-                                                       loaded.dtype, "x", "y")), questions)
-    model.save_pretrained(tmp_path / "adapter", safe_serialization=True)
+    trained = greedy_answers(trainer.engine(0), questions)
+    trainer.group.save(0, tmp_path / "adapter")
+    trainer.close()
     again = load_model(ModelConfig(adapter=str(tmp_path / "adapter")))
     assert greedy_answers(KgfactEngine(again), questions) == trained

@@ -102,3 +102,10 @@ def test_guesses_are_kept_or_excluded(run):
         assert not run.read_table(f"ftsets/{name}")["qid"].isin(guessed).any()
     with pytest.raises(KgfactError, match="guesses must be one of"):
         FtSetsConfig(guesses="drop")
+
+
+def test_shares_naming_one_set_are_refused_by_the_two_shares_not_the_whole_list():
+    with pytest.raises(KgfactError) as err:
+        FtSetsConfig(unknown_shares=(0.0, 0.5, *(0.6 + i / 10**6 for i in range(100_000))))
+    assert str(err.value) == ("unknown_shares 0.6 and 0.600001 both give the set mix-60: "
+                              "shares must differ by at least 0.01")

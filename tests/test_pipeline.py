@@ -134,7 +134,10 @@ def test_rerun_skips_every_step_and_damage_is_a_one_line_error(smoke_run, tmp_pa
                          check=False, capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2
     errors = [line for line in bad.stderr.splitlines() if line.startswith("kgfact: error:")]
-    assert len(errors) == 1 and "slick.parquet cannot be read" in errors[0]
+    assert len(errors) == 1 and errors[0] == (
+        f"kgfact: error: {copy / 'slick.parquet'} is damaged or was changed since stage "
+        f"'slick' wrote it (14 bytes, {(smoke_run / 'slick.parquet').stat().st_size} "
+        "recorded); delete it to run the stage again")
     assert "Traceback" not in bad.stderr
 
 
@@ -179,3 +182,46 @@ def test_killed_run_resumes_to_identical_tables(smoke_run, tmp_path, embedded_st
     assert set(got) == set(want)
     for name in want:
         pd.testing.assert_frame_equal(got[name], want[name], obj=name)
+
+
+def test_a_step_is_done_only_if_its_tables_are_as_written(mini_store, tmp_path):
+    from kgfact.build import BuildConfig
+    from kgfact.pipeline import step_done, step_specs
+    from kgfact.qa import QAConfig
+
+    config = ExperimentConfig(build=BuildConfig(endpoint=mini_store.query_url, qa=QAConfig(
+        in_distribution=("P36",), out_of_distribution=("P30",))))
+    spec = step_specs(config)["build"]
+    run = RunDir(tmp_path / "run")
+    STAGES.get("build").run(run, config.build, progress=False)
+    assert not step_done(run, "build", spec)  # not run by the pipeline
+    run.annotate("build", pipeline=spec)
+    assert step_done(run, "build", spec)
+    qa = run.read_table("qa")
+    qa.drop(columns="split").to_parquet(run.table_path("qa"))  # readable, yet not what was built
+    with pytest.raises(KgfactError, match=r"qa.parquet is damaged or was changed since stage "
+                                          r"'build' wrote it \(\d+ bytes, \d+ recorded\); "
+                                          r"delete it to run the stage again$"):
+        step_done(run, "build", spec)
+    run.table_path("qa").unlink()
+    assert not step_done(run, "build", spec)
+
+
+def test_a_run_waits_for_the_run_directory_or_names_its_writer(tmp_path, capsys):
+    from kgfact.pipeline import run_experiment
+    from tests.test_rundir import Holder
+
+    path = tmp_path / "c.toml"
+    path.write_text('[build]\nendpoint = "http://127.0.0.1:9/query"\n' + MINIMAL)
+    run = tmp_path / "run"
+    with Holder(run) as holder:
+        with pytest.raises(KgfactError, match=f"in use by process {holder.pid} .* after waiting "
+                                              "0.2 s; wait for it to finish"):
+            run_experiment(run, load_config(path), wait=0.2)
+        assert capsys.readouterr().err.startswith("kgfact: waiting for run directory ")
+        assert main(["run", str(path), "--run", str(run)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"kgfact: error: run directory {run} is in use by process "
+                              f"{holder.pid} (") and err.count("\n") == 1
+    assert main(["run", str(path), "--run", str(run)]) == 2  # now free: the build runs
+    assert "cannot reach http://127.0.0.1:9/query" in capsys.readouterr().err

@@ -160,3 +160,90 @@ def test_evaluate_on_ray_serves_every_adapter_as_the_local_engine(tmp_path, tiny
     answers = predictions["ray"].groupby("model")["generation"].apply(tuple)
     assert sorted(answers.index) == ["base", "ft-known@convergence/seed-0", "ft-known@early_stop/seed-0"]
     assert answers.nunique() == 3
+
+
+# -- fine-tuning on Ray --------------------------------------------------------------------------
+FT_ARGS = ["--dtype", "float32", "--epochs", "3", "--lr", "3e-3", "--batch-size", "4",
+           "--eval-questions", "3", "--lora-r", "4", "--lora-alpha", "8", "--quiet"]
+
+
+def _adapters(run) -> dict:
+    from safetensors.torch import load_file
+
+    return {str(p.parent.relative_to(run.path)): load_file(str(p))
+            for p in sorted((run.path / "adapters").rglob("adapter_model.safetensors"))}
+
+
+def assert_same_training(a, b) -> None:
+    """Two runs trained the same adapters (to float rounding: locally the two trainings share
+    one pass, on Ray each runs alone) with the same dynamics."""
+    import torch
+
+    first, second = _adapters(a), _adapters(b)
+    assert sorted(first) == sorted(second) and len(first) >= 4
+    for name in first:
+        for key in first[name]:
+            torch.testing.assert_close(first[name][key], second[name][key], rtol=1e-4, atol=1e-6)
+    da, db = (r.read_table("dynamics").drop(columns="seconds") for r in (a, b))
+    pd.testing.assert_frame_equal(da.drop(columns="loss"), db.drop(columns="loss"))
+    assert da["loss"].to_numpy() == pytest.approx(db["loss"].to_numpy(), rel=1e-4, nan_ok=True)
+
+
+@pytest.mark.slow
+def test_finetune_on_ray_through_the_cli_writes_the_local_adapters(tmp_path, tiny_model_dir):
+    from tests import ftworld
+
+    runs = {name: ftworld.make_ft_run(tmp_path / name) for name in ("local", "ray")}
+    model = ["--model", str(tiny_model_dir)]
+    assert main(["finetune", str(runs["local"].path), *model, *FT_ARGS]) == 0
+    assert main(["finetune", str(runs["ray"].path), *model, *FT_ARGS, "--backend", "ray",
+                 "--workers", "2"]) == 0
+    assert_same_training(runs["local"], runs["ray"])
+    local, distributed = (r.manifest()["stages"]["finetune"] for r in runs.values())
+    assert distributed["config"] == local["config"]
+    assert distributed["execution"] == {"backend": "ray", "options": {"workers": 2}}
+
+
+class KillOnce:
+    """``on_step`` for Ray tasks: SIGKILLs the worker running it at the first step of epoch 2,
+    once in the whole test (a marker file says it has), and records every training run."""
+
+    def __init__(self, marker) -> None:
+        self.marker = marker
+
+    def __call__(self, epoch: int, step: int) -> None:
+        if epoch == 2 and step == 0 and not self.marker.exists():
+            self.marker.write_text(str(os.getpid()))
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+@pytest.mark.slow
+def test_a_killed_finetune_worker_costs_only_its_training(tmp_path, tiny_model_dir):
+    """A worker SIGKILLed mid-training: Ray runs that training again and the run ends with the
+    local adapters; a later call with another seed trains only that seed's adapters."""
+    import sys
+    from dataclasses import replace
+
+    from kgfact.finetune import FinetuneConfig, LoraSettings, finetune
+    from tests import ftworld
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers need KillOnce
+    config = FinetuneConfig(sets=("ft-known", "ft-unknown"), learning_rate=3e-3, max_epochs=3,
+                            batch_size=4, eval_questions=3, lora=LoraSettings(r=4, alpha=8))
+    model = ModelConfig(name=str(tiny_model_dir), dtype="float32")
+    runs = {name: ftworld.make_ft_run(tmp_path / name) for name in ("local", "ray")}
+    finetune(runs["local"], replace(config, seeds=(0, 1)), model, progress=False)
+    marker = tmp_path / "killed"
+    finetune(runs["ray"], config, model, backend="ray", backend_options={"workers": 2},
+             progress=False, on_step=KillOnce(marker))
+    assert marker.exists() and int(marker.read_text()) != os.getpid()  # a worker died
+    before = {p: p.stat().st_mtime_ns for p in (runs["ray"].path / "adapters").rglob("*")
+              if p.is_file()}
+    assert len(before) > 10
+    finetune(runs["ray"], replace(config, seeds=(0, 1)), model, backend="ray",
+             backend_options={"workers": 2}, progress=False)
+    # seed 0's files were not written again; seed 1's are new
+    assert {p: p.stat().st_mtime_ns for p in before} == before
+    assert sorted(p.name for p in (runs["ray"].path / "adapters").glob("*/seed-*")) == \
+        ["seed-0", "seed-0", "seed-1", "seed-1"]
+    assert_same_training(runs["local"], runs["ray"])

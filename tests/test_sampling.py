@@ -4,6 +4,8 @@ model's distribution with distinct reproducible seeds."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -172,3 +174,87 @@ def test_the_engine_states_the_adapter_it_serves(fp32, tiny_model_dir, tmp_path)
     loaded = load_model(ModelConfig(name=str(tiny_model_dir), dtype="float32",
                                     adapter=str(tmp_path / "x" / ".." / "adapter")))
     assert KgfactEngine(loaded).adapter == str((tmp_path / "adapter").resolve())
+
+
+def mixed_requests() -> list[Request]:
+    """Prompts of many prefix and suffix lengths, an empty prefix among them, and two prefixes
+    of equal length (so one packed group holds two prefixes)."""
+    prefixes = PREFIXES + ["", "Q: What is the capital city of Atlantis?\nA: Town 9\n\n"
+                           "Q: Where?\nA: Here\n\n"]
+    questions = QUESTIONS + ["Q: X?\nA:", "Q: Which region is Town 3 in?\nA:"]
+    return [Request(f"q{i}#{p}", prefix, q) for i, q in enumerate(questions)
+            for p, prefix in enumerate(prefixes)]
+
+
+@pytest.mark.parametrize("config", [SamplingConfig(n_samples=0, max_new_tokens=12),
+                                    SamplingConfig(n_samples=5, temperature=1.0,
+                                                   max_new_tokens=8)])
+def test_packed_batches_answer_exactly_as_buckets(bf16, config):
+    """Prompts of any prefixes and suffix lengths decoded together give, greedy answers and
+    samples alike, what buckets of one prefix and one suffix length give, in far fewer
+    forwards: each distinct prefix once, one prefill, then one forward per decoding step."""
+    requests = mixed_requests()
+    buckets = KgfactEngine(bf16, packing="bucket")
+    want = buckets.generate(requests, config)
+    packed = KgfactEngine(bf16)
+    assert packed.generate(requests, config) == want
+    # a character-level model: some answer runs to the token limit, so decoding took
+    # max_new_tokens - 1 forwards after the prefill (and the 4 distinct prefixes, BOS alone
+    # for the empty one, one forward each)
+    assert max(len(a) for g in want for a in (g.greedy, *g.samples)) == config.max_new_tokens
+    assert packed.stats["forwards"] == 4 + 1 + config.max_new_tokens - 1
+    assert packed.stats["prefill_tokens"] == buckets.stats["prefill_tokens"]
+    assert buckets.stats["forwards"] > 3 * packed.stats["forwards"]
+    # and in batches of a few prompts, whatever they are grouped with
+    assert KgfactEngine(bf16, max_rows=30).generate(requests, config) == want
+
+
+def test_an_engine_switches_adapters_as_engines_started_on_them(tiny_model_dir, tmp_path):
+    """One loaded base model serving one adapter after another answers as an engine started
+    on each (its cached prefixes, computed under the previous adapter, are not reused), and
+    states the adapter it serves."""
+    from tests.tinymodel import make_tiny_adapter
+
+    adapters = [str(make_tiny_adapter(tiny_model_dir, tmp_path / f"a{s}", seed=s))
+                for s in (1, 2)]
+    config = SamplingConfig(n_samples=2, temperature=1.0, max_new_tokens=6)
+    engine = KgfactEngine(load_model(ModelConfig(name=str(tiny_model_dir), dtype="float32")))
+    answers = []
+    for adapter in [None, *adapters, None, adapters[0]]:
+        engine.use_adapter(adapter)
+        assert engine.adapter == (None if adapter is None else str(Path(adapter).resolve()))
+        fresh = KgfactEngine(load_model(ModelConfig(name=str(tiny_model_dir), dtype="float32",
+                                                    adapter=adapter)))
+        answers.append(engine.generate(requests(), config))
+        assert answers[-1] == fresh.generate(requests(), config)
+    assert len({tuple(g.greedy for g in a) for a in answers}) == 3
+
+
+def test_sequences_reaching_a_sliding_window_are_bucketed(tiny_model_dir, tmp_path):
+    """A Gemma 3 model with a sliding window of 24 tokens: prompts that with their answer
+    reach it are answered in buckets (where the model's own cache and masks apply), the
+    others packed, and every answer is the buckets' one."""
+    from transformers import AutoTokenizer, Gemma3ForCausalLM, Gemma3TextConfig
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    torch.manual_seed(0)
+    model = Gemma3ForCausalLM(Gemma3TextConfig(
+        vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=16, sliding_window=24,
+        layer_types=["sliding_attention", "full_attention"], bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id))
+    with torch.no_grad():
+        model.lm_head.weight.mul_(50)
+    model.save_pretrained(tmp_path / "gemma", safe_serialization=True)
+    tok.save_pretrained(tmp_path / "gemma")
+    loaded = load_model(ModelConfig(name=str(tmp_path / "gemma"), dtype="float32"))
+    short = [Request(f"s{i}", "", q) for i, q in enumerate(["Q: X?\nA:", "Q: Yz?\nA:"])]
+    config = SamplingConfig(n_samples=0, max_new_tokens=12)
+    mixed = short + requests()  # these are 30 tokens and more: past the window
+    engine = KgfactEngine(loaded)
+    assert engine.generate(mixed, config) == KgfactEngine(
+        loaded, packing="bucket").generate(mixed, config)
+    # the long prompts alone, bucketed: 2 prefixes, then one bucket per (prefix, length)
+    alone = KgfactEngine(loaded)
+    alone.generate(mixed[2:], config)
+    assert engine.stats["forwards"] == alone.stats["forwards"] + 1 + 1 + 11  # + BOS, packed

@@ -9,9 +9,13 @@ import subprocess
 import sys
 import time
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kgfact.cli import main
 from kgfact.errors import KgfactError
@@ -142,10 +146,14 @@ def test_run_slick_writes_every_answer(mini_run, tiny_model_dir):
                                                       qa))
     pd.testing.assert_frame_equal(mini_run.read_table("guess_baselines"),
                                   prior_baselines(qa, table))
-    # a different configuration does not silently overwrite
-    with pytest.raises(KgfactError, match="another configuration"):
+    # another protocol does not silently overwrite
+    with pytest.raises(KgfactError) as error:
         run_slick(mini_run, SlickConfig(max_questions_per_relation=2),
                   ModelConfig(name=str(tiny_model_dir)), progress=False)
+    assert str(error.value) == (
+        f"{mini_run.path} already has SliCK results under another protocol "
+        "(slick.sampling.max_new_tokens 4 -> 16; slick.sampling.n_samples 3 -> 16); use --force "
+        "to replace them")
 
 
 def test_killed_slick_resumes_to_the_same_table(tmp_path, mini_qa, tiny_model_dir):
@@ -200,6 +208,164 @@ def test_slick_cli_errors(tmp_path, mini_run, capsys):
     assert "too few dev questions" in capsys.readouterr().err
 
 
+@settings(max_examples=40, deadline=None)
+@given(caps=st.lists(st.one_of(st.none(), st.integers(1, 7)), min_size=4, max_size=4))
+def test_a_larger_cap_selects_a_superset(mini_qa, caps):
+    """Each (relation, split) keeps the first questions of one seeded order, so raising either
+    cap only adds questions: what lets a run grow to the table of one bigger call."""
+    def config(max_q, max_ex):
+        return SlickConfig(n_prompts=1, splits=("train", "dev", "test"), relations=("P17",),
+                           max_questions_per_relation=max_q, max_exemplar_split_questions=max_ex)
+
+    def larger(a, b):
+        return None if a is None or b is None else max(a, b)
+
+    def smaller(a, b):
+        return b if a is None else a if b is None else min(a, b)
+
+    small = select_questions(mini_qa, config(smaller(*caps[:2]), smaller(*caps[2:])))[0]
+    large = select_questions(mini_qa, config(larger(*caps[:2]), larger(*caps[2:])))[0]
+    assert set(small["qid"]) <= set(large["qid"])
+
+
+def test_a_larger_question_cap_keeps_the_exemplar_split_sample(mini_qa):
+    """The case that was not a superset: with dev under both caps, raising
+    max_questions_per_relation used to draw another dev sample."""
+    picked = [set(select_questions(mini_qa, SlickConfig(
+        splits=("dev",), max_questions_per_relation=n, max_exemplar_split_questions=2))[0]["qid"])
+        for n in (3, 4, 5, 6)]
+    assert all(p == picked[0] for p in picked) and len(picked[0]) == 2
+
+
+def two_relations(qa: pd.DataFrame) -> pd.DataFrame:
+    """``qa`` plus a copy of its P17 questions under a second relation (P495), so two relations
+    have enough dev questions for exemplars."""
+    p17 = qa[qa["relation"] == "P17"]
+    return pd.concat([qa, p17.assign(relation="P495", qid="P495/" + p17["subject"])],
+                     ignore_index=True)
+
+
+def test_slick_grows_a_run_to_the_table_of_one_call(tmp_path, mini_qa, tiny_model_dir):
+    from kgfact.models import ModelConfig
+
+    qa, model = two_relations(mini_qa), ModelConfig(name=str(tiny_model_dir))
+    protocol = dict(n_prompts=3, sampling=SamplingConfig(n_samples=2, max_new_tokens=4),
+                    splits=("train", "dev"), max_exemplar_split_questions=2)
+    grown, whole = make_run(tmp_path / "grown", qa), make_run(tmp_path / "whole", qa)
+    first = SlickConfig(**protocol, relations=("P17",), max_questions_per_relation=3)
+    run_slick(grown, first, model, progress=False)
+    assert len(grown.read_table("slick")) == 3 + 2
+    both = SlickConfig(**protocol, relations=("P495", "P17"), max_questions_per_relation=4)
+    run_slick(grown, both, model, chunk_size=3, progress=False)
+    run_slick(whole, replace(both, relations=("P17", "P495")), model, progress=False)
+    for name in ("slick", "slick_exemplars", "guess_baselines"):
+        pd.testing.assert_frame_equal(grown.read_table(name), whole.read_table(name))
+    assert len(whole.read_table("slick")) == 2 * (4 + 2)
+    stage = grown.manifest()["stages"]["slick"]
+    # only the 7 new questions were labelled: 3 prompts x (greedy + 2 samples) each
+    assert (stage["report"]["added"], stage["report"]["generations"]) == (7, 7 * 3 * 3)
+    assert [s["relations"] for s in stage["selections"]] == [["P17"], ["P495", "P17"]]
+    # a selection the table already holds labels nothing
+    before = grown.read_table("slick")
+    assert run_slick(grown, first, model, progress=False).equals(before)
+    assert grown.manifest()["stages"]["slick"]["config"]["slick"]["relations"] == ["P495", "P17"]
+    # another protocol is refused, naming what changed
+    with pytest.raises(KgfactError) as error:
+        run_slick(grown, replace(both, protocol="lazy", n_prompts=2), model, progress=False)
+    assert str(error.value) == (f"{grown.path} already has SliCK results under another protocol "
+                                "(slick.n_prompts 3 -> 2; slick.protocol 'full' -> 'lazy'); use "
+                                "--force to replace them")
+
+
+def test_lazy_slick_gives_the_full_categories_from_fewer_answers(tmp_path, mini_qa,
+                                                                 tiny_model_dir):
+    """Greedy alone decides the questions it answers right under some prompt; the others get
+    one prompt's samples at a time until one is right, and each is the full protocol's."""
+    from kgfact.answers import normalize
+    from kgfact.models import ModelConfig
+
+    model = ModelConfig(name=str(tiny_model_dir))
+    full = SlickConfig(n_prompts=4, sampling=SamplingConfig(n_samples=3, max_new_tokens=4),
+                       splits=("train",), max_questions_per_relation=8)
+    first = run_slick(make_run(tmp_path / "first", mini_qa), full, model, progress=False)
+    # teach the table some answers: the tiny random model knows nothing, so give train questions
+    # (never in a prompt) one of its own answers as an alias: a greedy answer to every third,
+    # to the next ones a sample no greedy answer gives (the one first drawn latest)
+    alias = {}
+    for i, row in enumerate(first.itertuples()):
+        greedy = {normalize(a) for a in row.greedy_answers}
+        other = [a for a in row.sample_answers if normalize(a) and normalize(a) not in greedy]
+        if i % 3 == 0:
+            alias[row.qid] = row.greedy_answers[2]
+        elif i % 3 == 1 and other:
+            alias[row.qid] = max(other, key=list(row.sample_answers).index)
+    taught = mini_qa.assign(aliases=[[*a, alias[q]] if q in alias else a
+                                     for q, a in zip(mini_qa["qid"], mini_qa["aliases"])])
+    runs = {p: make_run(tmp_path / p, taught) for p in ("full", "lazy")}
+    want = run_slick(runs["full"], full, model, progress=False)
+    got = run_slick(runs["lazy"], replace(full, protocol="lazy"), model, progress=False)
+    assert {"WeaklyKnown", "Unknown"} <= set(want["category"])
+    assert set(want["category"]) & {"HighlyKnown", "MaybeKnown"}
+    same = ["qid", "relation", "split", "distribution", "p_correct_greedy", "category",
+            "greedy_answers", "greedy_correct", "guess", "guess_kind"]
+    pd.testing.assert_frame_equal(got[same], want[same])
+    n_s = 3
+    for g, w in zip(got.itertuples(), want.itertuples()):
+        drawn = len(g.sample_answers)
+        if w.greedy_correct.any():
+            assert drawn == 0
+        else:  # up to and including the first prompt with a right sample
+            right = np.flatnonzero(w.sample_correct)
+            assert drawn == (n_s * (right[0] // n_s + 1) if len(right) else 4 * n_s)
+        assert list(g.sample_answers) == list(w.sample_answers[:drawn])
+        assert list(g.sample_correct) == list(w.sample_correct[:drawn])
+    complete = got["sample_answers"].map(len) == 4 * n_s
+    for column in ("p_correct_sample", "p_correct"):
+        assert got[column][complete].tolist() == want[column][complete].tolist()
+        assert got[column][~complete].isna().all()  # missing, never 0
+    stages = {p: r.manifest()["stages"]["slick"] for p, r in runs.items()}
+    assert stages["lazy"]["config"]["slick"]["protocol"] == "lazy"
+    assert stages["full"]["report"]["generations"] == 8 * 4 * (1 + n_s)
+    assert stages["lazy"]["report"]["generations"] == 8 * 4 + got["sample_answers"].map(
+        len).sum() < stages["full"]["report"]["generations"]
+
+
+def test_theory_on_a_lazy_run_refuses_graded_and_leaves_it_out_otherwise(tmp_path, capsys):
+    """p_correct that SliCK did not measure is missing downstream, never 0: the graded A(P)
+    refuses in one line, the other A(P) run without it, and every mean of it is missing."""
+    from kgfact.findings import findings
+    from kgfact.report import slick_protocol, subgraph_metrics
+    from kgfact.rundir import config_json
+    from tests.test_theory import write_run
+
+    run = write_run(tmp_path / "run")
+    slick = run.read_table("slick")
+    run.write_table("slick", slick.assign(
+        p_correct=np.where(slick["category"] == "Unknown", 0.0, np.nan)))
+    with run.stage("slick", config_json(slick=SlickConfig(protocol="lazy"))):
+        pass
+    args = ["theory", str(run.path), "--n-boot", "50", "--min-bucket", "1"]
+    assert main([*args, "--augmentation", "graded"]) == 2
+    assert capsys.readouterr().err == (
+        "kgfact: error: A(P) 'graded' needs p_correct, the share of right SliCK answers, which "
+        "this run's SliCK protocol 'lazy' does not measure; label with 'kgfact slick --protocol "
+        "full --force' or choose another --augmentation\n")
+    row = findings(run, n_boot=10).set_index("claim").loc["theory-tracks-reductions"]
+    assert (row["verdict"], row["note"]) == (
+        "not measured", "A(P) 'graded' needs p_correct, which SliCK's lazy protocol does not "
+                        "measure: label with 'kgfact slick --protocol full --force'")
+    assert main(args) == 0
+    assert run.manifest()["stages"]["theory"]["report"]["not_measured"] == ["graded"]
+    assert "graded" not in set(run.read_table("theory_stats")["augmentation"])
+    assert "Not compared: A(P) graded" in (run.path / "theory_report.md").read_text()
+    m = run.read_table("theory_metrics").set_index(["prompt_id", "qid"])["prompt_p_correct"]
+    assert np.isnan(m[("few-shot/random/-/P17/0", "q3")])  # q1 HighlyKnown: not measured
+    assert m[("zero-shot/none/-/P17/0", "q3")] == 0.0     # an empty prompt: nothing to measure
+    means = subgraph_metrics(run).set_index("mode")["prompt_p_correct"]
+    assert np.isnan(means["few-shot"]) and means["zero-shot"] == 0.0
+    assert slick_protocol(run)["protocol"].tolist() == ["lazy"]
+
+
 @pytest.mark.slow
 def test_real_gemma_greedy_matches_generate_and_knows_tokyo():
     """Gemma 3 270M on real GeoNames facts: the engine's greedy answers equal a plain
@@ -235,3 +401,29 @@ def test_real_gemma_greedy_matches_generate_and_knows_tokyo():
     table = score(japan, {g.key: (g.greedy, g.samples) for g in gens}, SlickConfig())
     assert table["category"].iloc[0] == "HighlyKnown"
     assert np.mean([a.strip() == "Tokyo" for a in table["greedy_answers"].iloc[0]]) == 1.0
+
+
+@pytest.mark.slow
+def test_real_gemma_lazy_slick_gives_the_full_categories(tmp_path):
+    """Gemma 3 270M on 24 real capital questions (3 prompts x (greedy + 4 samples)): lazy SliCK
+    gives the full protocol's categories and greedy answers, and every sample it draws is the
+    full protocol's, in the default dtype (bf16 here), where batches differ most."""
+    from kgfact.data.offline import build_offline_dataset
+    from kgfact.models import ModelConfig
+
+    data = build_offline_dataset()
+    qa, _ = build_qa(data.triples, data.entities, QAConfig(in_distribution=("P36", "P1376")))
+    full = SlickConfig(n_prompts=3, sampling=SamplingConfig(n_samples=4), splits=("train",),
+                       max_questions_per_relation=12)
+    want = run_slick(make_run(tmp_path / "full", qa), full, ModelConfig(), progress=False)
+    lazy = make_run(tmp_path / "lazy", qa)
+    got = run_slick(lazy, replace(full, protocol="lazy"), ModelConfig(), progress=False)
+    assert len(want) == 24 and {"HighlyKnown", "Unknown"} <= set(want["category"])
+    same = ["qid", "category", "p_correct_greedy", "greedy_answers", "greedy_correct", "guess"]
+    pd.testing.assert_frame_equal(got[same], want[same])
+    for g, w in zip(got["sample_answers"], want["sample_answers"]):
+        assert list(g) == list(w[:len(g)])
+    drawn = got["sample_answers"].map(len)
+    assert drawn[want["category"].isin(["HighlyKnown", "MaybeKnown"])].eq(0).all()
+    assert drawn[want["category"] == "Unknown"].eq(12).all()
+    assert lazy.manifest()["stages"]["slick"]["report"]["generations"] < 24 * 3 * 5

@@ -4,15 +4,19 @@ fault-injecting proxy."""
 from __future__ import annotations
 
 
+import json
 import re
+import time
 from urllib.parse import parse_qs
 
 import pandas as pd
 import pyoxigraph
 import pytest
 
+from kgfact.cli import main
 from kgfact.data.fetch import FetchConfig, GraphFetcher
-from kgfact.data.sparql import USER_AGENT, EndpointConfig, SparqlClient, render_query
+from kgfact.data.sparql import (USER_AGENT, EndpointConfig, SparqlClient, render_query,
+                                required_variables)
 from kgfact.errors import KgfactError
 from tests import miniworld
 from tests.faultproxy import Fault, FaultProxy
@@ -261,3 +265,210 @@ def test_an_unreadable_retry_after_falls_back_to_backoff(retry_after):
         with pytest.raises(KgfactError, match="failed 3 times; last error: HTTP 429"):
             c.select("SELECT * WHERE { ?s ?p ?o } LIMIT 1")
     assert c.stats.requests == 3 and waits == [1.0, 2.0]
+
+
+# -- every answer checked ----------------------------------------------------------------------
+
+DEAD = "http://127.0.0.1:1"  # the upstream of a proxy that only makes answers up
+TRIPLES = render_query("triples", pid="P17", suffix="", limit=3)
+NAME = "triples.rq(limit=3, pid='P17', suffix='')"
+URI = {"type": "uri", "value": "http://www.wikidata.org/entity/Q1"}
+ROW = {"s": URI, "o": URI}
+
+
+def _results(bindings, **doc) -> bytes:
+    return json.dumps({"head": {"vars": ["s", "o"]}, "results": {"bindings": bindings},
+                       **doc}).encode()
+
+
+def test_render_query_names_the_query_and_the_variables_it_binds():
+    assert TRIPLES.name == NAME and TRIPLES.required == ("s", "o")
+    assert {name: required_variables(name) for name in
+            ("triples", "neighbourhood", "labels", "entities_by_label")} == {
+        "triples": ("s", "o"), "neighbourhood": ("s", "p", "o"), "labels": ("e",),
+        "entities_by_label": ("e", "label")}  # labels.rq binds the rest in OPTIONAL blocks
+    assert render_query("labels", entities=iter(["Q1", "Q2"])).name == "labels.rq(entities: 2)"
+
+
+NOT_SPARQL = "is not a SPARQL endpoint: it answered with application/sparql-results+json, not " \
+             "SPARQL JSON results"
+
+
+@pytest.mark.parametrize("body, fault", [
+    (b'{"results": {}}', 'results has no "bindings" member'),
+    (b'{"results": [1]}', "results is an array, not an object"),
+    (b"null", None),
+    (b"[]", None),
+    (_results("abc"), "results.bindings is a string, not an array"),
+    (_results([ROW, {"s": URI, "o": {"type": "uri"}}]),
+     "results.bindings[1]['o'] has no \"value\""),
+    (_results([{"s": URI}]), "results.bindings[0] does not bind ?o, which the query needs"),
+    (_results([ROW, ROW, ROW, []]), "results.bindings[3] is an array, not an object"),
+    (_results([{"s": URI, "o": "http://x/"}]), "results.bindings[0]['o'] is a string, not an "
+                                               "object"),
+    (_results([{"s": URI, "o": {"type": "uri", "value": 5}}]),
+     "results.bindings[0]['o'].value is a number, not a string"),
+    (_results([{"s": URI, "o": {"value": "x"}}]), "results.bindings[0]['o'] has no \"type\""),
+    (_results([{"s": URI, "o": {"type": "literal", "value": "\ud800"}}]),
+     "results.bindings[0]['o'].value is not valid Unicode (a lone surrogate)"),
+    (_results([{**ROW, "x": URI}]), "results.bindings[0] binds 'x', which head.vars does not "
+                                    "list"),
+    (_results([], head={"vars": "s"}), "head.vars is a string, not an array"),
+    (_results([], head=[]), "head is an array, not an object"),
+])
+def test_a_malformed_answer_is_one_line_error_and_never_cached(body, fault, tmp_path):
+    waits = []
+    with FaultProxy(DEAD, [Fault("answer", body=body)]) as proxy:
+        url = proxy.url + "/query"
+        c = SparqlClient(EndpointConfig(url=url, cache_dir=tmp_path), sleep=waits.append)
+        with pytest.raises(KgfactError) as err:
+            c.select(TRIPLES)
+    expected = (f"{url} {NOT_SPARQL} (query {NAME})" if fault is None else
+                f"{url} answered malformed SPARQL JSON results: {fault} (query {NAME})")
+    assert str(err.value) == expected
+    assert c.stats.requests == 1 and waits == []  # not retried
+    assert list(tmp_path.rglob("*")) == []  # nothing cached
+
+
+def test_a_fetch_given_rows_without_a_variable_is_a_one_line_error(tmp_path):
+    body = _results([{"s": URI}])
+    with FaultProxy(DEAD, [Fault.every(1, "answer", body=body)]) as proxy:
+        with pytest.raises(KgfactError, match=re.escape(
+                "results.bindings[0] does not bind ?o, which the query needs (query "
+                "triples.rq(limit=10001, pid='P17', suffix=''))")):
+            fetch(proxy.url + "/query", tmp_path)  # was a KeyError in the fetcher
+
+
+@pytest.mark.parametrize("damage", ['{"s": "x"}', "[1]", '[{"s": "x", "o": 1}]', '[{"s": "x"}]',
+                                    '[["s", "o"]]'])
+def test_a_damaged_cache_entry_is_fetched_again(mini_store, tmp_path, damage):
+    query = render_query("triples", pid="P36", suffix="", limit=100)
+    first = client(mini_store.query_url, tmp_path).select(query)
+    [entry] = tmp_path.rglob("*.json")
+    entry.write_text(damage)
+    again = client(mini_store.query_url, tmp_path)
+    assert again.select(query) == first and len(first) == len(miniworld.CAPITALS)
+    assert (again.stats.requests, again.stats.cache_hits) == (1, 0)
+    assert json.loads(entry.read_text()) == first
+    assert client(mini_store.query_url, tmp_path).select(query) == first  # a hit again
+
+
+# -- deadlines and progress --------------------------------------------------------------------
+
+@pytest.mark.timeout(60)
+def test_a_trickling_server_ends_at_the_query_deadline(mini_store):
+    """One byte every 0.2 s: each read comes well within the 1 s timeout, so a timeout per
+    socket read waited for the whole answer, a minute per attempt."""
+    lines = []
+    upstream = mini_store.query_url.rsplit("/", 1)[0]
+    with FaultProxy(upstream, [Fault.every(1, "trickle", delay=0.2)]) as proxy:
+        url = proxy.url + "/query"
+        c = SparqlClient(EndpointConfig(url=url, cache_dir=None, timeout=1, deadline=3,
+                                        backoff=0.01), progress=lines.append)
+        t0 = time.monotonic()
+        with pytest.raises(KgfactError) as err:
+            c.select(TRIPLES)
+        assert time.monotonic() - t0 < 3 + 10  # bounded: the deadline and some slack
+    # the last attempt has only the time left (unless a stalled machine used it up already)
+    assert re.fullmatch(re.escape(f"{url} gave up after the 3 s query deadline: last error: no "
+                                  "answer within the ") + r"(1 s request timeout|0\.\d+ s left)"
+                        + re.escape(f" (query {NAME})"), str(err.value)), str(err.value)
+    assert lines[0] == (f"kgfact: {url} no answer within the 1 s request timeout, retrying in "
+                        "0.01 s (attempt 2 of 9)")
+
+
+@pytest.mark.timeout(60)
+def test_one_trickled_request_ends_at_the_request_timeout(mini_store):
+    upstream = mini_store.query_url.rsplit("/", 1)[0]
+    with FaultProxy(upstream, [Fault("trickle", delay=0.2)]) as proxy:
+        url = proxy.url + "/query"
+        c = client(url, timeout=1, max_retries=0)
+        with pytest.raises(KgfactError) as err:
+            c.select(TRIPLES)
+    assert str(err.value) == (f"{url} failed 1 time; last error: no answer within the 1 s "
+                              f"request timeout (query {NAME})")
+
+
+@pytest.mark.timeout(60)
+def test_a_server_that_never_answers_ends_at_the_query_deadline():
+    lines = []
+    with FaultProxy(DEAD, [Fault.every(1, "hang")]) as proxy:
+        url = proxy.url + "/query"
+        c = SparqlClient(EndpointConfig(url=url, cache_dir=None, timeout=0.5, deadline=2,
+                                        max_retries=1000, backoff=0.1, max_backoff=0.1),
+                         progress=lines.append)
+        t0 = time.monotonic()
+        with pytest.raises(KgfactError, match=re.escape(f"{url} gave up") +
+                           r".* the 2 s query deadline.*: no answer within"):
+            c.select(TRIPLES)
+        assert time.monotonic() - t0 < 2 + 10
+    assert lines[0] == (f"kgfact: {url} no answer within the 0.5 s request timeout, retrying "
+                        "in 0.1 s (attempt 2 of 1001)")
+
+
+@pytest.mark.timeout(60)
+def test_the_overall_deadline_covers_every_query_of_a_client():
+    with FaultProxy(DEAD, [Fault.every(1, "hang")]) as proxy:
+        url = proxy.url + "/query"
+        c = client(url, timeout=0.5, total_deadline=1.5, max_retries=1000)
+        with pytest.raises(KgfactError, match=re.escape(f"{url} gave up") +
+                           r".* the 1\.5 s overall deadline.*: no answer within"):
+            c.select(TRIPLES)
+        with pytest.raises(KgfactError) as err:
+            c.select("SELECT * WHERE { ?s ?p ?o }")
+    assert str(err.value) == (f"{url}: the 1.5 s overall deadline passed before query SELECT * "
+                              "WHERE { ?s ?p ?o } was sent")
+
+
+def test_a_wait_past_the_deadline_is_refused_at_once():
+    waits = []
+    with FaultProxy(DEAD, [Fault("503", retry_after=30)]) as proxy:
+        url = proxy.url + "/query"
+        c = SparqlClient(EndpointConfig(url=url, cache_dir=None, deadline=10),
+                         sleep=waits.append)
+        with pytest.raises(KgfactError) as err:
+            c.select(TRIPLES)
+    assert str(err.value) == (f"{url} gave up: waiting 30 s to retry would pass the 10 s query "
+                              f"deadline; last error: HTTP 503 (query {NAME})")
+    assert waits == []
+
+
+def test_each_retry_prints_one_progress_line(mini_store):
+    waits, lines = [], []
+    upstream = mini_store.query_url.rsplit("/", 1)[0]
+    with FaultProxy(upstream, [Fault("503", retry_after=4), Fault("500"), Fault("drop")]) as p:
+        url = p.url + "/query"
+        c = SparqlClient(EndpointConfig(url=url, cache_dir=None), sleep=waits.append,
+                         progress=lines.append)
+        assert len(c.select(TRIPLES)) == 3
+    assert waits == [4.0, 2.0, 4.0]
+    assert lines == [f"kgfact: {url} HTTP 503, retrying in 4 s (attempt 2 of 9)",
+                     f"kgfact: {url} HTTP 500, retrying in 2 s (attempt 3 of 9)",
+                     f"kgfact: {url} connection: RemoteDisconnected, retrying in 4 s "
+                     "(attempt 4 of 9)"]
+
+
+def test_build_prints_retries_even_when_quiet(mini_store, tmp_path, capsys):
+    upstream = mini_store.query_url.rsplit("/", 1)[0]
+    with FaultProxy(upstream, [Fault("503", retry_after=0)]) as proxy:
+        url = proxy.url + "/query"
+        assert main(["build", "--endpoint", url, "--run", str(tmp_path / "run"), "--quiet",
+                     "--no-cache", "--relations", "P36", "--ood", "P30"]) == 0
+    assert capsys.readouterr().err.splitlines() == [
+        f"kgfact: {url} HTTP 503, retrying in 0 s (attempt 2 of 9)"]
+
+
+@pytest.mark.timeout(60)
+def test_build_ends_at_its_deadlines(tmp_path, capsys):
+    with FaultProxy(DEAD, [Fault.every(1, "hang")]) as proxy:
+        url = proxy.url + "/query"
+        for flags, deadline in ((["--query-deadline", "1.5"], "1.5 s query deadline"),
+                                (["--fetch-deadline", "1"], "1 s overall deadline")):
+            code = main(["build", "--endpoint", url, "--run", str(tmp_path / "run"), "--quiet",
+                         "--no-cache", "--relations", "P36", "--timeout", "0.4", *flags])
+            err = capsys.readouterr().err
+            assert code == 2 and "Traceback" not in err
+            *retries, line = err.splitlines()
+            assert all(r.startswith(f"kgfact: {url} no answer within the ") for r in retries)
+            assert line.startswith(f"kgfact: error: {url} gave up") and deadline in line
+            assert "last error: no answer within the " in line

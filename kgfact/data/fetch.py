@@ -22,7 +22,7 @@ from kgfact.data.sparql import SparqlClient, render_query
 from kgfact.config import check_fields
 from kgfact.errors import KgfactError
 from kgfact.relations import get_relations
-from kgfact.rundir import write_parquet
+from kgfact.rundir import load_piece, write_parquet
 from kgfact.wikidata import QID_RE, WD, WDT
 
 TRIPLE_COLUMNS = ["subject", "relation", "object"]
@@ -59,7 +59,9 @@ class FetchResult:
 
 
 class Checkpoints:
-    """Finished work units as Parquet files in one folder; written atomically."""
+    """Finished work units as Parquet files in one folder; written atomically, read as the run's
+    other checkpoints are (:func:`kgfact.rundir.load_piece`: an unreadable unit is fetched
+    again)."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = Path(folder)
@@ -68,8 +70,7 @@ class Checkpoints:
         return self.folder / f"{key}.parquet"
 
     def get(self, key: str) -> pd.DataFrame | None:
-        path = self._path(key)
-        return pd.read_parquet(path) if path.exists() else None
+        return load_piece(self._path(key))
 
     def put(self, key: str, df: pd.DataFrame) -> pd.DataFrame:
         write_parquet(df, self._path(key))

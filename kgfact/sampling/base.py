@@ -3,9 +3,11 @@
 A backend answers :class:`Request` s under a :class:`SamplingConfig` with :class:`Generation` s
 (:class:`SamplingBackend`) and states the LoRA adapter it serves (``adapter``, from what it
 actually loaded), so a caller can check that it evaluates the model it means to
-(:func:`check_adapter`). Backends are registered by name in :data:`BACKENDS`; the built-in ones
-lazily, as ``"module:Class"`` (as rdflib's plugins are), so importing :mod:`kgfact.sampling`
-imports neither vLLM nor Ray nor their backend modules:
+(:func:`check_adapter`). A backend that can switch adapters on one loaded base model
+(:class:`AdapterSwitching`) is reused from model to model by :func:`serve_model`. Backends
+are registered by name in :data:`BACKENDS`; the built-in ones lazily, as ``"module:Class"``
+(as rdflib's plugins are), so importing :mod:`kgfact.sampling` imports neither vLLM nor Ray
+nor their backend modules:
 
 - ``"kgfact"``: the built-in engine (:mod:`kgfact.sampling.engine`; CPU and CUDA);
 - ``"vllm"``: vLLM, when it is installed (:mod:`kgfact.sampling.vllm`);
@@ -35,8 +37,10 @@ class SamplingConfig:
     """How each prompt is answered: one greedy answer plus ``n_samples`` samples."""
 
     n_samples: int = field(default=16, metadata={"min": 0, "help": "Sampled answers per prompt."})
-    temperature: float = field(default=0.5, metadata={"min": 0,
-        "help": "Sampling temperature (> 0)."})
+    # below 0.001 a sample is the greedy answer in effect, and near 0 logits / temperature
+    # overflow the softmax (5e-324 gave NaN probabilities)
+    temperature: float = field(default=0.5, metadata={"min": 1e-3,
+        "help": "Sampling temperature (>= 0.001; lower ones are greedy in effect)."})
     top_k: int = field(default=40, metadata={"min": 1,
         "help": "Sample among the k most likely tokens."})
     greedy: bool = field(default=True, metadata={"help": "Also produce the greedy answer."})
@@ -49,8 +53,6 @@ class SamplingConfig:
 
     def __post_init__(self) -> None:
         check_fields(self)
-        if self.n_samples and self.temperature <= 0:
-            raise KgfactError("temperature must be > 0 when sampling")
         if not self.greedy and not self.n_samples:
             raise KgfactError("nothing to generate: greedy is off and n_samples is 0")
 
@@ -176,6 +178,29 @@ def make_backend(backend: str | SamplingBackend, model: ModelConfig, max_batch: 
         engine, hint = backend, "; give the backend by name so one is started per model"
     check_adapter(engine, model.adapter, label or model.name, hint)
     return engine
+
+
+class AdapterSwitching(Protocol):
+    """A backend that can serve another adapter of the same base model without starting again
+    (the built-in engine: the base model is loaded once for a whole evaluation)."""
+
+    adapter: str | None
+
+    def use_adapter(self, adapter: str | None) -> None:
+        """Serve ``adapter`` (None: the bare base model) from now on."""
+
+
+def serve_model(backend: str | SamplingBackend, model: ModelConfig,
+                current: SamplingBackend | None = None, max_batch: int = 32, *,
+                label: str | None = None, **options) -> SamplingBackend:
+    """A backend serving ``model``: ``current`` switched to ``model``'s adapter where it was
+    started by name and can switch (:class:`AdapterSwitching`), else :func:`make_backend`.
+    Either way it is checked to serve the adapter (:func:`check_adapter`)."""
+    if isinstance(backend, str) and current is not None and hasattr(current, "use_adapter"):
+        current.use_adapter(model.adapter)
+        check_adapter(current, model.adapter, label or model.name)
+        return current
+    return make_backend(backend, model, max_batch, label=label, **options)
 
 
 def check_adapter(backend: SamplingBackend, adapter: str | None, model: str,

@@ -35,7 +35,8 @@ import os
 import socket
 import weakref
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from kgfact.errors import KgfactError
@@ -115,6 +116,26 @@ def _stop(actors: list, shutdown: bool) -> None:
         if _SESSION["started"] and ray.is_initialized():
             ray.shutdown()
         _SESSION["started"] = False
+
+
+@contextmanager
+def session(address: str | None = None) -> Iterator[Any]:
+    """Ray for a job that takes the whole cluster (fine-tuning's tasks): the live backend's
+    workers stopped, Ray joined or started (as :class:`RayBackend` does), and stopped at the end
+    if kgfact started it. Yields the ``ray`` module."""
+    ray = _ray()
+    if _SESSION["actors"] is not None:
+        _stop(_SESSION["actors"], shutdown=False)
+        _SESSION["actors"] = None  # so the replaced backend, collected, leaves Ray running
+    if not ray.is_initialized():
+        _connect(ray, address)
+        _SESSION["started"] = True
+    try:
+        yield ray
+    finally:
+        if _SESSION["started"] and _SESSION["actors"] is None and ray.is_initialized():
+            ray.shutdown()
+            _SESSION["started"] = False
 
 
 class RayBackend:

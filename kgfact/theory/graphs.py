@@ -105,7 +105,8 @@ class ModelKnowledge:
     ``K`` is every edge with a SliCK record; ``K_kn`` those whose category is not Unknown. An edge
     without a record is not in ``K_kn``: nothing shows the model knows it. Each recorded edge also
     carries its graded knownness: the share of its SliCK answers that are right (``p_correct``);
-    an edge without a record has 0.
+    an edge without a record has 0, and one whose share SliCK did not measure (its lazy protocol,
+    for questions greedy answers right) is missing (NaN).
     """
 
     codec: EdgeCodec = field(metadata={"help": "Entity, relation and edge codes."})
@@ -113,7 +114,8 @@ class ModelKnowledge:
     recorded: EdgeSet = field(metadata={"help": "K: edges with a SliCK record."})
     known: EdgeSet = field(metadata={"help": "K_kn: recorded edges not categorised Unknown."})
     p_correct: np.ndarray = field(metadata={
-        "help": "Share of right SliCK answers of each edge of K, in the order of its codes."})
+        "help": "Share of right SliCK answers of each edge of K, in the order of its codes "
+                "(NaN where not measured)."})
 
     @classmethod
     def from_tables(cls, triples: pd.DataFrame, qa: pd.DataFrame, slick: pd.DataFrame,
@@ -154,13 +156,21 @@ class ModelKnowledge:
         known = (asked["category"] != "Unknown").to_numpy()
         p = asked["p_correct"].to_numpy(dtype=float) if graded else known.astype(float)
         recorded = EdgeSet.of(codes)
-        # two questions can ask about one edge: it keeps the best-known record
-        best = pd.Series(p).groupby(codes).max()
+        # two questions can ask about one edge: it keeps the best-known record, which is
+        # unknown if a record's share was not measured (NaN as inf, so max keeps it)
+        best = pd.Series(np.nan_to_num(p, nan=np.inf)).groupby(codes).max().replace(np.inf,
+                                                                                   np.nan)
         return cls(codec, EdgeSet.of(codec.encode_frame(triples)), recorded,
                    EdgeSet.of(codes[known]), best.reindex(recorded.codes).to_numpy())
 
+    @property
+    def graded_measured(self) -> bool:
+        """Whether every recorded edge's ``p_correct`` was measured (SliCK's full protocol)."""
+        return not np.isnan(self.p_correct).any()
+
     def graded(self, codes: np.ndarray) -> np.ndarray:
-        """Graded knownness (``p_correct``) of each edge code; 0 for an edge without a record."""
+        """Graded knownness (``p_correct``) of each edge code; 0 for an edge without a record,
+        NaN for one whose share was not measured."""
         return lookup(self.recorded.codes, self.p_correct, np.asarray(codes, dtype=np.int64))
 
     def out_adjacency(self, edges: EdgeSet) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

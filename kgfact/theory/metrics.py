@@ -111,6 +111,9 @@ class PromptTable:
                                 ).drop_duplicates(["p", "code"])
         sums = distinct.groupby("p")[["in_recorded", "in_known", "in_e_kn", "in_e_unk",
                                       "p_correct"]].sum()
+        # an edge's unmeasured p_correct (lazy SliCK) leaves its prompt's mass unknown, not 0
+        sums["p_correct"] = sums["p_correct"].mask(
+            distinct["p_correct"].isna().groupby(distinct["p"]).any())
 
         def per_prompt(values: pd.Series, dtype: type = np.int64) -> np.ndarray:
             return values.reindex(range(n_p), fill_value=0).to_numpy(dtype=dtype)
@@ -282,6 +285,20 @@ class QueryBatch:
 
 Metric = Callable[[QueryBatch], np.ndarray]
 METRICS: Registry[Metric] = Registry("theory metric")
+#: the metrics and A(P) built on SliCK's graded knownness ``p_correct``, which its lazy protocol
+#: does not measure for the questions greedy answers right: they are then missing (NaN)
+GRADED = frozenset({"prompt_p_correct", "graded"})
+
+
+def group_means(frame: pd.DataFrame, by: list[str], names: Sequence[str]) -> pd.DataFrame:
+    """Mean of each column ``names`` per group of ``frame``; a :data:`GRADED` mean is missing
+    where a unit of the group lacks the value (a mean of the measured units alone would be
+    biased), while other NaNs (``hop_length`` without a path) are skipped."""
+    names = list(names)
+    means = frame.groupby(by)[names].mean()
+    for name in GRADED.intersection(names):
+        means[name] = means[name].mask(frame[name].isna().groupby([frame[k] for k in by]).any())
+    return means
 
 
 def _share(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
@@ -304,8 +321,9 @@ def prompt_known(b: QueryBatch) -> np.ndarray:
 
 def prompt_p_correct(b: QueryBatch) -> np.ndarray:
     """Mean graded knownness of ``G_P``'s edges: the share of right SliCK answers of each edge
-    (0 for an edge without a record; 0 for an empty ``G_P``). ``prompt_known`` counts an edge
-    the model answers right once in 170 tries as fully known; this does not."""
+    (0 for an edge without a record; 0 for an empty ``G_P``; NaN if an edge's share was not
+    measured, by SliCK's lazy protocol). ``prompt_known`` counts an edge the model answers right
+    once in 170 tries as fully known; this does not."""
     return _share(b.per_prompt(b.prompts.known_mass), b.per_prompt(b.prompts.n_edges))
 
 
@@ -369,7 +387,8 @@ def augmentation_default(m: pd.DataFrame) -> np.ndarray:
 def augmentation_graded(m: pd.DataFrame) -> np.ndarray:
     """The default with graded knownness: ``rel_align · prompt_p_correct``, and for CoT the max
     with hop_support. Takes many values where ``prompt_known`` takes few (a share of four
-    exemplars), so A(P) quantile buckets stay distinct."""
+    exemplars), so A(P) quantile buckets stay distinct. Needs SliCK's full protocol (the theory
+    stage refuses it, or leaves it out of the comparison, on a lazy SliCK table)."""
     aligned = (m["rel_align"] * m["prompt_p_correct"]).to_numpy()
     return _by_mode(m, aligned, np.maximum(aligned, m["hop_support"].to_numpy()))
 

@@ -20,7 +20,8 @@ from kgfact.markdown import markdown_table
 from kgfact.rundir import RunDir, atomic_write_text
 from kgfact.theory.controls import CONTROLS
 from kgfact.theory.graphs import TRIPLE, FineTuningSet, ModelKnowledge, flag_edges
-from kgfact.theory.metrics import AUGMENTATIONS, METRICS, MetricConfig, MetricEngine, PromptTable
+from kgfact.theory.metrics import (AUGMENTATIONS, GRADED, METRICS, MetricConfig, MetricEngine,
+                                   PromptTable, group_means)
 from kgfact.theory.predict import GapStudy, PredictionConfig, relation_distances
 from kgfact.theory.steps import STATUSES, StepParser, verify_steps
 
@@ -102,6 +103,17 @@ def run_theory(run: RunDir | str | Path, config: TheoryConfig = TheoryConfig()
         values = engine.compute(units)
         augs = list(dict.fromkeys([config.augmentation,
                                    *(config.augmentations or AUGMENTATIONS.names())]))
+        # lazy SliCK leaves p_correct unmeasured: an A(P) built on it is refused when asked
+        # for, and otherwise left out of the comparison (and said so)
+        not_measured = [] if knowledge.graded_measured else [n for n in augs if n in GRADED]
+        asked = [n for n in not_measured if n == config.augmentation
+                 or n in (config.augmentations or ())]
+        if asked:
+            raise KgfactError(f"A(P) {asked[0]!r} needs p_correct, the share of right SliCK "
+                              "answers, which this run's SliCK protocol 'lazy' does not measure; "
+                              "label with 'kgfact slick --protocol full --force' or choose "
+                              "another --augmentation")
+        augs = [n for n in augs if n not in not_measured]
         a = pd.DataFrame({n: AUGMENTATIONS.get(n)(values) for n in augs}, index=units.index)
         metrics = units.merge(prompts[["prompt_id", "set", "strategy"]], on="prompt_id",
                               how="left")
@@ -128,15 +140,15 @@ def run_theory(run: RunDir | str | Path, config: TheoryConfig = TheoryConfig()
                   "cot_steps": steps, **tables}
         for name, df in tables.items():
             run.write_table(name, df)
-        atomic_write_text(run.path / REPORT, report_markdown(tables, config))
-        info["report"] = _report(tables, config)
+        atomic_write_text(run.path / REPORT, report_markdown(tables, config, tuple(not_measured)))
+        info["report"] = {**_report(tables, config), "not_measured": not_measured}
     return tables
 
 
 def _metric_changes(controls: pd.DataFrame, metrics: pd.DataFrame) -> pd.DataFrame:
     """Add ``d_<metric>``: mean metric of the treatment's units minus the baseline's, per mode,
     so a reader can check that a control moved its own metric and no other."""
-    means = metrics.groupby(["mode", "strategy"])[METRICS.names()].mean()
+    means = group_means(metrics, ["mode", "strategy"], METRICS.names())
     out = controls.copy()
     for name in METRICS.names():
         t = means[name].reindex(pd.MultiIndex.from_frame(out[["mode", "treatment"]])).to_numpy()
@@ -175,9 +187,11 @@ def _markdown_table(df: pd.DataFrame) -> str:
     return markdown_table(df, _cell)
 
 
-def report_markdown(tables: dict[str, pd.DataFrame], config: TheoryConfig) -> str:
+def report_markdown(tables: dict[str, pd.DataFrame], config: TheoryConfig,
+                    not_measured: tuple[str, ...] = ()) -> str:
     """The stage's tables as a Markdown report: fit, predicted vs measured, statistics, OOD,
-    controls and CoT step verification, every estimate with its bootstrap interval."""
+    controls and CoT step verification, every estimate with its bootstrap interval;
+    ``not_measured`` names the A(P) left out because SliCK did not measure p_correct."""
     level = f"{100 * config.prediction.level:g}%"
     fit = tables["theory_fit"].drop_duplicates("checkpoint")
     preds = tables["theory_predictions"]
@@ -190,7 +204,9 @@ def report_markdown(tables: dict[str, pd.DataFrame], config: TheoryConfig) -> st
         "# Theory: predicted vs measured factuality gaps",
         f"Intervals: {level} crossed bootstrap over training seeds, exemplar sets and test "
         "queries "
-        f"({config.prediction.n_boot} replicates, seed {config.prediction.seed}).",
+        f"({config.prediction.n_boot} replicates, seed {config.prediction.seed})."
+        + (f" Not compared: A(P) {', '.join(not_measured)}, which needs p_correct, not measured "
+           "by this run's SliCK protocol 'lazy'." if not_measured else ""),
         "## Fit of α on zero-shot in-distribution accuracy",
         _markdown_table(pd.DataFrame({
             "checkpoint": fit["checkpoint"],
