@@ -20,6 +20,9 @@ from typing import Any, Literal, NoReturn, Union, get_args, get_origin, get_type
 from kgfact.errors import KgfactError
 
 DEFAULT_RUNS = Path("runs")
+DESCRIPTION = ("Measure and explain how fine-tuning data changes what a language model gets "
+               "right: build questions from a knowledge graph, label what the model knows "
+               "(SliCK), fine-tune it with LoRA, measure the factuality gap and test the theory.")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -30,7 +33,7 @@ class _Parser(argparse.ArgumentParser):
 
         # argparse quotes the offending value whole: a 200,000-character flag stays one short line
         message = re.sub(f"'([^']{{{SHOW_CHARS + 1},}})'", lambda m: f"'{clip(m[1])}'", message)
-        self.exit(2, f"kgfact: error: {self.prog}: {message} (see '{self.prog} --help')\n")
+        self.exit(2, f"kgfact: error: {message} (see '{self.prog} --help')\n")
 
 
 def _store(args: argparse.Namespace):
@@ -109,6 +112,9 @@ ALIASES: dict[str, dict[str, tuple[str, ...]]] = {
                 "address": ("--address",), "workers": ("--workers",)},
 }
 _SEP = ":"  # argparse dest of a config flag: "<section>:<dotted.field.path>"
+# a tuple of strings as a field's help writes it, ('q_proj', 'v_proj'), and its items
+_TUPLE = re.compile(r"\('[^']*'(?:, '[^']*')+\)")
+_ITEM = re.compile(r"'([^']*)'")
 
 
 def _value_type(tp: Any) -> tuple[Callable[[str], Any] | None, dict]:
@@ -157,8 +163,10 @@ def add_config_flags(p: argparse.ArgumentParser, cls: type, section: str, prefix
             else {}
         if "choices" in extra:
             kw.pop("metavar")
+        # a tuple in the field's help, written for Python, shown as the flag takes it: a,b
+        text = _TUPLE.sub(lambda m: ",".join(_ITEM.findall(m[0])), f.metadata.get("help", ""))
         p.add_argument(*dict.fromkeys(names), dest=f"{section}{_SEP}{path}",
-                       default=argparse.SUPPRESS, help=f"{f.metadata.get('help', '')} "
+                       default=argparse.SUPPRESS, help=f"{text} "
                        f"(default: {shown})".replace("%", "%%"), **kw, **extra)
 
 
@@ -204,12 +212,24 @@ def cmd_stage(args: argparse.Namespace) -> int:
         backend=config_from_args(BackendConfig, args, "backend") if stage.uses_backend
         else None, progress=not getattr(args, "quiet", False),
         force=getattr(args, "force", False))
+    if args.dry_run:  # the work and its time here; nothing is loaded, trained or written
+        from kgfact.build import source_name
+        from kgfact.dryrun import plan_stage, show
+
+        run = (RunDir(args.run or DEFAULT_RUNS / source_name(config)) if stage.name == "build"
+               else _existing_run(args.run))
+        print(show(f"kgfact {stage.name}", run, plan_stage(run, stage.name, config, call.model,
+                                                           call.backend, call.force),
+                   call.model, call.backend))
+        return 0
     if stage.name == "build":
         from kgfact.build import source_name
+        from kgfact.data.store import StoreConfig, configured
 
         run = RunDir(args.run or DEFAULT_RUNS / source_name(config)).create()
-        result = stage.run(run, config, wait=args.wait, cache=not args.no_cache,
-                           **call.options(stage))
+        with configured(config_from_args(StoreConfig, args, "store")):
+            result = stage.run(run, config, wait=args.wait, cache=not args.no_cache,
+                               **call.options(stage))
     else:
         run = _existing_run(args.run)
         result = stage.run(run, config, wait=args.wait, **call.options(stage))
@@ -294,17 +314,24 @@ SUMMARIES = {"build": _built, "slick": _categorised,
              "report": _reported}
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from kgfact.pipeline import load_config, run_experiment
-    from kgfact.rundir import RunDir
+    """``kgfact run``: :func:`kgfact.api.run` with the ``--set`` overrides, then the
+    ``--store-*`` flags (which win)."""
+    from kgfact.api import run
+    from kgfact.pipeline import parse_override
 
-    config = load_config(args.config)
-    run = RunDir(args.run or DEFAULT_RUNS / Path(args.config).stem).create()
-    timings = run_experiment(run, config, progress=not args.quiet, wait=args.wait,
-                             log=lambda line: print(f"kgfact run: {line}", file=sys.stderr))
-    spent = sum(t for t in timings.values() if t is not None)
-    skipped = sum(t is None for t in timings.values())
-    print(f"finished {run.path} in {spent:.0f} s ({skipped} of {len(timings)} steps were "
-          f"already complete); report: {run.path}/report.html (and report.md)")
+    overrides = dict(map(parse_override, args.overrides))
+    overrides.update({f"store.{dest.partition(_SEP)[2]}": value
+                      for dest, value in vars(args).items() if dest.startswith(f"store{_SEP}")})
+    if args.dry_run:  # the work and its time here; nothing is loaded, trained or written
+        from kgfact.dryrun import dry_run
+
+        print(dry_run(args.config, args.run, overrides))
+        return 0
+    done = run(args.config, args.run, overrides, progress=not args.quiet, wait=args.wait)
+    entry = done.manifest["stages"]["run"]
+    print(f"finished {done.path} in {entry['seconds']:.0f} s ({len(entry['skipped'])} of "
+          f"{len(entry['timings'])} steps were already complete); report: "
+          f"{done.path}/report.html (and report.md)")
     return 0
 
 
@@ -336,6 +363,16 @@ def cmd_relations(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_presets(args: argparse.Namespace) -> int:
+    from kgfact.pipeline import describe_preset, presets
+
+    found = presets()
+    width = max(map(len, found), default=0)
+    for name, path in found.items():
+        print(f"{name:{width}}  {describe_preset(path)}")
+    return 0
+
+
 def _seconds(text: str) -> float:
     """A ``--wait`` value: a finite number of seconds, at least 0."""
     with suppress(ValueError):
@@ -350,15 +387,26 @@ def _add_wait(p: argparse.ArgumentParser) -> None:
                         "SECONDS for it to finish (default: refuse at once, naming it)")
 
 
+def _add_dry_run(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the work each stage would do (questions, generations, trainings) "
+                        "and its estimated time on this machine from the rates kgfact measured "
+                        "here; loads no model and writes nothing")
+
+
 def parser() -> argparse.ArgumentParser:
     """The command line: a sub-command per stage of :data:`kgfact.stages.STAGES` (its flags
     generated from the stage's config, the model's and the backend's) plus ``store``, ``run``,
-    ``info`` and ``relations``."""
+    ``info``, ``relations`` and ``presets``."""
+    from kgfact import __version__
+    from kgfact.data.store import StoreConfig
     from kgfact.models import ModelConfig
     from kgfact.sampling import BackendConfig
     from kgfact.stages import STAGES
 
-    p = _Parser(prog="kgfact", description=__doc__.splitlines()[0])
+    p = _Parser(prog="kgfact", description=DESCRIPTION, epilog="'kgfact COMMAND --help' lists a "
+                "command's flags; 'kgfact run quickstart' runs the main job.")
+    p.add_argument("--version", action="version", version=f"kgfact {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("store", help="run the embedded Oxigraph SPARQL endpoint")
@@ -383,6 +431,7 @@ def parser() -> argparse.ArgumentParser:
             c.add_argument("--run", help="run directory (default runs/<source>)")
             c.add_argument("--no-cache", action="store_true",
                            help="do not read or write the SPARQL response cache")
+            add_config_flags(c, StoreConfig, "store", flag_prefix="store.")
         else:
             c.add_argument("run", help="run directory (made by 'kgfact build')")
         if stage.config:
@@ -396,13 +445,21 @@ def parser() -> argparse.ArgumentParser:
         if name != "report":
             c.add_argument("--quiet", action="store_true", help="no progress bars")
         _add_wait(c)
+        _add_dry_run(c)
         c.set_defaults(func=cmd_stage)
 
     u = sub.add_parser("run", help="run a whole study from a TOML config (resumable)")
-    u.add_argument("config", help="TOML config, e.g. configs/quickstart.toml")
+    u.add_argument("config", help="a preset's name ('kgfact presets' lists them) or a TOML "
+                   "config file")
     u.add_argument("--run", help="run directory (default runs/<config name>)")
+    u.add_argument("--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE",
+                   help="set a config key, by its dotted path, to a TOML value (a bare word is "
+                   "a string): --set slick.sampling.n_samples=2 --set backend.name=ray; "
+                   "repeatable, later ones win")
+    add_config_flags(u, StoreConfig, "store", flag_prefix="store.")
     u.add_argument("--quiet", action="store_true", help="no progress bars")
     _add_wait(u)
+    _add_dry_run(u)
     u.set_defaults(func=cmd_run)
 
     i = sub.add_parser("info", help="print a run's manifest (config, versions, reports)")
@@ -411,6 +468,9 @@ def parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("relations", help="list the relation registry")
     r.set_defaults(func=cmd_relations)
+
+    c = sub.add_parser("presets", help="list the preset configs 'kgfact run NAME' runs")
+    c.set_defaults(func=cmd_presets)
     return p
 
 def main(argv: list[str] | None = None) -> int:

@@ -35,6 +35,7 @@ what else is in a batch).
 from __future__ import annotations
 
 import sys
+import time
 from dataclasses import dataclass, field, replace
 
 import pandas as pd
@@ -42,6 +43,7 @@ from tqdm.auto import tqdm
 
 from kgfact.answers import match_many
 from kgfact.config import check_fields
+from kgfact.cost import Meter
 from kgfact.errors import KgfactError
 from kgfact.finetune import CHECKPOINTS, adapter_dir, memorised, trained_sets
 from kgfact.ftsets import read_set
@@ -50,6 +52,7 @@ from kgfact.models import ModelConfig
 from kgfact.prompts import (IDK, PROMPT_MODES, QUERY, SET_DEPENDENT, STRATEGIES, StepWriter,
                             StrategyContext, exemplar_text, is_abstention, parse_generation)
 from kgfact.qa import sample_per_group, shuffled
+from kgfact.registration import Registration
 from kgfact.rundir import Checkpoints, RunDir, config_json
 from kgfact.sampling import Request, SamplingBackend, SamplingConfig, make_backend
 from kgfact.sampling.base import serve_model
@@ -83,6 +86,8 @@ class EvalConfig:
         "help": "Bootstrap resamples for CIs."})
     seed: int = field(default=0, metadata={"min": 0,
         "help": "Seed of query samples and exemplar sets."})
+    registration: Registration = field(default_factory=Registration, metadata={
+        "help": "Claims registered before evaluation runs (recorded in the manifest)."})
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -359,10 +364,14 @@ def evaluate(run: RunDir | str, config: EvalConfig | None = None,
         for m in targets:
             make_backend(backend, replace(base, adapter=m.adapter), label=m.name)
     with run.stage(STAGE, spec, seed=config.seed) as info:
+        # fixed before any answer is seen: the findings read the claims from here
+        run.annotate(STAGE, registration={"sha256": config.registration.digest(),
+                                          "at": time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                                                              time.gmtime())})
         parts = []
         bar = tqdm(total=len(targets) * len(jobs) * len(qs), unit="q", desc="evaluate",
                    disable=not progress, file=sys.stderr, dynamic_ncols=True)
-        engine = None
+        engine, meter = None, Meter(STAGE, base, backend)
         with bar:
             for m in targets:
                 bar.set_postfix(model=m.name)
@@ -376,9 +385,11 @@ def evaluate(run: RunDir | str, config: EvalConfig | None = None,
                     engine = serve_model(backend, replace(base, adapter=m.adapter), engine,
                                          max_batch, label=m.name, **(backend_options or {}))
                     saved = evaluate_model(engine, m, jobs, qs, builder, config)
+                    meter.add(len(saved))  # one generation per prediction
                     checkpoints.save(m.name, saved)
                 parts.append(saved)
                 bar.update(len(jobs) * len(qs))
+        meter.record()
         if not any(len(p) for p in parts):
             raise KgfactError(f"no prompt could be built: every relation has fewer than "
                               f"{config.shots} exemplars for {', '.join(config.strategies)}; "

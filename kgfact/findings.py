@@ -4,7 +4,18 @@ Each claim kgfact tests (Gekhman et al. 2024; Gong et al. 2025; the prompt-subgr
 one row with its estimate, its 95% interval and a verdict from :func:`kgfact.gap.finding`:
 *supported* when the interval lies on the expected side of the threshold, *contradicted* when
 it lies on the other side, *inconclusive* otherwise, and *not measured* when the run has no
-data for it (the ``note`` says why). The verdict never comes from the point estimate.
+data for it (the ``note`` says why). A claim of no practical difference (``expected`` "equal")
+is decided by two one-sided tests against its ``margin``: supported only when the interval lies
+inside ``threshold ± margin``. The verdict never comes from the point estimate.
+
+Beside the verdict each measured claim has the ``p_value`` of its decision
+(:func:`kgfact.gap.bootstrap_p` on its replicates; for the regression's slopes the clustered
+t-test's p) and, since the table tests many claims at once, Holm's step-down adjustment over
+the measured claims (``p_holm``) and the verdict it leaves (``holm_verdict``: decided only where
+``p_holm`` is under 0.05). A measured claim without a p-value enters the family as p = 1.
+``dropped`` counts the bootstrap replicates left out of the interval (a compared group without
+weight in them), and the ``note`` says so, and says when an estimate lies outside its own
+interval (a statistic biased under resampling).
 
 Every interval resamples training seeds, exemplar sets and test queries together
 (:func:`kgfact.gap.crossed_contrast`), so a claim holds across seeds and exemplar sets, not for
@@ -27,15 +38,23 @@ import pandas as pd
 from kgfact.errors import KgfactError
 from kgfact.finetune import memorised
 from kgfact.ftsets import read_set
-from kgfact.gap import EXPECTED, NO_PROMPT, crossed_contrast, finding, paired_cells
+from kgfact.gap import (EXPECTED, NO_PROMPT, bootstrap_p, crossed_contrast,
+                        crossed_mean, finding, paired_cells)
 from kgfact.rundir import RunDir
+from kgfact.registration import Registration
 from kgfact.slick import protocol_of
+from kgfact.theory.controls import CONTROLS
 from kgfact.theory.metrics import GRADED
 
-# a gap under this is "no practical harm": Gekhman et al. report EARLY_STOP gaps of a few points
-NEGLIGIBLE = 0.05
+# FT-Known's accuracy under which a gap is floored: the gap cannot exceed it, so a smaller gap
+# may only be a lower accuracy
+FLOOR = 0.10
 COLUMNS = ["claim", "statement", "estimate", "ci_low", "ci_high", "expected", "threshold",
-           "verdict", "n", "source", "caveat", "note"]
+           "verdict", "n", "source", "caveat", "note", "margin", "p_value", "p_holm",
+           "holm_verdict", "dropped", "share_estimate", "share_ci_low", "share_ci_high",
+           "registered"]
+# the claims read through the theory stage: exploratory when it ran off the registration
+THEORY_CLAIMS = frozenset({"theory-tracks-reductions", "interventions-track-theory"})
 
 
 @dataclass(frozen=True)
@@ -44,10 +63,14 @@ class Claim:
 
     name: str = field(metadata={"help": "Short id of the claim."})
     statement: str = field(metadata={"help": "The claim in words."})
-    expected: str = field(metadata={"help": "'above' or 'below' the threshold."})
+    expected: str = field(metadata={
+        "help": "'above' or 'below' the threshold, or 'equal': within threshold ± margin."})
     measure: Callable[[RunDir, dict], dict] = field(metadata={
-        "help": "Returns estimate, ci_low, ci_high, n and source (or a note)."})
+        "help": "Returns estimate, ci_low, ci_high and p_value, or their Bootstrapped as "
+                "'boot'; n and source (or a note)."})
     threshold: float = field(default=0.0, metadata={"help": "What the estimate is compared to."})
+    margin: float | None = field(default=None, metadata={
+        "help": "Equivalence margin of an 'equal' claim (two one-sided tests); None otherwise."})
     checkpoint: str | None = field(default="convergence", metadata={
         "help": "Checkpoint whose recipe artefacts are named in the caveat."})
 
@@ -69,31 +92,64 @@ def _cells(run: RunDir, context: dict) -> pd.DataFrame:
     return context["cells"]
 
 
-def _contrast(run: RunDir, context: dict, where: dict, group: str, first: str, second: str
-              ) -> dict:
-    """The gap of cells with ``group == first`` minus that of ``group == second``."""
-    cells = _cells(run, context)
+def _where(cells: pd.DataFrame, where: dict) -> pd.DataFrame:
+    """The cells whose column ``key`` is ``value`` (or one of a list) for each of ``where``."""
     for key, value in where.items():
         cells = cells[cells[key].isin(value if isinstance(value, list) else [value])]
-    estimate, low, high = crossed_contrast(cells, group, first, second,
-                                           n_boot=context["n_boot"], seed=context["seed"])
+    return cells
+
+
+def _contrast(run: RunDir, context: dict, where: dict, group: str, first: str, second: str
+              ) -> dict:
+    """The gap of cells with ``group == first`` minus that of ``group == second``; ``n`` counts
+    the queries of ``second`` (the near-ID or OOD distribution, the prompted mode, EARLY_STOP)."""
+    cells = _where(_cells(run, context), where)
+    boot = crossed_contrast(cells, group, first, second, n_boot=context["n_boot"],
+                            seed=context["seed"], level=context["level"])
     missing = [g for g in (first, second) if not (cells[group] == g).any()]
-    return {"estimate": estimate, "ci_low": low, "ci_high": high,
-            "n": int(cells["qid"].nunique()),
+    return {"boot": boot, "n": int(cells.loc[cells[group] == second, "qid"].nunique()),
             "source": f"predictions: gap({first}) - gap({second}), "
                       + ", ".join(f"{k} {v}" for k, v in where.items()),
             "note": f"no cells for {' or '.join(missing)}" if missing else ""}
 
 
+def _distribution_contrast(distribution: str) -> Callable[[RunDir, dict], dict]:
+    """The ID gap minus the ``distribution`` gap, and the same of the gaps as a share of
+    FT-Known's accuracy (``share``), with a floor caveat where that accuracy is under
+    :data:`FLOOR`."""
+    where = {"mode": "zero-shot", "checkpoint": "convergence"}
+
+    def measure(run: RunDir, context: dict) -> dict:
+        got = _contrast(run, context, where, "distribution", "id", distribution)
+        cells = _where(_cells(run, context), where)
+        share = crossed_contrast(cells, "distribution", "id", distribution, weight="known",
+                                 n_boot=context["n_boot"], seed=context["seed"], level=context["level"])
+        accuracy = cells.groupby("distribution")["known"].mean()
+        floored = [f"{accuracy[g]:.2f} {g}" for g in ("id", distribution)
+                   if g in accuracy and accuracy[g] < FLOOR]
+        notes = [got["note"]] + ([f"share of accuracy: {share.dropped} of {context['n_boot']} "
+                                  "replicates dropped (FT-Known right on none of their draws)"]
+                                 if share.dropped and np.isfinite(share.estimate) else [])
+        return got | {
+            "share": share, "note": "; ".join(n for n in notes if n),
+            "caveat": ("FT-Known's zero-shot accuracy is " + " and ".join(floored)
+                       + f", under {FLOOR:.2f}: the gap there cannot exceed it, so a smaller "
+                       "gap may only be a lower accuracy (floor); share_* divides the gap by "
+                       "the accuracy") if floored else ""}
+    return measure
+
+
 def _gap_row(run: RunDir, context: dict, checkpoint: str) -> dict:
-    gap = run.read_table("gap")
-    row = gap[(gap["mode"] == "zero-shot") & (gap["distribution"] == "id")
-              & (gap["checkpoint"] == checkpoint)]
-    if row.empty:
-        return {"note": f"the gap table has no zero-shot in-distribution {checkpoint} row"}
-    r = row.iloc[0]
-    return {"estimate": r["gap"], "ci_low": r["ci_low"], "ci_high": r["ci_high"], "n": r["n"],
-            "source": f"gap: zero-shot, id, {checkpoint}"}
+    """The zero-shot in-distribution gap at ``checkpoint``, from the same cells and draws as the
+    ``gap`` table's row."""
+    where = {"mode": "zero-shot", "distribution": "id", "checkpoint": checkpoint}
+    cells = _where(_cells(run, context), where)
+    if cells.empty:
+        return {"note": f"no zero-shot in-distribution {checkpoint} predictions of both "
+                        "ft-known and ft-unknown"}
+    return {"boot": crossed_mean(cells, context["n_boot"], context["seed"], context["level"]),
+            "n": int(cells["qid"].nunique()),
+            "source": f"predictions: gap, zero-shot, id, {checkpoint}"}
 
 
 def _mode_contrast(mode: str) -> Callable[[RunDir, dict], dict]:
@@ -114,7 +170,7 @@ def _regression(term: str) -> Callable[[RunDir, dict], dict]:
             return {"note": "no regression table (too few grid points or clusters)"}
         row = run.read_table("regression").set_index("term").loc[term]
         return {"estimate": row["coef"], "ci_low": row["ci_low"], "ci_high": row["ci_high"],
-                "n": int(row["n_points"]),
+                "p_value": row["p_value"], "n": int(row["n_points"]),
                 "source": f"regression: {term} over {row['sets']} "
                           f"({int(row['n_clusters'])} clusters)"}
     return measure
@@ -136,10 +192,54 @@ def _theory(run: RunDir, context: dict) -> dict:
         return {"note": "theory_stats has no a_quantile spearman_reduction row"}
     r = row.iloc[0]
     return {"estimate": r["value"], "ci_low": r["ci_low"], "ci_high": r["ci_high"],
-            "n": int(r["n_buckets"]),
+            "p_value": r.get("p_value", np.nan), "n": int(r["n_buckets"]),
             "source": "theory_stats: Spearman of predicted vs measured reduction over A(P) "
                       "buckets (few-shot and CoT, both checkpoints)",
             "note": r.get("note", "") or ""}
+
+
+def _primary(run: RunDir, context: dict) -> dict:
+    """The theory's primary test (``theory_primary``: the slope of measured on predicted gap
+    reductions across the designed interventions)."""
+    if not run.has_table("theory_primary"):
+        return {"note": "no theory_primary table: run 'kgfact theory'"}
+    r = run.read_table("theory_primary").iloc[0]
+    if not r["n_units"]:
+        return {"note": "no designed intervention was evaluated: add the controls' strategies "
+                        f"({r['strategies'] or 'known, unknown, other-relation'}) to "
+                        "evaluate.strategies"}
+    covers = "covers" if r["covers_one"] else "excludes"
+    return {"estimate": r["slope"], "ci_low": r["ci_low"], "ci_high": r["ci_high"],
+            "p_value": r["p_value"], "n": int(r["n_queries"]),
+            "source": f"theory_primary: slope over {int(r['n_units'])} units of the strategies "
+                      f"{r['strategies']}, A(P) {r['augmentation']}, one intercept per "
+                      "(checkpoint, mode)",
+            "note": f"the interval {covers} 1 (the theory's slope); power {r['power']:.2f} "
+                    f"for a slope of {r['effect']:g}" + (
+                        f"; 80 % power needs {r['queries_for_power']:.1f}x the queries"
+                        if np.isfinite(r["queries_for_power"]) else
+                        "; more queries alone cannot give 80 % power: more seeds or "
+                        "exemplar sets are needed")}
+
+
+def _control(name: str) -> Callable[[RunDir, dict], dict]:
+    """Control ``name``'s gap difference (treatment minus baseline), few-shot, CONVERGENCE."""
+    def measure(run: RunDir, context: dict) -> dict:
+        if not run.has_table("theory_controls"):
+            return {"note": "no theory_controls table: run 'kgfact theory'"}
+        t = run.read_table("theory_controls")
+        row = t[(t["control"] == name) & (t["checkpoint"] == "convergence")
+                & (t["mode"] == "few-shot")]
+        if row.empty:
+            c = CONTROLS.get(name)
+            return {"note": f"not evaluated: add {c.treatment} and {c.baseline} to "
+                            "evaluate.strategies"}
+        r = row.iloc[0]
+        return {"estimate": r["difference"], "ci_low": r["ci_low"], "ci_high": r["ci_high"],
+                "p_value": r.get("p_value", np.nan), "n": int(r["n_queries"]),
+                "source": f"theory_controls: gap({r['treatment']}) - gap({r['baseline']}), "
+                          "few-shot, id, convergence"}
+    return measure
 
 
 def _idk(run: RunDir, context: dict) -> dict:
@@ -158,11 +258,10 @@ def _idk(run: RunDir, context: dict) -> dict:
     cells = p.assign(prompt=NO_PROMPT, seed=p["seed"].fillna(0) if "seed" in p else 0,
                      right=(p["correct"] & ~p["abstained"]).astype(float),
                      answered=(~p["abstained"]).astype(float))
-    estimate, low, high = crossed_contrast(cells, "set", "idk-relabel", base, value="right",
-                                           weight="answered", n_boot=context["n_boot"],
-                                           seed=context["seed"])
-    return {"estimate": estimate, "ci_low": low, "ci_high": high,
-            "n": int(cells["qid"].nunique()),
+    boot = crossed_contrast(cells, "set", "idk-relabel", base, value="right",
+                            weight="answered", n_boot=context["n_boot"], seed=context["seed"],
+                            level=context["level"])
+    return {"boot": boot, "n": int(cells["qid"].nunique()),
             "source": f"predictions: accuracy on answered, idk-relabel - {base}, zero-shot, "
                       "id, convergence"}
 
@@ -173,9 +272,9 @@ CLAIMS = (
           "(gap FT-Known - FT-Unknown, zero-shot, above 0)", EXPECTED["gap"],
           lambda run, c: _gap_row(run, c, "convergence")),
     Claim("unknown-harmless-at-early-stop",
-          f"At EARLY_STOP the gap is negligible (zero-shot, in distribution, below "
-          f"{NEGLIGIBLE})", "below", lambda run, c: _gap_row(run, c, "early_stop"),
-          threshold=NEGLIGIBLE, checkpoint="early_stop"),
+          "At EARLY_STOP the gap is negligible (zero-shot, in distribution, within the "
+          "registered equivalence margin of 0 by two one-sided tests)", "equal",
+          lambda run, c: _gap_row(run, c, "early_stop"), checkpoint="early_stop"),
     Claim("gap-widens-with-training",
           "The gap widens from EARLY_STOP to CONVERGENCE (zero-shot, in distribution)",
           "above", lambda run, c: _contrast(run, c, {"mode": "zero-shot", "distribution": "id"},
@@ -183,13 +282,11 @@ CLAIMS = (
     Claim("gap-shrinks-near-id",
           "The gap is smaller near-ID (ID-split relations no set trained on) than in "
           "distribution (zero-shot, CONVERGENCE)", "above",
-          lambda run, c: _contrast(run, c, {"mode": "zero-shot", "checkpoint": "convergence"},
-                                   "distribution", "id", "near-id")),
+          _distribution_contrast("near-id")),
     Claim("gap-shrinks-ood",
           "The gap is smaller out of distribution than in distribution (zero-shot, "
           "CONVERGENCE)", "above",
-          lambda run, c: _contrast(run, c, {"mode": "zero-shot", "checkpoint": "convergence"},
-                                   "distribution", "id", "ood")),
+          _distribution_contrast("ood")),
     Claim("few-shot-shrinks-gap",
           "A few-shot prompt shrinks the gap (zero-shot gap minus few-shot gap, in "
           "distribution, CONVERGENCE)", "above", _mode_contrast("few-shot")),
@@ -205,6 +302,16 @@ CLAIMS = (
     Claim("theory-tracks-reductions",
           "The theory's predicted gap reductions track the measured ones (Spearman above 0)",
           "above", _theory, checkpoint=None),
+    Claim("interventions-track-theory",
+          "Across the designed prompt interventions, measured gap reductions grow with the "
+          "predicted ones (slope above 0; the theory says 1)", "above", _primary,
+          checkpoint=None),
+    *(Claim(f"control-{name}", f"{CONTROLS.get(name).treatment} exemplars give a "
+            f"{'smaller' if CONTROLS.get(name).expected == '<' else 'practically equal'} "
+            f"gap than {CONTROLS.get(name).baseline} ones (few-shot, in distribution, "
+            f"CONVERGENCE): {CONTROLS.get(name).why}",
+            {"<": "below", "=": "equal"}[CONTROLS.get(name).expected], _control(name))
+      for name in CONTROLS),
     Claim("idk-raises-answered-accuracy",
           "Relabelling Unknown facts 'I don't know' raises accuracy on answered questions "
           "(zero-shot, in distribution, CONVERGENCE)", "above", _idk),
@@ -281,16 +388,88 @@ def caveats(run: RunDir, checkpoint: str | None) -> str:
     return "; ".join(notes)
 
 
+def holm(p_values: list[float], verdicts: list[str], alpha: float = 0.05
+         ) -> tuple[list[float], list[str]]:
+    """Holm's step-down adjustment over the measured claims, and the verdicts it leaves.
+
+    Claims ``not measured`` are outside the family (``p_holm`` NaN, verdict kept); a measured
+    claim without a p-value (NaN) enters it as p = 1, which keeps the family-wise error rate
+    under ``alpha`` and is never decided. A supported or contradicted verdict stays so where its
+    adjusted p is under ``alpha``, and becomes inconclusive otherwise.
+
+    >>> holm([0.01, 0.04, np.nan], ["supported", "supported", "not measured"])
+    ([0.02, 0.04, nan], ['supported', 'supported', 'not measured'])
+    """
+    from statsmodels.stats.multitest import multipletests
+
+    p = np.asarray(p_values, dtype=float)
+    family = np.array([v != "not measured" for v in verdicts], dtype=bool)
+    adjusted = np.full(len(p), np.nan)
+    if family.any():
+        adjusted[family] = multipletests(np.nan_to_num(p[family], nan=1.0), alpha=alpha,
+                                         method="holm")[1]
+    kept = [v if v == "not measured" or (v in ("supported", "contradicted") and a < alpha)
+            else "inconclusive" for v, a in zip(verdicts, adjusted)]
+    return adjusted.tolist(), kept
+
+
+def _notes(got: dict, n_boot: int) -> list[str]:
+    """What a measured claim's reader must know about its interval and p-value."""
+    estimate, low, high = (got.get(k, np.nan) for k in ("estimate", "ci_low", "ci_high"))
+    notes = []
+    if got.get("dropped", 0) > 0:
+        notes.append(f"{int(got['dropped'])} of {n_boot} bootstrap replicates dropped (a "
+                     "compared group had no weight in them); the interval and p-value come "
+                     "from the rest")
+    if np.isfinite([low, high]).all() and not low <= estimate <= high:
+        notes.append(f"the estimate {estimate:.3f} lies outside its own interval [{low:.3f}, "
+                     f"{high:.3f}]: its replicates are shifted from it (a statistic biased "
+                     "under resampling, such as a rank correlation over resampled buckets); "
+                     "the verdict reads the interval")
+    if not np.isfinite(got.get("p_value", np.nan)):
+        notes.append("no p-value (the source table gives none): counted as p = 1 in Holm's "
+                     "adjustment")
+    return notes
+
+
+def claim_names() -> list[str]:
+    """The names of every claim of :data:`CLAIMS` (what a registration may name)."""
+    return [c.name for c in CLAIMS]
+
+
+def _registered(run: RunDir) -> tuple[Registration, list[str]]:
+    """The registration the run's evaluation recorded when it started, and why the theory's
+    claims did not run as registered (its A(P) variant or bins differ), if they did not."""
+    stages = run.manifest().get("stages", {})
+    entry = stages.get("evaluate", {})
+    if "registration" not in entry:  # evaluated before claims could be registered
+        return Registration(), []
+    registration = Registration.from_json(
+        (entry.get("config") or {}).get("evaluate", {}).get("registration"))
+    theory = (stages.get("theory", {}).get("config") or {}).get("theory", {})
+    differs = registration.theory_matches(
+        theory.get("augmentation", "default"),
+        (theory.get("prediction") or {}).get("quantiles", 4)) if theory else []
+    return registration, differs
+
+
 def findings(run: RunDir | str, n_boot: int | None = None, seed: int = 0) -> pd.DataFrame:
     """The findings table of ``run`` (module docstring): one row per claim in :data:`CLAIMS`.
 
-    ``n_boot`` defaults to the evaluation's ``bootstrap`` setting.
+    ``n_boot`` defaults to the evaluation's ``bootstrap`` setting. Each claim's ``registered``
+    role is read from the registration the evaluation recorded (:mod:`kgfact.registration`):
+    a theory claim is ``exploratory`` when the theory ran with another A(P) variant or bins
+    than those registered, and Holm's adjustment runs over the registered claims (over every
+    measured claim when none is registered).
     """
     run = RunDir.of(run)
     evaluation = (run.manifest().get("stages", {}).get("evaluate", {}).get("config") or {}
                   ).get("evaluate", {})
     strategies = [s for s in evaluation.get("strategies", ["random"]) if s != "none"]
+    registration, differs = _registered(run)
+    registration.check_claims(claim_names())
     context = {"n_boot": n_boot or evaluation.get("bootstrap", 2000), "seed": seed,
+               "level": registration.level,
                "strategy": "random" if "random" in strategies else strategies[0]}
     done: dict[str | None, str] = {}  # each checkpoint's caveats, computed once
 
@@ -301,15 +480,44 @@ def findings(run: RunDir | str, n_boot: int | None = None, seed: int = 0) -> pd.
 
     rows = []
     for claim in CLAIMS:
+        margin = registration.margin if claim.margin is None else claim.margin
         try:
             got = claim.measure(run, context)
         except KgfactError as exc:  # a table the run lacks: the claim is not measured
             got = {"note": str(exc)}
+        if "boot" in got:
+            boot = got["boot"]
+            got |= {"estimate": boot.estimate, "ci_low": boot.ci_low, "ci_high": boot.ci_high,
+                    "p_value": bootstrap_p(boot.replicates, claim.expected, claim.threshold,
+                                           margin),
+                    "dropped": boot.dropped}
         measured = "estimate" in got and np.isfinite(got["estimate"])
         values = [got.get(k, np.nan) for k in ("estimate", "ci_low", "ci_high")]
-        verdict = (finding(*values, claim.expected, claim.threshold) if measured
+        verdict = (finding(*values, claim.expected, claim.threshold, margin) if measured
                    else "not measured")
+        notes = [got.get("note", "")] + (_notes(got, context["n_boot"]) if measured else [])
+        artefacts = [caveat(claim.checkpoint), got.get("caveat", "")] if measured else []
+        share = got["share"][:3] if "share" in got and measured else (np.nan,) * 3
+        p_value, dropped = ((got.get("p_value", np.nan), got.get("dropped", np.nan)) if measured
+                            else (np.nan, np.nan))
+        role = registration.role(claim.name)
+        if role != "exploratory" and claim.name in THEORY_CLAIMS and differs:
+            notes.append(f"registered as {role}, but the theory ran with {'; '.join(differs)}: "
+                         "exploratory")
+            role = "exploratory"
         rows.append((claim.name, claim.statement, *values, claim.expected, claim.threshold,
                      verdict, got.get("n"), got.get("source", ""),
-                     caveat(claim.checkpoint) if measured else "", got.get("note", "")))
-    return pd.DataFrame(rows, columns=COLUMNS)
+                     "; ".join(c for c in artefacts if c), "; ".join(n for n in notes if n),
+                     margin if claim.expected == "equal" else np.nan, p_value,
+                     np.nan, verdict, dropped, *share, role))  # p_holm, holm_verdict: below
+    table = pd.DataFrame(rows, columns=COLUMNS).astype({"margin": float, "p_value": float,
+                                                        "dropped": float})
+    family = (table["registered"] != "exploratory") if (table["registered"]
+                                                         != "exploratory").any() else None
+    p_holm, kept = holm(table["p_value"].tolist(),
+                        [v if family is None or family[i] else "not measured"
+                         for i, v in enumerate(table["verdict"])], 1 - registration.level)
+    table["p_holm"] = p_holm
+    table["holm_verdict"] = [k if family is None or family[i] else v
+                             for i, (k, v) in enumerate(zip(kept, table["verdict"]))]
+    return table

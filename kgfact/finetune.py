@@ -61,6 +61,7 @@ from tqdm.auto import tqdm
 
 from kgfact.answers import match_many, normalize
 from kgfact.config import check_fields, check_name
+from kgfact.cost import Meter
 from kgfact.errors import KgfactError
 from kgfact.ftsets import read_set
 from kgfact.models import LoadedModel, ModelConfig, load_model, quiet_peft
@@ -453,9 +454,10 @@ def set_data(run: RunDir, set_name: str, config: FinetuneConfig
 
 def train_group(trainings: list[Training], data: dict[str, tuple], config: FinetuneConfig,
                 loaded: LoadedModel, journal: Path, *, progress: bool = True,
-                on_step: Callable[[int, int], None] | None = None) -> None:
+                on_step: Callable[[int, int], None] | None = None) -> int:
     """Train ``trainings`` together (:class:`GroupTrainer`) to CONVERGENCE, each resuming from
-    its last committed epoch; ``data`` maps each set to :func:`set_data`'s tables.
+    its last committed epoch; ``data`` maps each set to :func:`set_data`'s tables. Returns the
+    number of training examples it stepped through (each adapter's, every epoch).
 
     ``on_step(epoch, step)`` is called after every optimizer step (tests use it to interrupt a
     run mid-epoch); ``journal`` is the file :func:`_commit` uses.
@@ -463,12 +465,13 @@ def train_group(trainings: list[Training], data: dict[str, tuple], config: Finet
     _recover(journal, [t.home for t in trainings])
     trainings = [t for t in trainings if not _finished(t.home)]
     if not trainings:
-        return
+        return 0
     examples = [[encode(loaded.tokenizer, q, a) for q, a in
                  zip(data[t.set_name][0]["question"], data[t.set_name][0]["answer"])]
                 for t in trainings]
     trainer = GroupTrainer(loaded, config.lora, [t.seed for t in trainings],
                            [t.learning_rate for t in trainings], config.weight_decay)
+    stepped = 0
     try:
         states, dynamics = [], []
         for k, t in enumerate(trainings):
@@ -498,6 +501,7 @@ def train_group(trainings: list[Training], data: dict[str, tuple], config: Finet
                 losses = trainer.epoch({k: examples[k] for k in active}, epochs,
                                        config.batch_size, after_step)
                 share = (time.time() - started) / len(active)  # of the joint pass
+                stepped += sum(len(examples[k]) for k in active)
                 for k in active:
                     t, epoch, started = trainings[k], epochs[k], time.time()
                     row = _dynamics_row(trainer.engine(k), *data[t.set_name], epoch, losses[k],
@@ -518,6 +522,7 @@ def train_group(trainings: list[Training], data: dict[str, tuple], config: Finet
                 _commit(journal, [trainings[k].home for k in active])
     finally:
         trainer.close()
+    return stepped
 
 
 def run_trainings(run: RunDir, trainings: list[Training], config: FinetuneConfig,
@@ -535,9 +540,12 @@ def run_trainings(run: RunDir, trainings: list[Training], config: FinetuneConfig
     else:
         todo = [t for t in trainings if not _finished(t.home)]
         data = {name: set_data(run, name, config) for name in {t.set_name for t in todo}}
+        meter = Meter(STAGE, model)  # examples per second, the per-epoch checks included
         for start in range(0, len(todo), config.group_size):
-            train_group(todo[start:start + config.group_size], data, config, loaded(),
-                        run.path / ".finetune-commit.json", progress=progress, on_step=on_step)
+            meter.add(train_group(todo[start:start + config.group_size], data, config,
+                                  loaded(), run.path / ".finetune-commit.json",
+                                  progress=progress, on_step=on_step))
+        meter.record()
     return [read_dynamics(t.home, t.set_name, t.seed) for t in trainings]
 
 

@@ -51,18 +51,26 @@ Single-category sets (``highly-known``, ``maybe-known``, ``weakly-known``, ``unk
 ``natural``, ``idk-relabel`` and ``filtered`` are not pooled into the fit: their points are
 reported apart, against the grid fit's prediction.
 
-Findings (:func:`finding`)
---------------------------
-A verdict from an interval, never from a point estimate: *supported* when the interval lies
-entirely on the expected side of a threshold (0 by default), *contradicted* when it lies
-entirely on the other side, *inconclusive* otherwise (an interval touching the threshold
-included).
+Findings (:func:`finding`, :func:`bootstrap_p`)
+-----------------------------------------------
+A verdict from an interval, never from a point estimate. A directional claim ("above" or
+"below" a threshold, 0 by default) is *supported* when the interval lies entirely on the
+expected side, *contradicted* when it lies entirely on the other side, *inconclusive* otherwise
+(an interval touching the threshold included). A claim of no practical difference ("equal":
+the quantity is within ``threshold ± margin``) is decided by two one-sided tests (TOST):
+*supported* when the interval lies strictly inside the margin, *contradicted* when it lies
+entirely outside it (the quantity is shown to differ by more than the margin, on either side),
+*inconclusive* otherwise: an interval that merely contains the threshold is not equivalence.
+With a 95% interval each one-sided test is at the 2.5% level.
+
+:func:`bootstrap_p` gives the p-value of that decision from the bootstrap replicates, so that
+multiple-testing corrections (:mod:`kgfact.findings` applies Holm's) can be made over claims.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -72,34 +80,109 @@ from kgfact.errors import KgfactError
 GAP_KEYS = ["mode", "strategy", "distribution", "checkpoint"]
 CELL = ["seed", "relation", "prompt", "qid"]  # the paired unit of the gap (module docstring)
 GRID = re.compile(r"ft-known|ft-unknown|mix-\d+")  # the %Unknown grid of kgfact.ftsets
-DIRECTIONS = ("above", "below")
+EXPECTATIONS = ("above", "below", "equal")
 # what the literature expects of each estimate: the direction a finding is checked against
 EXPECTED = {"gap": "above", "known_fit": "above", "unknown_fit": "below"}
+# an "equal" claim's default margin: 5 points of accuracy, about the EARLY_STOP gaps Gekhman et
+# al. report as no practical harm
+EQUIVALENCE_MARGIN = 0.05
 
 
 def finding(estimate: float, ci_low: float, ci_high: float, expected: str = "above",
-            threshold: float = 0.0) -> str:
-    """Verdict on "the quantity lies ``expected`` (above/below) ``threshold``" from its interval.
+            threshold: float = 0.0, margin: float = EQUIVALENCE_MARGIN) -> str:
+    """Verdict on "the quantity lies ``expected`` ``threshold``" from its interval.
 
-    The estimate never decides (a percentile interval need not even contain it); it only marks
-    a quantity that was not measured (NaN), which is inconclusive like a NaN interval.
+    ``expected`` is ``"above"``, ``"below"`` or ``"equal"``: within ``threshold ± margin``,
+    decided by two one-sided tests (module docstring; ``margin`` is used only there). The
+    estimate never decides (a percentile interval need not even contain it); it only marks a
+    quantity that was not measured (NaN), which is inconclusive like a NaN interval.
 
     >>> finding(0.4, 0.1, 0.7), finding(0.4, 0.1, 0.7, "below"), finding(0.4, 0.0, 0.7)
     ('supported', 'contradicted', 'inconclusive')
     >>> finding(0.05, 0.02, 0.2, threshold=0.1)
     'inconclusive'
+    >>> finding(0.0, -0.02, 0.03, "equal"), finding(-0.3, -0.5, -0.1, "equal")
+    ('supported', 'contradicted')
+    >>> finding(0.0, -0.3, 0.3, "equal")
+    'inconclusive'
     """
-    if expected not in DIRECTIONS:
-        raise KgfactError(f"expected direction {expected!r}: use {' or '.join(DIRECTIONS)}")
+    if expected not in EXPECTATIONS:
+        raise KgfactError(f"expected {expected!r}: use above, below or equal")
+    if expected == "equal" and not margin > 0:
+        raise KgfactError(f"equivalence margin {margin}: use a positive margin")
     if np.isnan([estimate, ci_low, ci_high]).any():
         return "inconclusive"
     if ci_low > ci_high:
         raise KgfactError(f"interval [{ci_low}, {ci_high}] has its low end above its high end")
+    if expected == "equal":
+        low, high = threshold - margin, threshold + margin
+        if low < ci_low and ci_high < high:
+            return "supported"
+        return "contradicted" if ci_low > high or ci_high < low else "inconclusive"
     if ci_low > threshold:
         return "supported" if expected == "above" else "contradicted"
     if ci_high < threshold:
         return "supported" if expected == "below" else "contradicted"
     return "inconclusive"
+
+
+def bootstrap_p(replicates: np.ndarray, expected: str, threshold: float = 0.0,
+                margin: float = EQUIVALENCE_MARGIN) -> float:
+    """The p-value of :func:`finding`'s decision, from bootstrap replicates.
+
+    The one-sided p of "the quantity is above ``x``" is the share of replicates at or below
+    ``x``, with one added to count and total so that it is never 0 ("below ``x``" likewise). A
+    directional verdict is decided by one of two such claims, above or below the threshold; an
+    "equal" one by *inside the margin* (two one-sided tests: the larger p of "above threshold -
+    margin" and "below threshold + margin") or *outside it* (the smaller p of "above threshold +
+    margin" and "below threshold - margin"). The p-value is twice the smaller p of the two, at
+    most 1, so that it is under ``1 - level`` where the ``level`` percentile interval decides
+    the verdict (up to the percentiles' interpolation). Non-finite replicates (dropped) are left
+    out; NaN when none is left.
+
+    >>> bootstrap_p(np.array([0.1, 0.2, 0.3]), "above")
+    0.5
+    """
+    reps = np.asarray(replicates, dtype=float)
+    reps = reps[np.isfinite(reps)]
+    if not len(reps):
+        return float("nan")
+
+    def beyond(x: float, side: str) -> float:  # p of "the quantity is above (below) x"
+        at_most = (reps <= x) if side == "above" else (reps >= x)
+        return (1 + at_most.sum()) / (1 + len(reps))
+
+    if expected == "equal":
+        low, high = threshold - margin, threshold + margin
+        inside = max(beyond(low, "above"), beyond(high, "below"))
+        outside = min(beyond(high, "above"), beyond(low, "below"))
+        p = min(inside, outside)
+    else:
+        p = min(beyond(threshold, "above"), beyond(threshold, "below"))
+    return float(min(1.0, 2 * p))
+
+
+class Bootstrapped(NamedTuple):
+    """A point estimate, its percentile interval and the bootstrap replicates behind it (NaN
+    where a replicate's draws gave a compared group no weight: *dropped*)."""
+
+    estimate: float
+    ci_low: float
+    ci_high: float
+    replicates: np.ndarray
+
+    @property
+    def dropped(self) -> int:
+        """How many replicates were dropped (NaN) and left out of the interval."""
+        return int(np.isnan(self.replicates).sum())
+
+
+def bootstrapped(estimate: float, replicates: np.ndarray, level: float) -> Bootstrapped:
+    """``estimate`` with the percentile interval of ``replicates`` (non-finite ones dropped:
+    made NaN, left out of the interval and counted by :attr:`Bootstrapped.dropped`)."""
+    reps = np.where(np.isfinite(replicates), replicates, np.nan)
+    low, high = (np.nan, np.nan) if np.isnan(reps).all() else _percentile_ci(reps, level)
+    return Bootstrapped(float(estimate) if np.isfinite(estimate) else np.nan, low, high, reps)
 
 
 def _percentile_ci(replicates: np.ndarray, level: float) -> tuple[float, float]:
@@ -167,7 +250,8 @@ def crossed_sums(cells: pd.DataFrame, columns: list[str], n_boot: int = 2000, se
 
     ``cells`` has columns ``seed``, ``relation``, ``prompt``, ``qid`` and ``columns``; a
     (seed, relation, prompt, qid) may occur in several rows (their values add up), and a
-    ``prompt`` of :data:`NO_PROMPT` (zero-shot) always has weight 1.
+    ``prompt`` of :data:`NO_PROMPT` (zero-shot) always has weight 1: a relation's real exemplar
+    sets are drawn among themselves, so their total weight is always their number.
     """
     rng = np.random.default_rng(seed)
     s_code, seeds = pd.factorize(cells["seed"], sort=True)
@@ -176,8 +260,9 @@ def crossed_sums(cells: pd.DataFrame, columns: list[str], n_boot: int = 2000, se
     for _, part in cells.assign(s=s_code).groupby("relation", sort=True):
         p_code, prompts = pd.factorize(part["prompt"].astype(str), sort=True)
         q_code, qids = pd.factorize(part["qid"], sort=True)
-        w_prompt = _draw_counts(rng, len(prompts), n_boot)
-        w_prompt[:, np.asarray(prompts) == NO_PROMPT] = 1.0
+        real = np.asarray(prompts) != NO_PROMPT
+        w_prompt = np.ones((n_boot, len(prompts)))
+        w_prompt[:, real] = _draw_counts(rng, int(real.sum()), n_boot)
         w_query = _draw_counts(rng, len(qids), n_boot)
         cube = np.zeros((len(columns), len(seeds), len(prompts), len(qids)))
         at = (part["s"].to_numpy(), p_code, q_code)
@@ -200,32 +285,41 @@ def crossed_bootstrap(cells: pd.DataFrame, n_boot: int = 2000, seed: int = 0) ->
         return sums[0] / sums[1]
 
 
+def crossed_mean(cells: pd.DataFrame, n_boot: int = 2000, seed: int = 0, level: float = 0.95
+                 ) -> Bootstrapped:
+    """The mean of ``cells["d"]`` with its crossed bootstrap interval
+    (:func:`crossed_bootstrap`)."""
+    return bootstrapped(cells["d"].mean(), crossed_bootstrap(cells, n_boot, seed), level)
+
+
 def crossed_contrast(cells: pd.DataFrame, group: str, first: Any, second: Any,
                      value: str = "d", weight: str | None = None, n_boot: int = 2000,
-                     seed: int = 0, level: float = 0.95) -> tuple[float, float, float]:
+                     seed: int = 0, level: float = 0.95) -> Bootstrapped:
     """Difference of the (weighted) mean of ``value`` between the cells whose ``group`` is
     ``first`` and those whose ``group`` is ``second``, with its crossed bootstrap interval.
 
     Both means come from the same draws, so cells the two groups share (the same seed,
     exemplar set and query at two checkpoints, say) are paired. ``weight`` (default 1 per row)
-    makes ratio estimators: the mean of ``value`` is ``sum(value) / sum(weight)``.
+    makes ratio estimators: the mean of ``value`` is ``sum(value) / sum(weight)``. A replicate
+    that gives either group no weight has no mean for it and is dropped.
 
     Returns
     -------
-    tuple of float
-        ``(estimate, ci_low, ci_high)``; NaN when either group has no cells.
+    Bootstrapped
+        ``(estimate, ci_low, ci_high, replicates)``; NaN when either group has no cells or
+        no weight.
     """
     w = cells[weight].to_numpy(float) if weight else np.ones(len(cells))
     a, b = (cells[group] == first).to_numpy(), (cells[group] == second).to_numpy()
     if not a.any() or not b.any():
-        return (np.nan, np.nan, np.nan)
+        return Bootstrapped(np.nan, np.nan, np.nan, np.full(n_boot, np.nan))
     v = cells[value].to_numpy(float)
     frame = cells.assign(va=v * a, wa=w * a, vb=v * b, wb=w * b)
     with np.errstate(invalid="ignore", divide="ignore"):
         estimate = frame["va"].sum() / frame["wa"].sum() - frame["vb"].sum() / frame["wb"].sum()
         sums = crossed_sums(frame, ["va", "wa", "vb", "wb"], n_boot, seed)
         reps = sums[0] / sums[1] - sums[2] / sums[3]
-    return (float(estimate), *_percentile_ci(reps, level))
+    return bootstrapped(estimate, reps, level)
 
 
 def factuality_gap(predictions: pd.DataFrame, known: str = "ft-known",
@@ -250,24 +344,24 @@ def factuality_gap(predictions: pd.DataFrame, known: str = "ft-known",
         One row per (mode, strategy, distribution, checkpoint) with ``acc_known``,
         ``acc_unknown``, ``gap`` and its interval ``ci_low``, ``ci_high`` (module docstring),
         ``n`` (queries both models answered), ``n_seeds``, ``n_prompts`` (exemplar sets per
-        relation, at most), ``seeds`` and ``seed_gaps`` (each seed's gap, in seed order) and
-        ``finding`` (:func:`finding` for a gap above 0).
+        relation, at most), ``seeds`` and ``seed_gaps`` (each seed's gap, in seed order),
+        ``finding`` (:func:`finding` for a gap above 0) and ``dropped`` (replicates whose draws
+        hit no cell, left out of the interval; 0 unless cells are missing).
     """
     cells = paired_cells(predictions, known, unknown)
     cells["d"] = cells["known"] - cells["unknown"]
     rows = []
     for key, group in cells.groupby(GAP_KEYS, sort=True):
-        gap = group["d"].mean()
-        low, high = _percentile_ci(crossed_bootstrap(group, n_boot, seed), level)
+        gap = crossed_mean(group, n_boot, seed, level)
         per_seed = group.groupby("seed", sort=True)["d"].mean()
-        rows.append((*key, group["known"].mean(), group["unknown"].mean(), gap, low, high,
+        rows.append((*key, group["known"].mean(), group["unknown"].mean(), *gap[:3],
                      group["qid"].nunique(), len(per_seed),
                      int(group.groupby("relation")["prompt"].nunique().max()),
                      per_seed.index.tolist(), per_seed.tolist(),
-                     finding(gap, low, high, EXPECTED["gap"])))
+                     finding(*gap[:3], EXPECTED["gap"]), gap.dropped))
     return pd.DataFrame(rows, columns=GAP_KEYS + [
         "acc_known", "acc_unknown", "gap", "ci_low", "ci_high", "n", "n_seeds", "n_prompts",
-        "seeds", "seed_gaps", "finding"])
+        "seeds", "seed_gaps", "finding", "dropped"])
 
 
 def regression_points(dynamics: pd.DataFrame, accuracy: str = "test_accuracy") -> pd.DataFrame:

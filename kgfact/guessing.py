@@ -3,10 +3,14 @@
 SliCK calls a fact Known when the model answers it correctly, but a correct answer is not always
 knowledge of that fact. Two cheap routes to a right answer are flagged here:
 
-- **default-answer**: the gold answer is the answer the model gives most often for the whole
-  relation under the SliCK prompts (its *default*). Gemma 3 270M answers EntityQuestions' P495
-  (country of origin) mostly with "United States of America", so every American work is
-  "Known" whether or not the model knows anything about it.
+- **default-answer**: the gold answer is the answer the model gives most often to the *other*
+  questions of the relation under the SliCK prompts, and that answer is a real default
+  (:func:`is_default`: at least :data:`DEFAULT_MIN_SHARE` of those answers and
+  :data:`DEFAULT_MIN_RATIO` times as frequent as the runner-up). Gemma 3 270M answers
+  EntityQuestions' P495 (country of origin) mostly with "United States of America", so every
+  American work is "Known" whether or not the model knows anything about it. The question's
+  own answers are left out: with them, a fact the model knows (ten greedy "Paris" for "capital
+  of France") made its own answer the relation's top answer and flagged itself as a guess.
 - **in-question**: the answer is spelled out in the question's subject: a word of the gold answer
   (or of an alias) is a word of the subject label, e.g. "What is the capital of Mexico?" ->
   "Mexico City", or a founder named in a company's name. Words shared by many unrelated names
@@ -29,6 +33,10 @@ import pandas as pd
 from kgfact.answers import match_many, normalize
 
 GUESS_KINDS = ("default-answer", "in-question")
+# a relation's top answer is the model's default when it is at least this share of the answers
+# and this many times as frequent as the runner-up: an answer given to a quarter of the
+# questions, clearly ahead of any other, is a habit of the model, not knowledge of each fact
+DEFAULT_MIN_SHARE, DEFAULT_MIN_RATIO = 0.25, 2.0
 GENERIC_WORDS = frozenset({
     "new", "old", "san", "santa", "saint", "st", "city", "town", "state", "states", "county",
     "province", "district", "region", "republic", "united", "kingdom", "north", "south", "east",
@@ -60,8 +68,28 @@ def in_question(subject: str, answer: str, aliases: Iterable[str] | None = ()) -
                                                             else ())])
 
 
+def is_default(top: int, runner_up: int, total: int) -> bool:
+    """Whether an answer given ``top`` times out of ``total``, the next one ``runner_up`` times,
+    is a real default (:data:`DEFAULT_MIN_SHARE`, :data:`DEFAULT_MIN_RATIO`).
+
+    >>> is_default(5, 2, 10), is_default(5, 3, 10), is_default(4, 1, 20)
+    (True, False, False)
+    """
+    return total > 0 and top >= DEFAULT_MIN_SHARE * total and top >= DEFAULT_MIN_RATIO * runner_up
+
+
+def _ranked(counts: Counter | dict[str, int]) -> list[str]:
+    """Normalised answers, most frequent first; ties to the alphabetically first."""
+    return sorted(counts, key=lambda k: (-counts[k], k))
+
+
+def _answers(greedy: Iterable[str]) -> list[str]:
+    """The greedy answers that are answers (not empty once normalised)."""
+    return [a for a in greedy if normalize(a)]
+
+
 def default_answers(slick: pd.DataFrame) -> pd.DataFrame:
-    """The model's default answer per relation: its most frequent greedy SliCK answer.
+    """The model's top answer per relation: its most frequent greedy SliCK answer.
 
     Parameters
     ----------
@@ -73,38 +101,78 @@ def default_answers(slick: pd.DataFrame) -> pd.DataFrame:
     DataFrame
         One row per relation: ``default_answer`` (as the model wrote it most often among the
         answers that normalise alike), ``default_share`` (its share of all greedy answers of
-        the relation) and ``n_answers``. Ties go to the alphabetically first normalised form.
+        the relation), ``runner_up_share`` (the next answer's), ``real_default``
+        (:func:`is_default`) and ``n_answers``. Ties go to the alphabetically first normalised
+        form. The guess flags use each question's default without its own answers
+        (:func:`flag_guesses`).
     """
     rows = []
     for relation, group in slick.groupby("relation", sort=True):
-        answers = [a for row in group["greedy_answers"] for a in row if normalize(a)]
+        answers = [a for row in group["greedy_answers"] for a in _answers(row)]
         counts = Counter(normalize(a) for a in answers)
         if not counts:
-            rows.append((relation, None, 0.0, 0))
+            rows.append((relation, None, 0.0, 0.0, False, 0))
             continue
-        top = min(counts, key=lambda k: (-counts[k], k))
-        spelling = Counter(a.strip() for a in answers if normalize(a) == top)
-        written = min(spelling, key=lambda k: (-spelling[k], k))
-        rows.append((relation, written, counts[top] / len(answers), len(answers)))
+        top, *rest = _ranked(counts)
+        second = counts[rest[0]] if rest else 0
+        rows.append((relation, _spellings(answers)[top], counts[top] / len(answers),
+                     second / len(answers), is_default(counts[top], second, len(answers)),
+                     len(answers)))
     return pd.DataFrame(rows, columns=["relation", "default_answer", "default_share",
-                                       "n_answers"])
+                                       "runner_up_share", "real_default", "n_answers"])
+
+
+def _spellings(answers: list[str]) -> dict[str, str]:
+    """Per normalised answer, how the model wrote it most often (ties to the alphabetically
+    first spelling)."""
+    written = Counter((normalize(a), a.strip()) for a in answers)
+    best: dict[str, str] = {}
+    for (form, spelling), n in sorted(written.items(), key=lambda kv: (-kv[1], kv[0][1])):
+        best.setdefault(form, spelling)
+    return best
+
+
+def own_defaults(slick: pd.DataFrame) -> pd.Series:
+    """Per record of ``slick``: the real default answer (:func:`is_default`) of the other
+    questions of its relation, as the model wrote it, or None where they have none.
+
+    Leaving out one question's answers lowers only the counts of those answers, so the top two
+    answers of the others are among that question's own answers and the relation's first
+    ``len(own) + 2`` answers: each record costs a few look-ups, not a recount.
+    """
+    out = pd.Series([None] * len(slick), index=slick.index, dtype=object)
+    for _, group in slick.groupby("relation", sort=True):
+        own = [Counter(normalize(a) for a in _answers(row)) for row in group["greedy_answers"]]
+        counts = Counter()
+        for mine in own:
+            counts.update(mine)
+        if not counts:
+            continue
+        ranked, total = _ranked(counts), counts.total()
+        spellings = _spellings([a for row in group["greedy_answers"] for a in _answers(row)])
+        for at, mine in zip(group.index, own):
+            left = {k: counts[k] - mine[k] for k in {*ranked[:len(mine) + 2], *mine}}
+            top, *rest = _ranked(left)
+            if is_default(left[top], left[rest[0]] if rest else 0, total - mine.total()):
+                out[at] = spellings[top]
+    return out
 
 
 def flag_guesses(slick: pd.DataFrame, qa: pd.DataFrame) -> pd.DataFrame:
     """``slick`` with ``guess`` (bool) and ``guess_kind`` (a :data:`GUESS_KINDS` value or None).
 
-    A record that is both is flagged ``default-answer`` (the stronger explanation: the model
-    would give that answer to any question of the relation).
+    A record is a default-answer guess when its gold answer (or an alias) is the default of the
+    other questions of its relation (:func:`own_defaults`). A record that is both is flagged
+    ``default-answer`` (the stronger explanation: the model would give that answer to any
+    question of the relation).
     """
     facts = qa.set_index("qid").loc[slick["qid"], ["answer", "aliases", "subject_label"]]
-    defaults = default_answers(slick).set_index("relation")["default_answer"]
-    default = slick["relation"].map(defaults)
-    is_default = match_many(default.tolist(), facts["answer"].tolist(),
-                            facts["aliases"].tolist())
+    default = match_many(own_defaults(slick).tolist(), facts["answer"].tolist(),
+                         facts["aliases"].tolist())
     spelled = np.array([in_question(s, a, al) for s, a, al in zip(
         facts["subject_label"], facts["answer"], facts["aliases"])], dtype=bool)
-    kind = np.where(is_default, GUESS_KINDS[0], np.where(spelled, GUESS_KINDS[1], None))
-    return slick.assign(guess=is_default | spelled, guess_kind=kind)
+    kind = np.where(default, GUESS_KINDS[0], np.where(spelled, GUESS_KINDS[1], None))
+    return slick.assign(guess=default | spelled, guess_kind=kind)
 
 
 def prior_baselines(qa: pd.DataFrame, slick: pd.DataFrame, split: str = "test"

@@ -1,10 +1,11 @@
 """``kgfact run``: a whole study from one TOML config, resumable stage by stage.
 
 A config file has one section per stage (``[build]`` with ``[build.qa]``, ``[slick]``,
-``[ftsets]``, ``[finetune]``, ``[evaluate]``, ``[theory]``) plus ``[model]`` and ``[backend]``;
-:func:`load_config` maps it onto :class:`ExperimentConfig` with :func:`from_dict`, the one
-TOML-to-dataclass converter (nested dataclasses, tuples from lists, type checks, unknown keys
-named with the valid ones).
+``[ftsets]``, ``[finetune]``, ``[evaluate]``, ``[theory]``) plus ``[model]``, ``[backend]`` and
+``[store]``; :func:`load_config` sets any overrides (``kgfact run --set section.key=value``,
+:func:`apply_overrides`) and maps it onto :class:`ExperimentConfig` with :func:`from_dict`, the
+one TOML-to-dataclass converter (nested dataclasses, tuples from lists, type checks, unknown
+keys named with the valid ones).
 
 :func:`run_experiment` runs build -> SliCK -> fine-tuning sets -> LoRA -> evaluation -> theory ->
 report into one run directory, the stages of :data:`kgfact.stages.STAGES` in order. Each step is
@@ -18,23 +19,28 @@ evaluation jobs), so a killed run finishes with the same tables as an uninterrup
 
 from __future__ import annotations
 
+import copy
 import difflib
+import re
 import sys
 import time
 import tomllib
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 from kgfact.build import BuildConfig
 from kgfact.config import check_fields, clip, show
+from kgfact.data.store import StoreConfig, configured
 from kgfact.errors import KgfactError
 from kgfact.evaluate import EvalConfig
+from kgfact.findings import claim_names
 from kgfact.finetune import FinetuneConfig
 from kgfact.ftsets import FtSetsConfig
 from kgfact.models import ModelConfig
+from kgfact.registration import check_unchanged
 from kgfact.rundir import RunDir, config_json
 from kgfact.sampling import BackendConfig
 from kgfact.slick import SlickConfig
@@ -63,11 +69,17 @@ class ExperimentConfig:
         "help": "The base model every stage uses."})
     backend: BackendConfig = field(default_factory=BackendConfig, metadata={
         "help": "Generation engine for SliCK and evaluation."})
+    store: StoreConfig = field(default_factory=StoreConfig, metadata={
+        "help": "The embedded SPARQL store a build without an endpoint starts (if it is not "
+                "running) and queries: its location and port. It keeps running after the run."})
     threads: int | None = field(default=None, metadata={"min": 1, "max": 1024,
         "help": "torch CPU threads; 1 keeps a shared CPU from stalling torch's thread pool."})
+    description: str = field(default="", metadata={
+        "help": "One line saying what the config runs ('kgfact presets' shows the presets')."})
 
     def __post_init__(self) -> None:
         check_fields(self)
+        self.evaluate.registration.check_claims(claim_names())
 
 
 # -- TOML -> dataclasses -----------------------------------------------------------------------
@@ -91,7 +103,9 @@ def from_dict(cls: type, data: Any, where: str = "") -> Any:
         if key not in known:
             close = difflib.get_close_matches(key, known, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise KgfactError(f"unknown key {_key(where, clip(key))}{hint}; valid keys: "
+            # a quoted TOML key may hold a newline: repr keeps the message one line
+            shown = clip(key) if key.isprintable() else show(key)
+            raise KgfactError(f"unknown key {_key(where, shown)}{hint}; valid keys: "
                               f"{', '.join(known)}")
     for name, f in known.items():
         if name not in data and f.default is MISSING and f.default_factory is MISSING:
@@ -127,7 +141,7 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
     if is_dataclass(tp):
         return from_dict(tp, value, where)
     if origin is tuple:
-        if not isinstance(value, list):
+        if not isinstance(value, (list, tuple)):  # a tuple: an override given in Python
             raise KgfactError(f"{where} must be {_type_name(tp)}, got {_show(value)}")
         items = args[:1] * len(value) if args[1:] == (Ellipsis,) else args
         if len(items) != len(value):
@@ -138,6 +152,8 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
         return value
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if tp is Path and isinstance(value, str):
+        return Path(value)
     # bool is an int subclass: true must not pass for 1
     if isinstance(value, tp) and not (tp is int and isinstance(value, bool)):
         return value
@@ -154,7 +170,8 @@ def _type_name(tp: Any) -> str:
         return "one of " + ", ".join(map(repr, args))
     if is_dataclass(tp):
         return "a table"
-    return {str: "a string", int: "an integer", float: "a number", bool: "true or false"}.get(
+    return {str: "a string", int: "an integer", float: "a number", bool: "true or false",
+            Path: "a path (a string)"}.get(
         tp, getattr(tp, "__name__", str(tp)))
 
 
@@ -167,14 +184,131 @@ def _show(value: Any) -> str:
     return f"{kind} {show(value)}" if not isinstance(value, (list, dict)) else kind
 
 
-def load_config(path: str | Path) -> ExperimentConfig:
-    """Read and validate a TOML experiment config; every problem is a one-line KgfactError."""
-    path = Path(path)
+# -- overrides: kgfact run --set section.key=value -------------------------------------------
+_KEY = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*")  # TOML's bare keys, dotted
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``KEY=VALUE`` (a ``--set``) as ``(KEY, value)``: the value read as a TOML value (``2``,
+    ``"x"``, ``["P36", "P17"]``, ``true``), or as a string where the text is not one TOML
+    value (``ray``, ``/data/eq``, ``google/gemma-3-270m``).
+
+    Raises
+    ------
+    KgfactError
+        One line, if ``text`` has no ``=`` (:func:`apply_overrides` checks the key).
+    """
+    key, equals, value = text.partition("=")
+    if not equals:
+        raise KgfactError(f"--set {show(text)} is not KEY=VALUE (such as "
+                          "--set slick.sampling.n_samples=2)")
+    try:
+        parsed = tomllib.loads(f"v = {value}")
+    except (ValueError, RecursionError):  # not TOML (TOMLDecodeError is a ValueError)
+        return key.strip(), value
+    # "1\n[x]" parses to more than the one value: a string, as any other non-TOML text
+    return key.strip(), parsed["v"] if parsed.keys() == {"v"} else value
+
+
+def _check_key(key: Any) -> None:
+    if not (isinstance(key, str) and _KEY.fullmatch(key)):
+        raise KgfactError(f"cannot set {show(key)}: a config key is a dotted path of names "
+                          "(letters, digits, _ and -), such as slick.sampling.n_samples")
+
+
+def apply_overrides(data: dict[str, Any], overrides: Mapping[str, Any] | Iterable[str]
+                    ) -> dict[str, Any]:
+    """``data`` (a parsed TOML config) with each dotted key of ``overrides`` set to its value,
+    tables made where missing; ``data`` itself is not changed.
+
+    Parameters
+    ----------
+    data : dict
+        The config as :func:`tomllib.loads` returns it.
+    overrides : mapping, str or iterable of str
+        ``{"slick.sampling.n_samples": 2, ...}`` (values as TOML would give them: lists,
+        numbers, strings, booleans; tuples too), or ``KEY=VALUE`` texts read by
+        :func:`parse_override`. Later ones win.
+
+    Raises
+    ------
+    KgfactError
+        One line, on a malformed override or a key that would go through a value that is not a
+        table; wrong keys and values are left to :func:`from_dict`, which names them as it
+        does a TOML file's.
+    """
+    if isinstance(overrides, str):  # one KEY=VALUE, not its characters
+        overrides = [overrides]
+    pairs = (overrides.items() if isinstance(overrides, Mapping)
+             else map(parse_override, overrides))
+    data = copy.deepcopy(data)
+    for key, value in pairs:
+        _check_key(key)
+        *parents, leaf = key.split(".")
+        node = data
+        for depth, name in enumerate(parents):
+            node = node.setdefault(name, {})
+            if not isinstance(node, dict):
+                raise KgfactError(f"cannot set {key}: {'.'.join(parents[:depth + 1])} is "
+                                  f"{_show(node)}, not a table")
+        node[leaf] = value
+    return data
+
+
+def presets_dir() -> Path:
+    """The presets' folder: ``configs/``, packaged inside ``kgfact`` in a wheel, beside it in a
+    checkout (the repository's folder is the one copy; the wheel carries it)."""
+    package = Path(__file__).resolve().parent
+    packaged = package / "configs"
+    return packaged if packaged.is_dir() else package.parent / "configs"
+
+
+def presets() -> dict[str, Path]:
+    """The preset configs by name (``kgfact run NAME``), in name order."""
+    return {path.stem: path for path in sorted(presets_dir().glob("*.toml"))}
+
+
+def find_config(config: str | Path) -> Path:
+    """The file ``config`` names: a path to a file, else a preset's name (a file of that name
+    wins; a folder does not).
+
+    Raises
+    ------
+    KgfactError
+        If it is neither, listing the presets.
+    """
+    path, named = Path(config), presets()
+    try:
+        there = path.exists()
+    except OSError:  # a name the file system refuses (too long...): reading it says why
+        return path
+    if str(config) in named and not (there and path.is_file()):
+        return named[str(config)]
+    if not there:
+        raise KgfactError(f"no config file or preset {show(str(config))}; the presets are "
+                          f"{', '.join(named)} ('kgfact presets' says what each runs)")
+    return path
+
+
+# a preset's header comment states the time it took as "measured: 29.0 min"
+_MEASURED = re.compile(r"^#.*\bmeasured: (\d+(?:\.\d+)? (?:s|min|h))\b", re.MULTILINE)
+
+
+def describe_preset(path: Path) -> str:
+    """One line for ``kgfact presets``: the config's ``description``, and the time its header
+    comment states as measured, if it states one."""
+    measured = _MEASURED.search(path.read_text("utf-8"))
+    return load_config(path).description + (f" (measured: {measured[1]})" if measured else "")
+
+
+def load_config(config: str | Path, overrides: Mapping[str, Any] | Iterable[str] = ()
+                ) -> ExperimentConfig:
+    """Read and validate a TOML experiment config, given as a path or a preset's name
+    (:func:`find_config`), with ``overrides`` (:func:`apply_overrides`) set before it is
+    checked; every problem is a one-line KgfactError."""
+    path = find_config(config)
     try:
         text = path.read_text("utf-8")
-    except FileNotFoundError:
-        raise KgfactError(f"config file {path} does not exist (presets are in configs/)") \
-            from None
     except OSError as exc:
         raise KgfactError(f"cannot read config {path}: {exc.strerror}") from None
     except UnicodeDecodeError:
@@ -189,6 +323,7 @@ def load_config(path: str | Path) -> ExperimentConfig:
     except RecursionError:  # tomllib reads nested arrays and inline tables recursively
         raise KgfactError(f"{path} nests arrays or tables too deep to read (a config is a few "
                           "levels deep)") from None
+    data = apply_overrides(data, overrides)
     try:
         return from_dict(ExperimentConfig, data)
     except KgfactError as exc:
@@ -238,7 +373,8 @@ def run_experiment(run: RunDir | str | Path, config: ExperimentConfig, *,
     manifest's ``run`` stage keeps the seconds each step took when it last ran. ``log``
     receives one line per step. The run's lock is held throughout (:meth:`RunDir.writing`);
     ``wait`` is how long to wait for another process writing to it (None: as long as it
-    takes) before a one-line error names that process.
+    takes) before a one-line error names that process. The build starts and queries the
+    embedded store ``config.store`` names (when it has no endpoint); the store keeps running.
     """
     run = RunDir.of(run)
     if config.threads is not None:
@@ -248,7 +384,12 @@ def run_experiment(run: RunDir | str | Path, config: ExperimentConfig, *,
     specs = step_specs(config)
     call = StageCall(model=config.model, backend=config.backend, progress=progress)
     timings: dict[str, float | None] = {}
-    with run.writing(wait), run.stage(STAGE, config_json(config)) as info:
+    with run.writing(wait), run.stage(STAGE, config_json(config)) as info, \
+            configured(config.store):
+        evaluated = run.manifest()["stages"].get("evaluate", {})
+        if evaluated.get("status") == "complete" and "registration" in evaluated:
+            check_unchanged(evaluated["config"]["evaluate"],
+                            config_json(evaluate=config.evaluate)["evaluate"], str(run.path))
         for name in STAGES:
             if step_done(run, name, specs[name]):
                 timings[name] = None

@@ -6,8 +6,9 @@ report's figures through the same code; a section whose tables the run lacks (a 
 before evaluation, a fit with too few points) says so instead of failing the report.
 
 Written to the run directory: the ``findings`` table (:mod:`kgfact.findings`, which heads the
-report), ``report.html`` (figures embedded as base64 PNG), ``report.md`` and its figures under
-``report/``.
+report with a forest plot, the table with marked verdicts and each caveat stated once below it),
+``report.html`` (figures embedded as base64 PNG), ``report.md`` and its figures under
+``report/``. Every number of every table is written by :func:`number`.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from __future__ import annotations
 import base64
 import html
 import io
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,6 +48,36 @@ def _run(run: RunDir | str | Path) -> RunDir:
     if not run.manifest_path.exists():
         raise KgfactError(f"{run.path} is not a kgfact run (no manifest.json)")
     return run
+
+
+# -- numbers -----------------------------------------------------------------------------------
+def number(value) -> str:
+    """How the report writes every value of its tables: an integer in full; any other number
+    with three decimals, or with two significant digits when it is not 0 and under 0.01 in size
+    (a p-value of 0.0004 is no 0.000); "–" for a missing value; anything else as text.
+
+    >>> [number(v) for v in (0.29166, -0.05556, 0.02089, 0.00041, -0.0, 1.0, 12, float("nan"))]
+    ['0.292', '-0.056', '0.021', '0.00041', '0.000', '1.000', '12', '–']
+    """
+    if isinstance(value, (bool, np.bool_, str)):
+        return str(value)
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)):
+        if np.isnan(value):
+            return "–"
+        if value != 0 and abs(value) < 0.01:
+            return f"{value:.2g}"
+        return f"{value + 0.0:.3f}"  # + 0.0 turns -0.0 into 0.0: no "-0.000"
+    return "–" if value is None or value is pd.NA else str(value)
+
+
+def interval(estimate, low, high) -> str:
+    """``estimate [low, high]``, each written by :func:`number`; "–" when all three are
+    missing."""
+    if pd.isna([estimate, low, high]).all():
+        return number(np.nan)
+    return f"{number(estimate)} [{number(low)}, {number(high)}]"
 
 
 # -- tables ------------------------------------------------------------------------------------
@@ -128,6 +159,95 @@ def cot_step_counts(run: RunDir) -> pd.DataFrame:
 
 
 # -- figures -----------------------------------------------------------------------------------
+# verdict: (mark, colour, matplotlib marker) in the findings table and the forest plot
+VERDICTS = {"supported": ("✓", "#1a7f37", "o"), "contradicted": ("✗", "#c62828", "X"),
+            "inconclusive": ("?", "#b26b00", "D"), "not measured": ("–", "#6e7781", "")}
+# the axis of each claim whose estimate is not in units of accuracy; only estimates on one axis
+# are comparable, so the forest plot draws one panel per axis
+SCALES = {"theory-tracks-reductions": "Spearman's rho, predicted vs measured gap reduction"}
+ACCURACY_SCALE = ("accuracy difference (gaps and their contrasts; Gekhman's slopes: accuracy "
+                  "per share of the set fitted)")
+
+
+def _verdict(verdict: str) -> tuple[str, str, str]:
+    """Mark, colour and marker of ``verdict`` (a verdict the report does not know: no mark)."""
+    return VERDICTS.get(verdict, ("", VERDICTS["not measured"][1], "s"))
+
+
+def _margin(row: pd.Series) -> float:
+    """The equivalence margin of an 'equal' claim (NaN when the table has none)."""
+    return float(row.get("margin", np.nan))
+
+
+def _extent(rows: pd.DataFrame) -> tuple[float, float]:
+    """x limits showing every estimate, interval bound, threshold and margin of ``rows``."""
+    margin = rows["margin"] if "margin" in rows else np.nan
+    values = pd.concat([rows[c] for c in ("estimate", "ci_low", "ci_high", "threshold")]
+                       + [rows["threshold"] - margin, rows["threshold"] + margin]).astype(float)
+    values = values[np.isfinite(values)]
+    lo, hi = float(values.min()), float(values.max())
+    pad = 0.08 * (hi - lo) if hi > lo else 0.5
+    return lo - pad, hi + pad
+
+
+def fig_findings(run: RunDir):
+    """Forest plot of the findings: one row per claim, numbered as in the report's table, with
+    its estimate and 95% interval against its threshold; the side the claim expects is shaded
+    (for a claim of no difference, threshold ± margin); marker and colour give the verdict,
+    written at the right with Holm's where it differs. Claims on another scale than accuracy
+    (:data:`SCALES`) get a panel of their own."""
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+    from matplotlib.transforms import blended_transform_factory
+
+    table = _run(run).read_table("findings").reset_index(drop=True)
+    scale = table["claim"].map(SCALES).fillna(ACCURACY_SCALE)
+    groups = list(dict.fromkeys(scale))
+    height = 0.4 * len(table) + 1.1 * len(groups) + 0.5
+    fig, axes = _subplots(len(groups), 1, figsize=(10, height), squeeze=False, gridspec_kw={
+        "height_ratios": [int((scale == g).sum()) for g in groups]})
+    expected_colour = VERDICTS["supported"][1]
+    for ax, group in zip(axes[:, 0], groups):
+        rows = table[scale == group]
+        lo, hi = _extent(rows)
+        right = blended_transform_factory(ax.transAxes, ax.transData)
+        for y, (_, row) in enumerate(rows.iterrows()):
+            t, m = float(row["threshold"]), _margin(row)
+            side = {"above": (t, hi), "below": (lo, t), "equal": (t - m, t + m)}.get(
+                row["expected"])
+            if side and np.isfinite(side).all():
+                ax.fill_betweenx([y - 0.4, y + 0.4], *side, color=expected_colour, alpha=0.12,
+                                 lw=0)
+            ax.plot([t, t], [y - 0.4, y + 0.4], color="black", lw=1)
+            mark, colour, marker = _verdict(row["verdict"])
+            estimate, low, high = (float(row[c]) for c in ("estimate", "ci_low", "ci_high"))
+            if np.isfinite(estimate):
+                ax.plot([low, high], [y, y], color=colour, lw=2.2, solid_capstyle="butt")
+                ax.plot(estimate, y, marker=marker, ms=8, color=colour,
+                        mfc="white" if row["verdict"] == "inconclusive" else colour)
+            else:
+                ax.text(t, y, "  not measured", color=colour, va="center", fontsize="small",
+                        style="italic")
+            holm = row.get("holm_verdict", row["verdict"])
+            ax.text(1.01, y, f"{mark} {row['verdict']}" + (
+                f" (Holm: {holm})" if holm != row["verdict"] else ""),
+                transform=right, color=colour, va="center", fontsize="small")
+        ax.set_yticks(range(len(rows)), [f"{k + 1}  {c}" for k, c in rows["claim"].items()])
+        ax.set_ylim(len(rows) - 0.5, -0.5)
+        ax.set_xlim(lo, hi)
+        ax.set_xlabel(group, fontsize="small")
+    handles = [Line2D([], [], ls="", marker=marker, ms=7, color=colour, label=verdict,
+                      mfc="white" if verdict == "inconclusive" else colour)
+               for verdict, (_, colour, marker) in VERDICTS.items() if marker]
+    handles += [Line2D([], [], color="grey", lw=2.2, label="95% interval"),
+                Line2D([], [], color="black", lw=1, label="threshold"),
+                Patch(color=expected_colour, alpha=0.12, label="expected side or margin")]
+    fig.legend(handles=handles, loc="upper center", ncol=len(handles), fontsize="small",
+               frameon=False)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / height))
+    return fig
+
+
 def fig_categories(run: RunDir):
     """Stacked bars: share of each SliCK category per relation and split."""
     mix = category_mix(run)
@@ -303,14 +423,25 @@ def fig_cot_steps(run: RunDir):
 
 
 # -- the report --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Block:
+    """Part of a section that writes its own HTML and Markdown (the findings table and its
+    caveats), where a plain table would not do."""
+
+    html: str
+    md: str
+
+
 @dataclass
 class Section:
-    """One part of the report: text, an optional figure and tables."""
+    """One part of the report: text, an optional figure with its caption, and tables (a
+    DataFrame or a :class:`Block` each)."""
 
     title: str
     text: str
     figure: Callable | None = None
-    tables: Callable[[RunDir], dict[str, pd.DataFrame]] | None = None
+    tables: Callable[[RunDir], dict[str, pd.DataFrame | Block]] | None = None
+    caption: str = ""
     rendered: dict = field(default_factory=dict)
 
 
@@ -323,16 +454,124 @@ def _accuracy_table(run: RunDir) -> dict[str, pd.DataFrame]:
     acc = acc[(acc["relation"] == "all") & (acc["category"] == "all")]
     tables = {"accuracy (all relations and categories)": acc.pivot_table(
         index="model", columns=["distribution", "mode", "strategy"], values="accuracy")
-        .round(3).reset_index()}
+        .reset_index()}
     if run.has_table("regression"):
         tables["Gekhman's regression"] = run.read_table("regression")
     return tables
 
 
-def _findings_table(run: RunDir) -> dict[str, pd.DataFrame]:
-    table = run.read_table("findings")
-    return {"findings (verdicts from 95% intervals over seeds, exemplar sets and queries)":
-            table.drop(columns=["claim", "expected", "threshold"])}
+def _footnotes(cells: Iterable, sep: str | None) -> tuple[list[list[int]], list[str]]:
+    """Each distinct item of ``cells`` once, in order of first appearance, and the indices of
+    each cell's items; a cell holds several items joined by ``sep`` (one when ``sep`` is None),
+    and one that is no text (NaN) holds none."""
+    items: dict[str, int] = {}
+    refs = []
+    for cell in cells:
+        parts = (cell.split(sep) if sep else [cell]) if isinstance(cell, str) else []
+        parts = [part.strip() for part in parts if part.strip()]
+        refs.append([items.setdefault(part, len(items)) for part in dict.fromkeys(parts)])
+    return refs, list(items)
+
+
+def _expected(row: pd.Series) -> str:
+    """Where the claim expects its interval: ``> t``, ``< t`` or ``within t ± margin``."""
+    t = number(float(row["threshold"]))
+    if row["expected"] == "equal":
+        return f"within {t} ± {number(_margin(row))}"
+    return {"above": f"> {t}", "below": f"< {t}"}.get(row["expected"], f"{row['expected']} {t}")
+
+
+# findings columns drawn into the table's own cells; any other column is shown as it is
+_FINDINGS_DRAWN = {"claim", "statement", "estimate", "ci_low", "ci_high", "expected",
+                   "threshold", "verdict", "n", "source", "caveat", "note", "margin",
+                   "p_value", "p_holm", "holm_verdict", "dropped", "share_estimate",
+                   "share_ci_low", "share_ci_high"}
+
+
+def _findings_block(run: RunDir) -> dict[str, Block]:
+    """The findings table at a glance: ``estimate [low, high]``, verdicts (and Holm's, where the
+    table has them) marked, rows numbered as in the forest plot, and each caveat and note stated
+    once in a numbered list below, referenced from the rows it concerns."""
+    table = run.read_table("findings").reset_index(drop=True)
+    blank = pd.Series("", index=table.index)
+    # a caveat cell joins the recipe artefacts of its row, each of which may concern many rows;
+    # a note is about its own row
+    caveat_refs, caveats = _footnotes(table.get("caveat", blank), "; ")
+    note_refs, notes = _footnotes(table.get("note", blank), None)
+    note_refs = [[len(caveats) + i for i in refs] for refs in note_refs]
+
+    def small(text: str) -> str:
+        return f"<div class=small>{html.escape(text)}</div>"
+
+    def verdict(value) -> tuple[str, str, str]:
+        return (f"{_verdict(value)[0]} {value}".strip(), "",
+                f"v v-{str(value).replace(' ', '-')}")
+
+    def refs(indices: list[int]) -> tuple[str, str, str]:
+        return (" ".join(f"[{i + 1}]" for i in indices),
+                " ".join(f'<a href="#fn{i + 1}">[{i + 1}]</a>' for i in indices), "refs")
+
+    def claim(row) -> tuple[str, str, str]:
+        source = row.get("source", "")
+        source = source if isinstance(source, str) else ""
+        return (f"{row['statement']} *({source})*" if source else str(row["statement"]),
+                html.escape(str(row["statement"])) + (small(source) if source else ""),
+                "claim")
+
+    def estimate(row) -> tuple[str, str, str]:
+        text = interval(row["estimate"], row["ci_low"], row["ci_high"])
+        share = [float(row.get(f"share_{c}", np.nan)) for c in ("estimate", "ci_low", "ci_high")]
+        if not np.isfinite(share[0]):
+            return text, "", ""
+        extra = f"as a share of FT-Known's accuracy: {interval(*share)}"
+        return f"{text}; {extra}", html.escape(text) + small(extra), ""
+
+    def count(value) -> str:
+        return number(int(value)) if pd.notna(value) else number(np.nan)
+
+    columns: dict[str, Callable[[int, pd.Series], tuple[str, str, str]]] = {
+        "#": lambda k, row: (str(k + 1), "", ""),
+        "claim": lambda k, row: claim(row),
+        "expected": lambda k, row: (_expected(row), "", ""),
+        "estimate [95% interval]": lambda k, row: estimate(row),
+        "verdict": lambda k, row: verdict(row["verdict"]),
+    }
+    if "holm_verdict" in table:
+        columns["Holm's verdict"] = lambda k, row: verdict(row["holm_verdict"])
+    for name, label in (("p_value", "p"), ("p_holm", "p (Holm)")):
+        if name in table:
+            columns[label] = lambda k, row, name=name: (number(float(row[name])), "", "")
+    columns["n"] = lambda k, row: (count(row.get("n")), "", "")
+    if caveats:
+        columns["caveats"] = lambda k, row: refs(caveat_refs[k])
+    if notes:
+        columns["notes"] = lambda k, row: refs(note_refs[k])
+    for name in (c for c in table if c not in _FINDINGS_DRAWN):
+        columns[name] = lambda k, row, name=name: (number(row[name]), "", "")
+
+    cells = [[get(k, row) for get in columns.values()] for k, row in table.iterrows()]
+    md_table = markdown_table(pd.DataFrame([[text for text, _, _ in row] for row in cells],
+                                           columns=list(columns)))
+    html_rows = "".join(
+        "<tr>" + "".join((f'<td class="{cls}">' if cls else "<td>")
+                         + (inner or html.escape(text)) + "</td>"
+                         for text, inner, cls in row) + "</tr>"
+        for row in cells)
+    key = " · ".join(f"{mark} {name}" for name, (mark, _, _) in VERDICTS.items())
+    page = [f"<p class=key>{html.escape(key)}</p>",
+            "<table class='t findings'><thead><tr>"
+            + "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+            + f"</tr></thead><tbody>{html_rows}</tbody></table>"]
+    md = [key, "", md_table]
+    for title, items, first in (("Caveats", caveats, 1), ("Notes", notes, len(caveats) + 1)):
+        if items:
+            page.append(f"<h3>{title}</h3><ol start={first}>" + "".join(
+                f'<li id="fn{first + i}">{html.escape(item)}</li>'
+                for i, item in enumerate(items)) + "</ol>")
+            md += ["", f"**{title}**", ""] + [f"{first + i}. {item}"
+                                               for i, item in enumerate(items)]
+    return {"findings (95% intervals over training seeds, exemplar sets and test queries)":
+            Block("".join(page), "\n".join(md))}
 
 
 SECTIONS = (
@@ -340,8 +579,18 @@ SECTIONS = (
             "Each claim of the literature this run tests, with its estimate, 95% interval and "
             "verdict: supported when the interval lies on the expected side of the threshold, "
             "contradicted when on the other side, inconclusive otherwise (never from the point "
-            "estimate). A caveat names a recipe artefact to weigh before reading a verdict as "
-            "a finding.", None, _findings_table),
+            "estimate); Holm's verdict keeps a decision only where the p-value adjusted for "
+            "the table's many claims is under 0.05. A caveat names a recipe artefact to weigh "
+            "before reading a verdict as a finding.", fig_findings, _findings_block,
+            "Forest plot: each claim's estimate (marker) and 95% interval (bar), one row per "
+            "claim, numbered as in the table. The x axis is the estimate in the claim's own "
+            "units, without rescaling: accuracy differences share one panel (gaps between "
+            "FT-Known and FT-Unknown, differences of such gaps, and Gekhman's slopes, the "
+            "change in accuracy from fitting none to all of a set); a claim on another scale "
+            "(the theory's rank correlation) has a panel of its own. The black tick is the "
+            "claim's threshold; the shaded band is the side where the claim expects its "
+            "interval (for a claim of no difference, the threshold ± its margin). Marker and "
+            "colour give the verdict, written at the right with Holm's where it differs."),
     Section("SliCK knowledge categories",
             "Share of questions per SliCK category (HighlyKnown, MaybeKnown, WeaklyKnown, "
             "Unknown), per relation and split. A Known fact is a guess when its answer is the "
@@ -393,18 +642,12 @@ def _png(fig) -> bytes:
     return buf.getvalue()
 
 
-def _fmt(value) -> str:
-    if isinstance(value, (float, np.floating)):
-        return "–" if np.isnan(value) else f"{value:.4g}"
-    return str(value)
-
-
 def _md_table(df: pd.DataFrame) -> str:
-    return markdown_table(df, _fmt)
+    return markdown_table(df, number)
 
 
 def _html_table(df: pd.DataFrame) -> str:
-    return df.to_html(index=False, border=0, na_rep="–", float_format=_fmt, classes="t")
+    return df.astype(object).map(number).to_html(index=False, border=0, classes="t")
 
 
 def render(run: RunDir) -> list[Section]:
@@ -417,7 +660,7 @@ def render(run: RunDir) -> list[Section]:
             rendered["tables"] = s.tables(run) if s.tables else {}
         except KgfactError as exc:  # a missing or unreadable table: say which
             rendered = {"missing": str(exc)}
-        out.append(Section(s.title, s.text, s.figure, s.tables, rendered))
+        out.append(Section(s.title, s.text, s.figure, s.tables, s.caption, rendered))
     return out
 
 
@@ -465,10 +708,6 @@ def _write_pages(run: RunDir) -> list[Path]:
     fig_dir.mkdir(exist_ok=True)
     md = [f"# {title}", ""]
     body = [f"<h1>{html.escape(title)}</h1>"]
-    if timings:
-        t = pd.DataFrame(timings, columns=["step", "time"])
-        md += ["## Steps", "", _md_table(t), ""]
-        body += ["<h2>Steps</h2>", _html_table(t)]
     for k, s in enumerate(sections, 1):
         md += [f"## {s.title}", "", s.text, ""]
         body += [f"<h2>{html.escape(s.title)}</h2>", f"<p>{html.escape(s.text)}</p>"]
@@ -483,14 +722,30 @@ def _write_pages(run: RunDir) -> list[Path]:
             md += [f"![{s.title}]({FIGURE_DIR}/{name})", ""]
             body.append(f'<img alt="{html.escape(s.title)}" src="data:image/png;base64,'
                         f'{base64.b64encode(s.rendered["png"]).decode()}">')
-        for caption, df in s.rendered["tables"].items():
-            md += [f"**{caption}**", "", _md_table(df), ""]
-            body += [f"<h3>{html.escape(caption)}</h3>", _html_table(df)]
+            if s.caption:
+                md += [f"*{s.caption}*", ""]
+                body.append(f"<p class=caption>{html.escape(s.caption)}</p>")
+        for caption, table in s.rendered["tables"].items():
+            block = table if isinstance(table, Block) else Block(_html_table(table),
+                                                                _md_table(table))
+            md += [f"**{caption}**", "", block.md, ""]
+            body += [f"<h3>{html.escape(caption)}</h3>", block.html]
+    if timings:  # last: the findings open the report
+        t = pd.DataFrame(timings, columns=["step", "time"])
+        md += ["## Steps", "", _md_table(t), ""]
+        body += ["<h2>Steps</h2>", _html_table(t)]
+    verdicts = "".join(f".v-{name.replace(' ', '-')}{{color:{colour}}}"
+                       for name, (_, colour, _) in VERDICTS.items())
     style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
              "table.t{border-collapse:collapse;font-size:13px;margin:0.5em 0;display:block;"
-             "overflow-x:auto}"
+             "overflow-x:auto;font-variant-numeric:tabular-nums}"
              "table.t td,table.t th{border-bottom:1px solid #ddd;padding:2px 8px;"
-             "text-align:right}img{max-width:100%}.missing{color:#a33}")
+             "text-align:right;vertical-align:top}img{max-width:100%}.missing{color:#a33}"
+             ".caption,.key{font-size:13px;color:#555}.small{font-size:11px;color:#777}"
+             "table.findings td{white-space:nowrap}table.findings .small,table.t td.refs"
+             "{white-space:normal}table.t td.claim{text-align:left;white-space:normal;"
+             "min-width:16em}table.t td.v{text-align:left;font-weight:bold}"
+             f"{verdicts}ol{{font-size:13px}}")
     page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
             f"</title><style>{style}</style></head><body>{''.join(body)}</body></html>\n")
     paths = [run.path / name for name in REPORT_FILES]

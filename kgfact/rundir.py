@@ -20,6 +20,7 @@ import re
 import subprocess
 import sys
 import time
+import tomllib
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import asdict, is_dataclass
@@ -116,14 +117,27 @@ def _fingerprint(path: Path) -> dict[str, Any]:
     return {"bytes": size, "sha256": digest.hexdigest()}
 
 
-def _git_hash() -> str | None:
-    root = Path(__file__).resolve().parent.parent
+def _git_hash(package: Path = Path(__file__).resolve().parent) -> str | None:
+    """The commit of kgfact's own checkout that ``package`` (the imported kgfact) is, or None.
+
+    Only when ``package`` is the ``kgfact`` folder at the root of a git work tree whose
+    ``pyproject.toml`` names the project kgfact: kgfact installed inside another project's
+    repository (a virtualenv in it) would otherwise record that project's commit. The manifest
+    records the installed version either way (:func:`_versions`).
+    """
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(package), *args], capture_output=True,
+                              text=True, timeout=10, check=True).stdout.strip()
+
     try:
-        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
-                             text=True, timeout=10, check=True)
-    except (OSError, subprocess.SubprocessError):
+        root = Path(git("rev-parse", "--show-toplevel")).resolve()
+        project = tomllib.loads((root / "pyproject.toml").read_text("utf-8")).get("project")
+        if root / "kgfact" != package or not (isinstance(project, dict)
+                                               and project.get("name") == "kgfact"):
+            return None
+        return git("rev-parse", "HEAD") or None
+    except (OSError, subprocess.SubprocessError, UnicodeDecodeError, tomllib.TOMLDecodeError):
         return None
-    return out.stdout.strip() or None
 
 
 def _versions() -> dict[str, str]:
@@ -428,11 +442,23 @@ class RunDir:
         """
         path = self.table_path(name)
         if not path.exists():
-            from kgfact.stages import writer_of
+            from kgfact.stages import STAGES, writer_of
 
             stage = writer_of(name)
-            hint = (f"run 'kgfact {stage.name}' first, the stage that writes it" if stage
-                    else "no stage writes it")
+            if stage is None:
+                raise KgfactError(f"{path} does not exist: no stage writes it")
+            # a stage that lacks a table it reads cannot write this one yet: name the first
+            # stage up the pipeline that can run (each step goes up one stage at least)
+            upstream, needs = stage, None
+            for _ in STAGES:
+                lacking = next((t for t in upstream.reads if not self.has_table(t)), None)
+                if lacking is None:
+                    break
+                needs, upstream = needs or lacking, writer_of(lacking)
+            hint = (f"run 'kgfact {stage.name}' first, the stage that writes it" if not needs
+                    else f"'kgfact {stage.name}' writes it from {needs}, which this run lacks "
+                    f"too: run 'kgfact {upstream.name}' first"
+                    + ("" if upstream is writer_of(needs) else ", then the stages after it"))
             raise KgfactError(f"{path} does not exist: {hint}")
         try:
             table = read_parquet(path)

@@ -12,8 +12,8 @@ and the category is **HighlyKnown** if ``P(T=0) = 1``; **MaybeKnown** if ``0 < P
 
 That is the ``full`` protocol (the default). The ``lazy`` one gives the same categories from far
 fewer answers: a question greedy answers right under some prompt is decided by greedy alone, so
-it samples only for the questions greedy never gets right, one prompt's samples at a time (prompt
-0's, then prompt 1's, ...) and only until the first right one. Samples are seeded per (question,
+it samples only for the questions greedy never gets right, in rounds of prompts (prompt 0's
+samples, then prompts 1-2's, 3-6's, ...) and only until a round has a right one. Samples are seeded per (question,
 prompt, sample), so each sample it draws is the full protocol's. It does not measure
 ``P_correct(T>0)`` and the share of all answers right (``p_correct``) except where it drew every
 sample (Unknown questions): they are missing (NaN), never 0.
@@ -50,6 +50,7 @@ from tqdm.auto import tqdm
 
 from kgfact.answers import match_many
 from kgfact.config import check_fields
+from kgfact.cost import Meter
 from kgfact.errors import KgfactError
 from kgfact.guessing import flag_guesses, prior_baselines
 from kgfact.models import ModelConfig
@@ -216,8 +217,10 @@ def answer_full(engine: SamplingBackend, questions: pd.DataFrame, requests: list
 def answer_lazy(engine: SamplingBackend, questions: pd.DataFrame, requests: list[Request],
                 config: SlickConfig, tick: Callable[[int], Any]) -> Generations:
     """The lazy protocol: every prompt's greedy answer, then, for the questions no greedy answer
-    got right, one prompt's samples at a time until one is right (each batch holds the same
-    prompt of every still undecided question)."""
+    got right, the samples of prompt 0, then of prompts 1-2, 3-6, 7-14, ... (rounds that double)
+    until one is right. Each round is one batch of every still undecided question: one prompt
+    at a time would decide after fewer samples, but its narrow batches cost more time than the
+    samples they save (a forward of a few rows costs nearly what one of a hundred does)."""
     n_p = config.n_prompts
     done = {g.key: (g.greedy, ()) for g in engine.generate(
         requests, replace(config.sampling, n_samples=0))}
@@ -226,13 +229,17 @@ def answer_lazy(engine: SamplingBackend, questions: pd.DataFrame, requests: list
     undecided = [i for i, ok in enumerate(greedy) if not ok.any()]
     tick(len(questions) - len(undecided))
     sampling = replace(config.sampling, greedy=False)
-    for p in range(n_p):
-        if not undecided:
-            break
-        gens = engine.generate([requests[i * n_p + p] for i in undecided], sampling)
-        right = _right([list(g.samples) for g in gens], questions.iloc[undecided])
+    first = 0
+    while first < n_p and undecided:
+        prompts = range(first, min(n_p, 2 * first + 1))
+        first = prompts.stop
+        gens = engine.generate([requests[i * n_p + p] for i in undecided for p in prompts],
+                               sampling)
         for g in gens:
             done[g.key] = (done[g.key][0], g.samples)
+        right = _right([[s for g in gens[k * len(prompts):(k + 1) * len(prompts)]
+                         for s in g.samples] for k in range(len(undecided))],
+                       questions.iloc[undecided])
         still = [i for i, ok in zip(undecided, right) if not ok.any()]
         tick(len(undecided) - len(still))
         undecided = still
@@ -299,6 +306,12 @@ def protocol_of(run: RunDir) -> str:
     return _protocol(entry.get("config") or {})["slick"]["protocol"]
 
 
+def generations(table: pd.DataFrame, config: SlickConfig) -> int:
+    """Answers generated for the questions of a SliCK ``table``: every prompt's greedy one,
+    and the samples drawn (all of them under the full protocol)."""
+    return len(table) * config.n_prompts + int(table["sample_answers"].map(len).sum())
+
+
 def run_slick(run: RunDir | str | Path, config: SlickConfig, model: ModelConfig | None = None,
               *, backend: str | SamplingBackend = "kgfact", chunk_size: int = 64,
               max_batch: int = 32, backend_options: dict | None = None, force: bool = False,
@@ -354,7 +367,7 @@ def run_slick(run: RunDir | str | Path, config: SlickConfig, model: ModelConfig 
         info["execution"] = {"backend": backend if isinstance(backend, str)
                              else type(backend).__name__, "options": backend_options or {}}
         answer = PROTOCOLS[config.protocol]
-        parts = []
+        parts, meter = [], Meter(STAGE, model, backend)
         bar = tqdm(total=len(questions), unit="q", desc="SliCK", disable=not progress,
                    file=sys.stderr, dynamic_ncols=True)
         with bar:
@@ -367,8 +380,10 @@ def run_slick(run: RunDir | str | Path, config: SlickConfig, model: ModelConfig 
                     continue
                 requests = build_requests(chunk, qa, sets, config)
                 part = score(chunk, answer(engine, chunk, requests, config, bar.update), config)
+                meter.add(generations(part, config))
                 checkpoints.save(key, part)
                 parts.append(part)
+        meter.record()
         kept = [] if base is None else [base.drop(columns=["guess", "guess_kind"],
                                                   errors="ignore")]
         table = pd.concat([*kept, *parts], ignore_index=True).sort_values(
@@ -384,8 +399,7 @@ def run_slick(run: RunDir | str | Path, config: SlickConfig, model: ModelConfig 
                            for r, g in table.groupby("relation")},
             "known_guesses": int((table["guess"] & (table["category"] != "Unknown")).sum()),
             # what this call generated (the lazy protocol draws only the samples it needs)
-            "generations": sum(len(p) * config.n_prompts
-                               + int(p["sample_answers"].map(len).sum()) for p in parts),
+            "generations": sum(generations(p, config) for p in parts),
         }
     checkpoints.clear()
     return run.read_table("slick")  # in the form every later reader sees

@@ -76,7 +76,8 @@ for _stage in (
           ("triples", "entities", "qa", "slick", "ftsets", "predictions", "prompts",
            "prompt_edges"),
           ("theory_metrics", "theory_predictions", "theory_stats", "cot_steps"),
-          optional=("theory_fit", "theory_ood", "theory_controls", "theory_prompt_edges")),
+          optional=("theory_fit", "theory_ood", "theory_controls", "theory_primary",
+                    "theory_prompt_edges")),
     Stage("report", "write a run's findings table and report (report.html, report.md)", None,
           "kgfact.report:run_stage", ("predictions",), (), optional=("findings",)),
 ):

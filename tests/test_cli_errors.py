@@ -10,6 +10,7 @@ import tempfile
 from dataclasses import fields
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -197,8 +198,51 @@ def test_long_values_are_refused_with_short_messages(capsys, tmp_path):
 
     # argparse quotes a value it cannot read whole: the message shows its start and length
     code, err = run_cli(capsys, ["slick", str(tmp_path), "--shots", "x" * 300])
-    assert (code, err) == (2, "kgfact: error: kgfact slick: argument --shots: invalid int value: "
+    assert (code, err) == (2, "kgfact: error: argument --shots: invalid int value: "
                               f"'{'x' * 60}... (300 characters)' (see 'kgfact slick --help')\n")
+
+
+def test_argparse_errors_say_error_once(capsys):
+    # they read "kgfact: error: kgfact: ..." and "kgfact: error: kgfact slick: ..."
+    assert run_cli(capsys, []) == (2, "kgfact: error: the following arguments are required: "
+                                      "command (see 'kgfact --help')\n")
+    assert run_cli(capsys, ["slick"]) == (2, "kgfact: error: the following arguments are "
+                                             "required: run (see 'kgfact slick --help')\n")
+
+
+def test_help_is_plain_text(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    shown = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    assert "``" not in shown  # it was "The ``kgfact`` command line."
+    assert "Measure and explain how fine-tuning data changes what a language model gets right" \
+        in shown
+    with pytest.raises(SystemExit):
+        main(["finetune", "--help"])
+    shown = " ".join(capsys.readouterr().out.split())
+    # a comma-separated flag's help showed a Python tuple, ('q_proj', 'v_proj')
+    assert ("--target-modules TARGET_MODULES Modules to adapt: 'all-linear' or module names "
+            "such as q_proj,v_proj. (default: all-linear)") in shown
+
+
+def test_report_of_a_run_without_predictions_names_the_stage_to_run(capsys, fake_run):
+    """The findings section said "run 'kgfact report' first", the very command that wrote it."""
+    assert run_cli(capsys, ["report", str(fake_run)])[0] == 0
+    report = (fake_run / "report.md").read_text()
+    assert (f"*Not available: {fake_run}/findings.parquet does not exist: 'kgfact report' "
+            "writes it from predictions, which this run lacks too: run 'kgfact build' first, "
+            "then the stages after it*") in report
+    for table in ("qa", "triples", "entities", "slick", "ftsets", "dynamics"):
+        RunDir(fake_run).write_table(table, pd.DataFrame({"x": [1]}))
+    with pytest.raises(KgfactError) as error:
+        RunDir(fake_run).read_table("findings")
+    assert str(error.value) == (f"{fake_run}/findings.parquet does not exist: 'kgfact report' "
+                                "writes it from predictions, which this run lacks too: run "
+                                "'kgfact evaluate' first")
+    with pytest.raises(KgfactError) as error:
+        RunDir(fake_run).read_table("predictions")
+    assert str(error.value) == (f"{fake_run}/predictions.parquet does not exist: run 'kgfact "
+                                "evaluate' first, the stage that writes it")
 
 
 def test_repeats_are_found_in_one_pass():
@@ -223,6 +267,7 @@ def test_unreadable_configs_manifests_and_run_places(capsys, tmp_path, fake_run)
     binary = tmp_path / "binary.toml"
     binary.write_bytes(b"\xff\xfe\x00\x81")
     assert_one_error(*run_cli(capsys, ["run", str(binary)]), "is not a text file")
+    assert_one_error(*run_cli(capsys, ["run", "x" * 300]), "File name too long")
     a_file = tmp_path / "file"
     a_file.write_text("x")
     assert_one_error(*run_cli(capsys, ["run", "configs/smoke.toml", "--run", str(a_file)]),

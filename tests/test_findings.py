@@ -7,8 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import kgfact.gap
 from kgfact.cli import main
-from kgfact.findings import CLAIMS, findings
+from kgfact.findings import CLAIMS, findings, holm
 from kgfact.gap import NO_PROMPT, crossed_contrast
 from kgfact.rundir import RunDir
 
@@ -27,18 +28,18 @@ def test_a_contrast_of_paired_cells_has_no_spread_from_what_they_share():
     rng = np.random.default_rng(3)
     noise = {k: rng.random() for k in range(1000)}
     frame = cells(lambda g, s, r, p, q: noise[hash((s, r, p, q)) % 1000] + (g == "a") * 0.5)
-    estimate, low, high = crossed_contrast(frame, "g", "a", "b", n_boot=300)
+    estimate, low, high = crossed_contrast(frame, "g", "a", "b", n_boot=300)[:3]
     assert (estimate, low, high) == pytest.approx((0.5, 0.5, 0.5))
     # the two groups drawn apart (other queries in each) are not paired: a real spread
     apart = frame.assign(qid=frame["qid"] + frame["g"])
-    _, low, high = crossed_contrast(apart, "g", "a", "b", n_boot=300)
+    _, low, high = crossed_contrast(apart, "g", "a", "b", n_boot=300)[:3]
     assert high - low > 0.1
 
 
 def test_a_contrast_resamples_seeds():
     # every query and exemplar set alike; group a's advantage is 1 under seed 0, 0 otherwise
     frame = cells(lambda g, s, r, p, q: float(g == "a" and s == 0))
-    estimate, low, high = crossed_contrast(frame, "g", "a", "b", n_boot=4000)
+    estimate, low, high = crossed_contrast(frame, "g", "a", "b", n_boot=4000)[:3]
     assert estimate == pytest.approx(1 / 3)
     # drawing seed 0 never (prob. 8/27) or three times (1/27, above 2.5 %): the interval is
     # [0, 1]; a bootstrap of queries alone would see no spread at all
@@ -50,12 +51,12 @@ def test_a_prompt_without_exemplars_is_never_resampled():
     zero = cells(lambda g, s, r, p, q: 0.5, groups=("zero",), prompts=(NO_PROMPT,))
     few = cells(lambda g, s, r, p, q: float(p == 0), groups=("few",))
     frame = pd.concat([zero, few], ignore_index=True)
-    estimate, low, high = crossed_contrast(frame, "g", "zero", "few", n_boot=500)
+    estimate, low, high = crossed_contrast(frame, "g", "zero", "few", n_boot=500)[:3]
     assert estimate == 0.0
     # the spread is the few-shot exemplar sets' alone: P17 and P36 each draw both sets twice
     # with probability 1/4 (gap -0.5 or +0.5 in that relation): the interval is [-0.5, 0.5]
     assert (low, high) == (-0.5, 0.5)
-    assert np.isnan(crossed_contrast(frame, "g", "zero", "missing")).all()
+    assert np.isnan(crossed_contrast(frame, "g", "zero", "missing")[:3]).all()
 
 
 def _prediction_rows(set_, checkpoint, mode, distribution, relation, correct, seeds=(0, 1, 2),
@@ -174,3 +175,107 @@ def test_a_contradicted_claim_and_the_report_command(run, capsys):
     assert "unknown-hurts-at-convergence" in out and "contradicted" in out
     assert "| unknown" not in (run.path / "report.md").read_text()  # claim ids are not shown
     assert "Fine-tuning on Unknown facts lowers" in (run.path / "report.md").read_text()
+
+
+def _replace_rows(run, where, rows):
+    """Replace the predictions matching ``where(predictions)`` with ``rows``, and the gap."""
+    predictions = run.read_table("predictions")
+    predictions = pd.concat([predictions[~where(predictions)], pd.DataFrame(rows)],
+                            ignore_index=True)
+    run.write_table("predictions", predictions)
+    run.write_table("gap", kgfact.gap.factuality_gap(predictions, n_boot=200))
+
+
+def test_a_large_negative_gap_is_not_negligible(run):
+    # at EARLY_STOP FT-Unknown is now right and FT-Known wrong: a gap of -1, far below the old
+    # threshold of 0.05 but no "negligible" gap: equivalence within +-0.05 is contradicted
+    _replace_rows(run, lambda p: p["checkpoint"] == "early_stop", [
+        row for set_ in ("ft-known", "ft-unknown") for row in _prediction_rows(
+            set_, "early_stop", "zero-shot", "id", "P36", lambda s, q: set_ == "ft-unknown")])
+    row = findings(run, n_boot=200).set_index("claim").loc["unknown-harmless-at-early-stop"]
+    assert (row["estimate"], row["ci_low"], row["ci_high"]) == (-1.0, -1.0, -1.0)
+    assert row["verdict"] == "contradicted"  # was "supported": below 0.05
+    assert (row["expected"], row["threshold"], row["margin"]) == ("equal", 0.0, 0.05)
+    assert row["holm_verdict"] == "contradicted"
+    assert row["p_value"] == pytest.approx(2 / 201)
+
+
+def test_p_values_and_holm_verdicts_on_a_synthetic_run(run):
+    table = findings(run, n_boot=200).set_index("claim")
+    measured = table.index[table["verdict"] != "not measured"]
+    assert list(measured) == ["unknown-hurts-at-convergence", "unknown-harmless-at-early-stop",
+                              "gap-widens-with-training", "gap-shrinks-near-id",
+                              "few-shot-shrinks-gap"]
+    # every replicate on the same side, 200 replicates: p = 2 (0 + 1) / 201; Holm over the
+    # five measured claims multiplies the smallest by 5 (then 4, 3, ... kept monotone)
+    assert table.loc[measured, "p_value"].tolist() == pytest.approx([2 / 201] * 5)
+    assert table.loc[measured, "p_holm"].tolist() == pytest.approx([10 / 201] * 5)
+    assert table.loc[measured, "holm_verdict"].tolist() == ["supported"] * 5
+    unmeasured = table.drop(index=measured)
+    assert unmeasured["p_value"].isna().all() and unmeasured["p_holm"].isna().all()
+    assert set(unmeasured["holm_verdict"]) == {"not measured"}
+    assert table.loc[measured, "dropped"].tolist() == [0] * 5
+    assert unmeasured["dropped"].isna().all()
+
+
+def test_holm_on_hand_worked_p_values():
+    from statsmodels.stats.multitest import multipletests
+
+    p = [0.01, 0.04, 0.03, 0.005, np.nan]
+    verdicts = ["supported", "supported", "contradicted", "supported", "not measured"]
+    # sorted 0.005, 0.01, 0.03, 0.04 times 4, 3, 2, 1: 0.02, 0.03, 0.06, 0.04 -> 0.06 (monotone)
+    p_holm, verdict = holm(p, verdicts, alpha=0.05)
+    assert p_holm[:4] == pytest.approx([0.03, 0.06, 0.06, 0.02]) and np.isnan(p_holm[4])
+    assert p_holm[:4] == pytest.approx(multipletests(p[:4], method="holm")[1])
+    assert verdict == ["supported", "inconclusive", "inconclusive", "supported", "not measured"]
+    # a measured claim without a p-value counts as p = 1: three tests, that one never decided
+    p_holm, verdict = holm([0.01, np.nan, 0.012], ["supported", "supported", "inconclusive"])
+    assert p_holm == pytest.approx([0.03, 1.0, 0.03])
+    assert verdict == ["supported", "inconclusive", "inconclusive"]
+
+
+def test_near_id_and_ood_contrasts_count_their_distributions_queries_and_shares(run):
+    # OOD (P30, 4 queries): FT-Unknown never right, FT-Known right once in 12 (seed 0, query 0)
+    _replace_rows(run, lambda p: p["distribution"] == "ood", [
+        row for set_ in ("ft-known", "ft-unknown") for row in _prediction_rows(
+            set_, "convergence", "zero-shot", "ood", "P30",
+            lambda s, q: set_ == "ft-known" and s == q == 0, queries=4)])
+    table = findings(run, n_boot=200).set_index("claim")
+    near, ood = table.loc["gap-shrinks-near-id"], table.loc["gap-shrinks-ood"]
+    assert (near["n"], ood["n"]) == (5, 4)  # not the 5 in-distribution queries besides
+    assert ood["estimate"] == pytest.approx(1 - 1 / 12)
+    # as a share of FT-Known's accuracy: ID 1/1, near-ID 0/1, OOD (1/12)/(1/12)
+    assert (near["share_estimate"], near["share_ci_low"], near["share_ci_high"]) == (1.0, 1.0,
+                                                                                    1.0)
+    assert (ood["share_estimate"], ood["share_ci_low"], ood["share_ci_high"]) == (0.0, 0.0, 0.0)
+    assert ("FT-Known's zero-shot accuracy is 0.08 ood, under 0.10: the gap there cannot "
+            "exceed it") in ood["caveat"]
+    assert "under 0.10" not in near["caveat"]
+    # the share is undefined in the replicates that drew FT-Known's one right answer away
+    assert "share of accuracy: " in ood["note"] and "replicates dropped" in ood["note"]
+
+
+def test_dropped_replicates_are_counted_and_said(run):
+    # near-ID answered under training seed 0 only: a replicate that does not draw seed 0 has no
+    # near-ID cell and is dropped, counted and named
+    _replace_rows(run, lambda p: (p["distribution"] == "near-id") & (p["seed"] != 0), [])
+    row = findings(run, n_boot=200).set_index("claim").loc["gap-shrinks-near-id"]
+    seeds = kgfact.gap._draw_counts(np.random.default_rng(0), 3, 200)  # the first draw
+    dropped = int((seeds[:, 0] == 0).sum())
+    assert 0 < dropped < 200 and row["dropped"] == dropped
+    assert (f"{dropped} of 200 bootstrap replicates dropped (a compared group had no weight "
+            "in them)") in row["note"]
+    assert row["verdict"] == "supported"
+
+
+def test_an_estimate_outside_its_interval_is_said(run):
+    run.write_table("theory_stats", pd.DataFrame({
+        "augmentation": ["default"], "family": ["a_quantile"], "checkpoint": ["all"],
+        "mode": ["all"], "statistic": ["spearman_reduction"], "value": [0.808],
+        "ci_low": [-0.169], "ci_high": [0.75], "n_buckets": [24], "note": [""]}))
+    row = findings(run, n_boot=200).set_index("claim").loc["theory-tracks-reductions"]
+    assert (row["estimate"], row["verdict"], row["n"]) == (0.808, "inconclusive", 24)
+    assert "the estimate 0.808 lies outside its own interval [-0.169, 0.750]" in row["note"]
+    # theory_stats gives no p-value: the claim enters Holm's family as p = 1
+    assert np.isnan(row["p_value"]) and row["p_holm"] == 1.0
+    assert "no p-value" in row["note"] and row["holm_verdict"] == "inconclusive"

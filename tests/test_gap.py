@@ -12,8 +12,9 @@ from scipy import stats
 
 import kgfact.gap
 from kgfact.errors import KgfactError
-from kgfact.gap import (bootstrap_mean_ci, crossed_bootstrap, factuality_gap, finding,
-                        gekhman_other_sets, gekhman_regression, paired_cells)
+from kgfact.gap import (NO_PROMPT, bootstrap_mean_ci, bootstrap_p, crossed_bootstrap,
+                        crossed_contrast, factuality_gap, finding, gekhman_other_sets,
+                        gekhman_regression, paired_cells)
 from kgfact.prompts import SET_DEPENDENT
 
 
@@ -138,6 +139,21 @@ def test_crossed_bootstrap_is_the_weighted_mean_of_each_draw(monkeypatch):
         expected.append((weights * cells["d"]).sum() / weights.sum())
     assert replicates == pytest.approx(np.array(expected), nan_ok=True)
     assert all(d.sum(axis=1).tolist() == [d.shape[1]] * 50 for d in draws)
+
+
+def test_a_zero_shot_placeholder_leaves_each_relations_exemplar_weight_fixed():
+    # zero-shot gap 0.5 everywhere; few-shot gap 1 in P17 and 0 in P36, alike under both of a
+    # relation's exemplar sets. However its two real exemplar sets are drawn, each relation keeps
+    # the weight of two sets, so the few-shot gap is 0.5 in every replicate. Drawing the
+    # zero-shot placeholder with them gave each relation a random few-shot weight (0 to 3 sets)
+    # and a wide interval, and dropped the replicates that gave both relations none.
+    cells = pd.DataFrame(
+        [("zero", 0, r, NO_PROMPT, f"{r}-{q}", 0.5) for r in ("P17", "P36") for q in range(4)]
+        + [("few", 0, r, p, f"{r}-{q}", float(r == "P17")) for r in ("P17", "P36")
+           for p in ("0", "1") for q in range(4)],
+        columns=["mode", "seed", "relation", "prompt", "qid", "d"])
+    got = crossed_contrast(cells, "mode", "zero", "few", n_boot=500)
+    assert (got.estimate, got.ci_low, got.ci_high, got.dropped) == (0.0, 0.0, 0.0, 0)
 
 
 # -- Gekhman's regression --------------------------------------------------------------------------
@@ -276,9 +292,55 @@ def test_finding(args, verdict):
     assert finding(*args) == verdict
 
 
+@pytest.mark.parametrize("args, verdict", [
+    ((0.01, -0.02, 0.03), "supported"),          # a tight interval inside +-0.05
+    ((-0.3, -0.5, -0.1), "contradicted"),        # a large negative gap is not negligible
+    ((0.3, 0.1, 0.5), "contradicted"),
+    ((0.0, -0.3, 0.3), "inconclusive"),          # containing 0 is not equivalence
+    ((-0.04, -0.08, 0.0), "inconclusive"),       # reaching past one end of the margin
+    ((0.0, -0.05, 0.02), "inconclusive"),        # touching the margin is not inside it
+    ((0.2, 0.05, 0.3), "inconclusive"),          # touching it is not beyond it either
+    ((0.5, 0.42, 0.45, 0.5, 0.1), "supported"),  # threshold 0.5, margin 0.1
+    ((0.5, 0.35, 0.45, 0.5, 0.1), "inconclusive"),
+    ((np.nan, np.nan, np.nan), "inconclusive"),
+])
+def test_finding_of_equivalence_is_two_one_sided_tests(args, verdict):
+    estimate, low, high, *rest = args
+    threshold, margin = rest or (0.0, 0.05)
+    assert finding(estimate, low, high, "equal", threshold, margin) == verdict
+    if not rest:  # 0.05 is the default margin
+        assert finding(estimate, low, high, "equal") == verdict
+
+
+def test_bootstrap_p_of_each_decision():
+    reps = np.array([-0.2, -0.1, 0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, np.nan])
+    # two-sided against 0: 3 of the 9 finite replicates are <= 0, 7 are >= 0; add-one
+    assert bootstrap_p(reps, "above") == pytest.approx(2 * (1 + 3) / 10)
+    assert bootstrap_p(reps, "below") == bootstrap_p(reps, "above")
+    assert bootstrap_p(reps, "above", threshold=0.45) == pytest.approx(2 * (1 + 2) / 10)
+    assert bootstrap_p(np.full(7, 0.0), "above") == 1.0  # all replicates on the threshold
+    assert bootstrap_p(np.full(199, 0.3), "above") == pytest.approx(2 / 200)
+    # equal, margin 0.25: at or below -0.25 none, at or above 0.25 four (TOST p 5/10); at or
+    # above -0.25 all nine, at or below 0.25 five (outside-the-margin p 6/10)
+    assert bootstrap_p(reps, "equal", margin=0.25) == pytest.approx(1.0)
+    tight = np.array([-0.01, 0.0, 0.02, 0.01] * 50)
+    assert bootstrap_p(tight, "equal", margin=0.05) == pytest.approx(2 * 1 / 201)
+    far = np.array([-0.4, -0.3, -0.5] * 60)
+    assert bootstrap_p(far, "equal", margin=0.05) == pytest.approx(2 * 1 / 181)
+    # p < 0.05 exactly where the verdict is decided
+    for r in (reps, tight, far, np.full(199, 0.3)):
+        for expected in ("above", "equal"):
+            low, high = np.nanpercentile(r, [2.5, 97.5])
+            decided = finding(0.0, low, high, expected) != "inconclusive"
+            assert (bootstrap_p(r, expected) < 0.05) == decided, (r, expected)
+    assert np.isnan(bootstrap_p(np.full(5, np.nan), "above"))
+
+
 def test_finding_rejects_bad_arguments():
-    with pytest.raises(KgfactError, match="expected direction 'up': use above or below"):
+    with pytest.raises(KgfactError, match="expected 'up': use above, below or equal"):
         finding(0.3, 0.1, 0.5, "up")
+    with pytest.raises(KgfactError, match="equivalence margin 0.0: use a positive margin"):
+        finding(0.3, 0.1, 0.5, "equal", margin=0.0)
     with pytest.raises(KgfactError, match=r"interval \[0.5, 0.1\] has its low end above"):
         finding(0.3, 0.5, 0.1)
 

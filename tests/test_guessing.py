@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from kgfact.guessing import default_answers, flag_guesses, guess_mix, in_question, prior_baselines
+from kgfact.answers import normalize
+from kgfact.guessing import (default_answers, flag_guesses, guess_mix, in_question, own_defaults,
+                             prior_baselines)
 from tests.test_entityquestions import shared_eq_root  # noqa: F401 (a fixture)
 
 
@@ -70,13 +76,57 @@ def test_default_answers_fold_spellings_and_count_shares():
     assert table.loc["P36", "n_answers"] == 7
 
 
+def test_default_answers_say_whether_the_top_answer_is_a_real_default():
+    table = default_answers(_slick()).set_index("relation")
+    # P495: 6 of 10 against "usa" 2 of 10 (3x, and at least a quarter); P36: Tokyo 3 of 7
+    # against Mexico City 2 of 7 (not twice)
+    assert table["runner_up_share"].to_dict() == pytest.approx({"P36": 2 / 7, "P495": 2 / 10})
+    assert table["real_default"].to_dict() == {"P36": False, "P495": True}
+
+
 def test_flag_guesses_kinds():
     flagged = flag_guesses(_slick(), _qa()).set_index("qid")
+    # each question's default comes from the other questions' answers: b2's own two "Tokyo"
+    # made Tokyo P36's default and flagged b2 as a guess of it; without them Mexico City leads
+    # (2 of 5, twice the runner-up), which is not b2's answer. For b3 Mexico City and Tokyo tie
+    # (no default); for b4 Tokyo 3 of 6 is not twice Mexico City's 2.
     assert flagged["guess_kind"].fillna("-").to_dict() == {
         "a1": "default-answer", "a2": "-", "a3": "default-answer", "a4": "-",
-        "a5": "default-answer", "b1": "in-question", "b2": "default-answer", "b3": "-",
+        "a5": "default-answer", "b1": "in-question", "b2": "-", "b3": "-",
         "b4": "in-question"}
-    assert flagged["guess"].sum() == 6
+    assert flagged["guess"].sum() == 5
+
+
+def test_a_fact_is_never_the_default_answer_of_its_own_answers():
+    answers = {  # relation: {qid: (gold, greedy answers)}
+        # R: Paris is the top answer only through k1's own ten: no default for k1, and Paris
+        # (10 of 20, twice Lima's 5) is k2's and k3's default, which is not their answer
+        "R": {"k1": ("Paris", ["Paris"] * 10), "k2": ("Rome", ["Rome"] * 4 + ["Lima"] * 3
+                                                      + ["Oslo"] * 3),
+              "k3": ("Lima", ["Lima"] * 5 + ["Oslo"] * 5)},
+        # S: the other questions answer Berlin too: a real default, and u1, u3 guess it
+        "S": {"u1": ("Berlin", ["Berlin"] * 10), "u2": ("Vienna", ["Berlin"] * 8 + ["Vienna"] * 2),
+              "u3": ("Berlin", ["Berlin"] * 7 + ["Madrid"] * 3)},
+        # T: for t1, Kappa leads the others' answers 4 to 1 but is only 4 of 20 (under a quarter)
+        "T": {"t1": ("Kappa", ["Kappa"] * 10),
+              "t2": ("Omega", ["Kappa"] * 4 + [f"Town{i}" for i in range(6)]),
+              "t3": ("Sigma", [f"City{i}" for i in range(10)])},
+    }
+    rows = [(qid, relation, gold, greedy) for relation, facts in answers.items()
+            for qid, (gold, greedy) in facts.items()]
+    slick = pd.DataFrame([(q, r, g) for q, r, _, g in rows],
+                         columns=["qid", "relation", "greedy_answers"])
+    qa = pd.DataFrame([(q, r, f"Subject {q}", a, []) for q, r, a, _ in rows],
+                      columns=["qid", "relation", "subject_label", "answer", "aliases"])
+    flagged = flag_guesses(slick, qa).set_index("qid")
+    assert flagged["guess_kind"].fillna("-").to_dict() == {
+        "k1": "-", "k2": "-", "k3": "-", "u1": "default-answer", "u2": "-",
+        "u3": "default-answer", "t1": "-", "t2": "-", "t3": "-"}
+    table = default_answers(slick).set_index("relation")
+    assert table["default_answer"].to_dict() == {"R": "Paris", "S": "Berlin", "T": "Kappa"}
+    assert table["default_share"].to_dict() == pytest.approx({"R": 1 / 3, "S": 25 / 30,
+                                                             "T": 14 / 30})
+    assert table["real_default"].to_dict() == {"R": False, "S": True, "T": True}
 
 
 def test_guess_mix_counts_known_guesses():
@@ -126,3 +176,23 @@ def test_entityquestions_p495_knowledge_is_mostly_the_default_answer(tmp_path, s
     baselines = run.read_table("guess_baselines").set_index("relation").loc["P495"]
     assert baselines["majority_answer"] == "United States of America"
     assert baselines["default_accuracy"] > 0.5  # always "USA" is right on most test questions
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["R", "S"]),
+                          st.lists(st.sampled_from(["Paris", "paris", "Rome", "Lima", "Oslo", "",
+                                                    "Bern"]), max_size=6)),
+                min_size=1, max_size=12))
+def test_own_defaults_equal_a_recount_without_each_question(records):
+    slick = pd.DataFrame(records, columns=["relation", "greedy_answers"])
+    got = own_defaults(slick)
+    for i, (relation, _) in enumerate(records):
+        others = [normalize(a) for j, (r, greedy) in enumerate(records)
+                  if r == relation and j != i for a in greedy if normalize(a)]
+        counts = Counter(others)
+        ranked = sorted(counts, key=lambda k: (-counts[k], k))
+        top = counts[ranked[0]] if ranked else 0
+        second = counts[ranked[1]] if len(ranked) > 1 else 0
+        real = bool(others) and top >= 0.25 * len(others) and top >= 2 * second
+        assert (normalize(got[i]) if got[i] is not None else None) == (
+            ranked[0] if real else None), (i, records)

@@ -84,7 +84,7 @@ def test_bad_configs_are_one_line_errors(tmp_path, capsys, text, message):
 
 def test_missing_config_and_missing_run(tmp_path, capsys):
     assert main(["run", str(tmp_path / "nope.toml")]) == 2
-    assert "does not exist (presets are in configs/)" in capsys.readouterr().err
+    assert "no config file or preset" in capsys.readouterr().err
     assert main(["report", str(tmp_path / "nope")]) == 2
     assert "is not a kgfact run" in capsys.readouterr().err
 

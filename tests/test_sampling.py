@@ -86,6 +86,24 @@ def test_stops_before_the_stop_string(fp32):
     assert engine.stats["forwards"] <= 1 + 1 + 4  # prefix, prefill, then at most 4 steps
 
 
+@pytest.mark.parametrize("clean_up", [False, True])
+def test_stop_candidates_hold_every_token_text(clean_up):
+    """The fast per-token texts the stop test starts from hold each token's ``batch_decode``
+    text, also where the space clean-up joins text ("a ." becomes "a.")."""
+    from tokenizers import Tokenizer, models
+    from transformers import PreTrainedTokenizerFast
+
+    from kgfact.sampling.engine import _token_texts
+
+    vocab = {"<unk>": 0, "a .": 1, "\n": 2, "b": 3, " 's": 4}
+    tok = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel(vocab, "<unk>")),
+                                  clean_up_tokenization_spaces=clean_up)
+    texts = _token_texts(tok)
+    expected = tok.batch_decode([[i] for i in range(len(vocab))])
+    assert ("a." in expected[1]) is clean_up
+    assert all(e in t for e, t in zip(expected, texts, strict=True))
+
+
 def test_identical_continuations_share_rows(fp32):
     engine = KgfactEngine(fp32)
     # a very low temperature makes every sample follow the greedy path

@@ -31,6 +31,8 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from kgfact.cli import main
 from kgfact.errors import KgfactError
@@ -40,6 +42,7 @@ from kgfact.theory import (AUGMENTATIONS, CONTROLS, Control, FineTuningSet, GapS
                            MetricConfig, MetricEngine, ModelKnowledge, PredictionConfig,
                            PromptSubgraph, PromptTable, StepParser, bootstrap, flag_edges,
                            relation_distances, verify_steps)
+from kgfact.theory.graphs import TRIPLE
 from kgfact.theory.metrics import ragged
 from kgfact.theory.predict import spearman
 from kgfact.theory.reference import known_graph, reference_metrics
@@ -165,10 +168,26 @@ def test_flag_edges_rejects_unknown_source(knowledge):
 
 
 # -- metrics -----------------------------------------------------------------------------------
-def engine_for(knowledge, ftset, config=MetricConfig()) -> MetricEngine:
-    prompts = pd.DataFrame(PROMPTS, columns=["prompt_id", "mode"])
-    table = PromptTable.build(prompts, flag_edges(edges_frame(), knowledge, ftset), knowledge)
+def engine_of(knowledge, prompts, edges, ftset=None, config=MetricConfig()) -> MetricEngine:
+    table = PromptTable.build(pd.DataFrame(prompts, columns=["prompt_id", "mode"]),
+                              flag_edges(edges, knowledge, ftset), knowledge)
     return MetricEngine(knowledge, table, config)
+
+
+def engine_for(knowledge, ftset, config=MetricConfig()) -> MetricEngine:
+    return engine_of(knowledge, PROMPTS, edges_frame(), ftset, config)
+
+
+def reference_frame(triples_, entities_, known_edges, recorded, flagged, units, config,
+                    e_kn=frozenset(), e_unk=frozenset(), d_entities=frozenset()) -> pd.DataFrame:
+    """The networkx reference's metrics of every unit, each on the G_P its query sees."""
+    kg = KnowledgeGraph.from_tables(triples_, entities_)
+    known = known_graph(known_edges)
+    return pd.DataFrame([
+        reference_metrics(kg, known, recorded, PromptSubgraph.of_query(flagged, p, q),
+                          (s, r, o), set(e_kn), set(e_unk), set(d_entities), config)
+        for p, q, s, r, o in units[["prompt_id", "qid", "subject", "relation", "object"]]
+        .itertuples(index=False)])
 
 
 UNITS = [("pA", "q5"), ("pA", "q4"), ("pC", "q8"), ("pZ", "q10"), ("pZ", "q4")]
@@ -191,7 +210,8 @@ def test_metrics_exact_values(knowledge, ftset):
     # Paris -> France by P17 is the query edge q4 itself, dropped; P1376 has no SliCK record,
     # so it is not in K_kn: no path.
     # pC for q8 (France P30 Europe): exemplar q9 is P30 -> rel_align 1/1. G_P(pC) = {q9,
-    # border} -> prompt_known 1/2, no edge in D, entities {Germany, Europe, France}, of which
+    # border}; the border edge has no SliCK record (unlabelled), q9 is known -> prompt_known
+    # 1/1, prompt_unlabelled 1/2; no edge in D, entities {Germany, Europe, France}, of which
     # Germany and France are D's -> 2. France's neighbourhood is {France, Lyon, Marseille,
     # Paris, Europe, Germany}: all 3 entities. Path: France -P47-> Germany (CoT step)
     # -P30-> Europe (q9, in K_kn and in pC) -> length 2.
@@ -200,11 +220,12 @@ def test_metrics_exact_values(knowledge, ftset):
     expected = pd.DataFrame({
         "mode": ["few-shot", "few-shot", "cot", "zero-shot", "zero-shot"],
         "rel_align": [0.75, 0.75, 1.0, 0.0, 0.0],
-        "prompt_known": [0.5, 0.5, 0.5, 0.0, 0.0],
-        # pA: (1 + 0.5 + 0 + 0) / 4 for q1, q3, q8, q2; pC: (0.8 + 0) / 2 for q9 and the border
-        "prompt_p_correct": [0.375, 0.375, 0.4, 0.0, 0.0],
+        "prompt_known": [0.5, 0.5, 1.0, 0.0, 0.0],
+        # pA: (1 + 0.5 + 0 + 0) / 4 for q1, q3, q8, q2; pC: 0.8 / 1 for q9 (the border edge
+        # is unlabelled, not a 0)
+        "prompt_p_correct": [0.375, 0.375, 0.8, 0.0, 0.0],
         # pA: all four exemplars have a SliCK record; pC: q9 has, the border edge has not
-        "prompt_recorded": [1.0, 1.0, 0.5, 0.0, 0.0],
+        "prompt_unlabelled": [0.0, 0.0, 0.5, 0.0, 0.0],
         "ft_overlap_kn": [1, 1, 0, 0, 0],
         "ft_overlap_unk": [1, 1, 0, 0, 0],
         "entity_overlap": [4, 4, 2, 0, 0],
@@ -250,19 +271,147 @@ def test_vectorised_equals_networkx_reference(knowledge, ftset):
     # every prompt with every question, on both radii settings
     units = pd.DataFrame([(p, q, *QA[q]) for p, _ in PROMPTS for q in QA],
                          columns=["prompt_id", "qid", "subject", "relation", "object"])
-    kg = KnowledgeGraph.from_tables(triples(), entities())
-    known = known_graph([QA[q] for q in QA if CATEGORY.get(q, "Unknown") != "Unknown"])
+    known = [QA[q] for q in QA if CATEGORY.get(q, "Unknown") != "Unknown"]
     flagged = flag_edges(edges_frame(), knowledge, ftset)
-    e_kn, e_unk = {QA["q1"], QA["q7"]}, {QA["q2"]}
-    d_entities = {"Q456", "Q142", "Q23482", "Q183", "Q64"}
     for config in (MetricConfig(), MetricConfig(neighbourhood_hops=2, path_hops=3)):
         fast = engine_for(knowledge, ftset, config).compute(units).drop(columns="mode")
-        slow = pd.DataFrame([
-            reference_metrics(kg, known, {QA[q] for q in CATEGORY},
-                              PromptSubgraph("p", flagged[flagged["prompt_id"] == p]),
-                              (s, r, o), e_kn, e_unk, d_entities, config)
-            for p, _, s, r, o in units.itertuples(index=False)])
+        slow = reference_frame(triples(), entities(), known, {QA[q] for q in CATEGORY},
+                               flagged, units, config, {QA["q1"], QA["q7"]}, {QA["q2"]},
+                               {"Q456", "Q142", "Q23482", "Q183", "Q64"})
         pd.testing.assert_frame_equal(fast, slow[fast.columns], check_dtype=False)
+
+
+def test_unlabelled_step_edges_are_not_unknown(knowledge):
+    # The four exemplars of pA (q1, q3, q8, q2) once few-shot (pF) and once under CoT (pK) with
+    # two steps that have no SliCK record, the border edge and Paris P1376 France (q10): they
+    # are unlabelled, not unknown, so both prompts have prompt_known 2/4 (q1, q3) and
+    # prompt_p_correct (1 + 0.5 + 0 + 0) / 4, and the graded A(P) is 3/4 * 3/8 = 9/32 in both
+    # modes (Berlin has no path to Germany: hop_support 0). Only prompt_unlabelled differs:
+    # 0 and 2/6. pU states the two unlabelled steps alone: no labelled edge, knownness 0.
+    exemplars = [QA[q] for q in ("q1", "q3", "q8", "q2")]
+    steps = [("cot", *BORDER), ("cot", *QA["q10"])]
+    edges = pd.DataFrame([("pF", "exemplar", *e) for e in exemplars]
+                         + [("pK", "exemplar", *e) for e in exemplars]
+                         + [("pK", *e) for e in steps] + [("pU", *e) for e in steps],
+                         columns=edges_frame().columns)
+    engine = engine_of(knowledge, [("pF", "few-shot"), ("pK", "cot"), ("pU", "cot")], edges)
+    units = pd.DataFrame([(p, "q5", *QA["q5"]) for p in ("pF", "pK", "pU")],
+                         columns=["prompt_id", "qid", "subject", "relation", "object"])
+    m = engine.compute(units)
+    assert m["prompt_known"].tolist() == [0.5, 0.5, 0.0]
+    assert m["prompt_p_correct"].tolist() == [0.375, 0.375, 0.0]
+    assert m["prompt_unlabelled"].tolist() == pytest.approx([0.0, 1 / 3, 1.0])
+    assert AUGMENTATIONS.get("graded")(m).tolist() == [0.28125, 0.28125, 0.0]
+    assert AUGMENTATIONS.get("default")(m).tolist() == [0.375, 0.375, 0.0]
+
+
+# A second world for edges a prompt states for one query only (a CoT path hint):
+#   queries (Unknown):       qa s -P1-> o     qb s -P1-> o2     qc t -P1-> o
+#   HighlyKnown:             k1 m -P2-> o     k2 m -P2-> o2     k3 x -P2-> y    h1 t -P3-> n
+#   Unknown:                 u1 n -P2-> o     MaybeKnown (p_correct 0.25): e1 a -P1-> b
+# CoT prompt pH: exemplar e1 for every query; hints s -P3-> m for qa and s -P3-> x for qb (not in
+# G, no SliCK record) and h1 for qc.
+HINT_QA = {"qa": ("s", "P1", "o"), "qb": ("s", "P1", "o2"), "qc": ("t", "P1", "o"),
+           "k1": ("m", "P2", "o"), "k2": ("m", "P2", "o2"), "k3": ("x", "P2", "y"),
+           "h1": ("t", "P3", "n"), "u1": ("n", "P2", "o"), "e1": ("a", "P1", "b")}
+HINT_CATEGORY = {"qa": "Unknown", "qb": "Unknown", "qc": "Unknown", "k1": "HighlyKnown",
+                 "k2": "HighlyKnown", "k3": "HighlyKnown", "h1": "HighlyKnown", "u1": "Unknown",
+                 "e1": "MaybeKnown"}
+HINT_P = {"Unknown": 0.0, "HighlyKnown": 1.0, "MaybeKnown": 0.25}
+HINT_EDGES = [("pH", "exemplar", *HINT_QA["e1"], None), ("pH", "cot", "s", "P3", "m", "qa"),
+              ("pH", "cot", "s", "P3", "x", "qb"), ("pH", "cot", *HINT_QA["h1"], "qc")]
+HINT_UNITS = ["qa", "qb", "qc", "u1"]
+
+
+def hint_world(config=MetricConfig()):
+    t = pd.DataFrame(list(HINT_QA.values()), columns=["subject", "relation", "object"])
+    q = t.assign(qid=list(HINT_QA))
+    sl = pd.DataFrame({"qid": list(HINT_CATEGORY), "category": list(HINT_CATEGORY.values())})
+    sl["p_correct"] = sl["category"].map(HINT_P)
+    edges = pd.DataFrame(HINT_EDGES, columns=[*edges_frame().columns, "qid"])
+    knowledge = ModelKnowledge.from_tables(t, q, sl, extra=[edges])
+    units = pd.DataFrame([("pH", u, *HINT_QA[u]) for u in HINT_UNITS],
+                         columns=["prompt_id", "qid", "subject", "relation", "object"])
+    return t, knowledge, edges, units, engine_of(knowledge, [("pH", "cot")], edges,
+                                                 config=config)
+
+
+def test_hop_support_follows_the_query_path_the_prompt_states():
+    _, _, _, units, engine = hint_world()
+    m = engine.compute(units)
+    # qa: the hint s -> m and the known m -> o: a 2-hop path. qb: its hint leads to x, whose
+    # known edge goes to y, not o2 (qa's hint s -> m would reach o2 through k2, but qb's prompt
+    # does not state it). qc: t -> n, but n -> o is Unknown. u1: no hint, n -> o is the query.
+    assert m["hop_support"].tolist() == [1.0, 0.0, 0.0, 0.0]
+    assert m["hop_length"].tolist() == pytest.approx([2.0, math.nan, math.nan, math.nan],
+                                                     nan_ok=True)
+    # each query's G_P: e1 plus its own hint. qa, qb: e1 labelled (known, 0.25), the hint
+    # unlabelled; qc: e1 and h1 (known, 1.0); u1: e1 alone
+    assert m["prompt_known"].tolist() == [1.0, 1.0, 1.0, 1.0]
+    assert m["prompt_p_correct"].tolist() == [0.25, 0.25, 0.625, 0.25]
+    assert m["prompt_unlabelled"].tolist() == [0.5, 0.5, 0.0, 0.0]
+    # e1 is P1, as are qa, qb, qc; u1 is P2. Within 1 hop of s: s (qa, qb); of t: t, n (qc)
+    assert m["rel_align"].tolist() == [1.0, 1.0, 1.0, 0.0]
+    assert m["query_neighbourhood_overlap"].tolist() == [1, 1, 2, 0]
+    _, _, _, units, engine = hint_world(MetricConfig(path_hops=1))
+    assert engine.compute(units)["hop_support"].tolist() == [0.0, 0.0, 0.0, 0.0]
+
+
+def test_query_level_edges_equal_networkx_reference():
+    for config in (MetricConfig(), MetricConfig(neighbourhood_hops=2, path_hops=3)):
+        t, knowledge, edges, units, engine = hint_world(config)
+        fast = engine.compute(units).drop(columns="mode")
+        slow = reference_frame(
+            t, None, [HINT_QA[q] for q, c in HINT_CATEGORY.items() if c != "Unknown"],
+            set(HINT_QA.values()), flag_edges(edges, knowledge, None), units, config)
+        pd.testing.assert_frame_equal(fast, slow[fast.columns], check_dtype=False)
+
+
+FUZZ_ENTITIES, FUZZ_RELATIONS = [f"e{i}" for i in range(5)], ["P1", "P2", "P3"]
+fuzz_edge = st.tuples(st.sampled_from(FUZZ_ENTITIES), st.sampled_from(FUZZ_RELATIONS),
+                      st.sampled_from(FUZZ_ENTITIES))
+
+
+@settings(deadline=None, max_examples=30, suppress_health_check=[HealthCheck.too_slow])
+@given(triples_=st.lists(fuzz_edge.filter(lambda e: e[0] != e[2]), min_size=1, max_size=10,
+                         unique=True),
+       categories=st.lists(st.sampled_from([None, "Unknown", "MaybeKnown", "HighlyKnown"]),
+                           min_size=10, max_size=10),
+       stated=st.lists(st.tuples(st.sampled_from(["pF", "pC"]),
+                                 st.sampled_from(["exemplar", "cot"]), fuzz_edge,
+                                 st.one_of(st.none(), st.integers(0, 9))), max_size=12),
+       hops=st.integers(1, 3))
+def test_query_level_metrics_fuzzed_against_networkx(triples_, categories, stated, hops):
+    # random graphs, SliCK records and prompts whose edges are shared or stated for one query
+    # (also repeating a shared edge, or for a query of another relation): both ways agree.
+    # Queries are not self-loops (s = o): networkx puts o at distance 0, no path of length >= 1
+    t = pd.DataFrame(triples_, columns=["subject", "relation", "object"])
+    q = t.assign(qid=[f"q{i}" for i in range(len(t))])
+    cat = dict(zip(q["qid"], categories))
+    sl = pd.DataFrame([(k, c) for k, c in cat.items() if c], columns=["qid", "category"])
+    sl["p_correct"] = sl["category"].map({"Unknown": 0.0, "MaybeKnown": 0.25,
+                                          "HighlyKnown": 1.0})
+    edges = pd.DataFrame([(p, src, *e, None if k is None else f"q{k % len(t)}")
+                          for p, src, e, k in stated],
+                         columns=[*edges_frame().columns, "qid"])
+    knowledge = ModelKnowledge.from_tables(t, q, sl, extra=[edges])
+    units = pd.DataFrame([(p, k, s, r, o) for p in ("pF", "pC")
+                          for k, s, r, o in q[["qid", *TRIPLE]].itertuples(index=False)],
+                         columns=["prompt_id", "qid", *TRIPLE])
+    config = MetricConfig(path_hops=hops)
+    fast = engine_of(knowledge, [("pF", "few-shot"), ("pC", "cot")], edges,
+                     config=config).compute(units).drop(columns="mode")
+    slow = reference_frame(
+        t, None, [e for e, k in zip(triples_, q["qid"]) if cat[k] not in (None, "Unknown")],
+        {e for e, k in zip(triples_, q["qid"]) if cat[k]},
+        flag_edges(edges, knowledge, None), units, config)
+    pd.testing.assert_frame_equal(fast, slow[fast.columns], check_dtype=False)
+
+
+def test_query_level_edges_need_units_with_a_qid():
+    _, _, _, units, engine = hint_world()
+    with pytest.raises(KgfactError, match="units need a qid column"):
+        engine.compute(units.drop(columns="qid"))
 
 
 def test_unit_with_unknown_prompt_is_an_error(knowledge, ftset):
@@ -278,11 +427,11 @@ def test_ragged_ranges():
 
 def test_augmentation_functions(knowledge, ftset):
     m = engine_for(knowledge, ftset).compute(units_frame())
-    # few-shot: 3/4 * 1/2 = 3/8; CoT: max(1 * 1/2, hop_support 1) = 1; zero-shot: 0
+    # few-shot: 3/4 * 1/2 = 3/8; CoT: max(1 * 1, hop_support 1) = 1; zero-shot: 0
     assert AUGMENTATIONS.get("default")(m).tolist() == [0.375, 0.375, 1.0, 0.0, 0.0]
-    assert AUGMENTATIONS.get("aligned-known")(m).tolist() == [0.375, 0.375, 0.5, 0.0, 0.0]
+    assert AUGMENTATIONS.get("aligned-known")(m).tolist() == [0.375, 0.375, 1.0, 0.0, 0.0]
     assert AUGMENTATIONS.get("rel-align")(m).tolist() == [0.75, 0.75, 1.0, 0.0, 0.0]
-    assert AUGMENTATIONS.get("prompt-known")(m).tolist() == [0.5, 0.5, 0.5, 0.0, 0.0]
+    assert AUGMENTATIONS.get("prompt-known")(m).tolist() == [0.5, 0.5, 1.0, 0.0, 0.0]
 
 
 # -- CoT steps ---------------------------------------------------------------------------------
@@ -304,6 +453,14 @@ def test_step_parser(knowledge):
     assert (step.status, step.subject, step.object, step.subject_text) == (
         "hallucinated", None, "Q142", "atlantis")
     assert parser.parse("France is a lovely country.").status == "unparsed"
+
+
+def test_verify_steps_without_any_step(knowledge):
+    preds = pd.DataFrame({"model": ["m"], "set": ["ft-known"], "checkpoint": ["convergence"],
+                          "prompt_id": ["pC"], "qid": ["q8"], "cot_steps": [[]]})
+    out = verify_steps(preds, StepParser(knowledge, entities()),
+                       flag_edges(edges_frame(), knowledge, None))
+    assert out.empty and {"subject", "in_known", "hallucinated"} <= set(out.columns)
 
 
 def test_verify_steps_table(knowledge):
@@ -591,10 +748,12 @@ def write_run(path) -> RunDir:
     run.write_table("prompts", pd.DataFrame(
         [(pid, None, mode, strat, rel, 0, ex) for pid, mode, strat, rel, ex in prompts],
         columns=["prompt_id", "set", "mode", "strategy", "relation", "prompt", "exemplars"]))
-    edges = [(pid, "exemplar", *QA[e]) for pid, _, _, _, ex in prompts for e in ex]
-    edges.append(("cot/random/-/P36/0", "cot", *QA["q9"]))  # a fact about Germany
+    edges = [(pid, "exemplar", *QA[e], None) for pid, _, _, _, ex in prompts for e in ex]
+    edges.append(("cot/random/-/P36/0", "cot", *QA["q9"], None))  # a fact about Germany
+    # a path hint stated for q4 alone: Paris -> Lyon, then Lyon -> France (q1) is known
+    edges.append(("cot/random/-/P17/0", "cot", "Q90", "P47", "Q456", "q4"))
     run.write_table("prompt_edges", pd.DataFrame(edges, columns=[
-        "prompt_id", "source", "subject", "relation", "object"]))
+        "prompt_id", "source", "subject", "relation", "object", "qid"]))
     rows = []
     for name in ("ft-known", "ft-unknown"):
         for qid, ok in zip(TEST_ID + TEST_OOD, ZERO_SHOT[name]):
@@ -637,6 +796,12 @@ def test_theory_command_end_to_end(tmp_path, capsys):
     # CoT P36 prompt: exemplar q7 and step q9, both known -> prompt_known 1; France -> Paris
     # (q6) is the query; France has no other known route to Paris: A = max(1 * 1, 0) = 1
     assert m.loc[("cot/random/-/P36/0", "q6"), "A"] == 1.0
+    # the CoT P17 prompt's hint for q4 gives Paris a path to France; Hamburg's query does not
+    # see it (and its G_P is q1 alone, while q4's has the unlabelled hint too)
+    cot = m.loc["cot/random/-/P17/0"]
+    assert cot.loc[["q3", "q4"], "hop_length"].tolist() == pytest.approx([math.nan, 2.0],
+                                                                         nan_ok=True)
+    assert cot.loc[["q3", "q4"], "prompt_unlabelled"].tolist() == [0.0, 0.5]
     steps = run.read_table("cot_steps")
     assert steps[["model", "qid", "step", "status"]].values.tolist() == [
         ["ft-known@convergence", "q3", 0, "edge"],

@@ -49,8 +49,9 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Sequence
-from contextlib import suppress
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from itertools import takewhile
 from pathlib import Path
@@ -92,17 +93,34 @@ class StoreConfig:
         check_fields(self)
 
 
+# the store an OxigraphStore() without a config means: the embedded store of the build running
+_CONFIGURED: ContextVar[StoreConfig | None] = ContextVar("kgfact_store", default=None)
+
+
+@contextmanager
+def configured(config: StoreConfig) -> Iterator[StoreConfig]:
+    """Make ``config`` the embedded store for the body: what ``OxigraphStore()`` (no config)
+    starts and queries, so a build (``kgfact build --store-port``, a config's ``[store]``) uses
+    a store at another location or port."""
+    token = _CONFIGURED.set(config)
+    try:
+        yield config
+    finally:
+        _CONFIGURED.reset(token)
+
+
 class OxigraphStore:
     """Start, stop, load and inspect the embedded Oxigraph server.
 
     Parameters
     ----------
     config : StoreConfig, optional
-        Location and address; defaults to ``$KGFACT_HOME/store`` on ``127.0.0.1:7878``.
+        Location and address; defaults to the store :func:`configured` names, else
+        ``$KGFACT_HOME/store`` on ``127.0.0.1:7878``.
     """
 
     def __init__(self, config: StoreConfig | None = None) -> None:
-        self.config = config or StoreConfig()
+        self.config = config or _CONFIGURED.get() or StoreConfig()
         # absolute, so the server's command line names the same database from any directory
         self.location = Path(self.config.location).resolve()
         self.db = self.location / "db"
@@ -171,8 +189,9 @@ class OxigraphStore:
             self.location.mkdir(parents=True, exist_ok=True)
             port = self.config.port or _free_port(self.config.host)
             if not _port_free(self.config.host, port):  # before a load that can take minutes
-                raise KgfactError(f"port {port} on {self.config.host} is in use; "
-                                  "choose another with --port")
+                raise KgfactError(f"port {port} on {self.config.host} is in use; choose another "
+                                  "with --port (kgfact store start) or --store-port (kgfact "
+                                  "build, kgfact run; [store] port in a config)")
             data = self.data()
             if data is not None and not data["complete"]:
                 if data["files"] != [DEFAULT_DATASET]:

@@ -82,6 +82,22 @@ def _sliding_window(model) -> float:
     return math.inf if window is None else window
 
 
+def _token_texts(tokenizer) -> list[str]:
+    """Each token's text alone, as candidates for the stop test: :meth:`KgfactEngine._stops`
+    confirms every candidate on the decoded answer, so these need only contain every token
+    whose decoding can hold a stop string. A fast tokenizer's Rust decoder gives them 6x
+    faster than ``batch_decode`` (1.2 s instead of 6.7 s for Gemma 3's 262k tokens); each
+    text is kept both raw and with ``batch_decode``'s space clean-up, which can join text."""
+    ids = [[i] for i in range(len(tokenizer))]
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        return tokenizer.batch_decode(ids)
+    raw = backend.decode_batch(ids, skip_special_tokens=False)
+    if not getattr(tokenizer, "clean_up_tokenization_spaces", False):
+        return raw
+    return [f"{t}\0{tokenizer.clean_up_tokenization(t)}" for t in raw]
+
+
 def _packed_attention(module, query, key, value, attention_mask, **kwargs):
     """The attention of a packed forward: :meth:`_Packed.attend` of the batch it was given."""
     return kwargs.pop("kgfact_packed").attend(module, query, key, value, kwargs)
@@ -342,8 +358,7 @@ class KgfactEngine:
         """Token ids whose text contains a stop string, plus end-of-sequence ids."""
         if stop not in self._stop_ids:
             tok = self.loaded.tokenizer
-            texts = tok.batch_decode([[i] for i in range(len(tok))])
-            ids = {i for i, t in enumerate(texts) if any(s in t for s in stop)}
+            ids = {i for i, t in enumerate(_token_texts(tok)) if any(s in t for s in stop)}
             eos = self.loaded.model.generation_config.eos_token_id
             eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
             eos_ids.add(tok.eos_token_id)

@@ -103,10 +103,11 @@ class ModelKnowledge:
     """The knowledge graph ``G`` and the model-knowledge graph ``K`` over one codec.
 
     ``K`` is every edge with a SliCK record; ``K_kn`` those whose category is not Unknown. An edge
-    without a record is not in ``K_kn``: nothing shows the model knows it. Each recorded edge also
-    carries its graded knownness: the share of its SliCK answers that are right (``p_correct``);
-    an edge without a record has 0, and one whose share SliCK did not measure (its lazy protocol,
-    for questions greedy answers right) is missing (NaN).
+    without a record is not in ``K_kn`` (nothing shows the model knows it) but is not Unknown
+    either: the prompt metrics count it as unlabelled, outside their knownness shares. Each
+    recorded edge also carries its graded knownness: the share of its SliCK answers that are
+    right (``p_correct``); an edge without a record has 0, and one whose share SliCK did not
+    measure (its lazy protocol, for questions greedy answers right) is missing (NaN).
     """
 
     codec: EdgeCodec = field(metadata={"help": "Entity, relation and edge codes."})
@@ -243,6 +244,17 @@ class PromptSubgraph:
         """Flag ``edges`` (``source``, ``subject``, ``relation``, ``object``) against G, K and D."""
         return cls(prompt_id, flag_edges(edges[["source", *TRIPLE]], knowledge, ftset))
 
+    @classmethod
+    def of_query(cls, flagged: pd.DataFrame, prompt_id: str, qid: str | None = None
+                 ) -> PromptSubgraph:
+        """The ``G_P`` one query sees among flagged prompt edges: the prompt's shared edges
+        and, with an optional ``qid`` column, the edges it states for ``qid`` alone (see
+        :mod:`kgfact.theory.metrics`, "Query-level edges")."""
+        mine = flagged["prompt_id"] == prompt_id
+        if "qid" in flagged.columns:
+            mine &= flagged["qid"].isna() | (flagged["qid"] == qid)
+        return cls(prompt_id, flagged[mine].reset_index(drop=True))
+
     @property
     def given(self) -> pd.DataFrame:
         """Distinct edges of the prompt's own content (exemplars and CoT steps): ``X ∪ C``."""
@@ -270,7 +282,8 @@ def flag_edges(edges: pd.DataFrame, knowledge: ModelKnowledge,
     record), ``in_known`` (``K_kn``), ``p_correct`` (graded knownness, 0 without a record),
     ``in_e_kn``, ``in_e_unk``,
     ``subject_in_d`` and ``object_in_d`` (the end point is an entity of ``D``) and
-    ``hallucinated``. Without a fine-tuning set every ``D`` flag is false.
+    ``hallucinated``. Without a fine-tuning set every ``D`` flag is false. Other columns (such
+    as ``prompt_id`` and the ``qid`` of a query-level edge) are kept.
     """
     bad = sorted(set(edges["source"]) - set(SOURCES))
     if bad:

@@ -1,9 +1,28 @@
 """Per-query metrics of prompt subgraphs and the augmentation strength ``A(P)``, vectorised.
 
 A *unit* is one (prompt, query) pair. All units are computed at once from integer arrays:
-prompt-level counts are gathered by prompt index, the neighbourhood overlap is a lookup of
-(prompt entity, query subject) pairs in the ``h``-hop balls of the prompt entities, and
-``hop_support`` is a breadth-first search run for every unit together on (unit, entity) pairs.
+counts per ``G_P`` (a prompt, or a prompt as one query sees it) are gathered by index, the
+neighbourhood overlap is a lookup of (prompt entity, query subject) pairs in the ``h``-hop balls
+of the prompt entities, and ``hop_support`` is a breadth-first search run for every unit
+together on (unit, entity) pairs.
+
+**Query-level edges.** A prompt (``prompt_id``) is shared by the queries of a relation, but it
+may also state edges for one query only, e.g. a CoT path hint ``s -> m`` about that query's
+subject. The ``prompt_edges`` table carries them with an optional ``qid`` column: a missing
+``qid`` (NaN/None), or no such column, means the edge is stated to every query of the prompt
+(exemplars and their CoT steps); a ``qid`` means it is stated only in that query's prompt. The
+``G_P`` of a unit ``(prompt_id, qid)`` is the prompt's shared edges plus the edges with that
+``qid``, so its metrics (knownness, overlaps, ``hop_support``) count them. Units then need a
+``qid`` column. Internally each (prompt, qid) with own edges is a separate *instance* of
+``G_P`` whose rows are the prompt's shared rows plus its own; every other unit uses its
+prompt's shared instance.
+
+**Knownness is over labelled edges.** ``K`` is the set of edges with a SliCK record. An edge of
+``G_P`` without one (a CoT step that no question asks about, a path hint outside ``G``) is
+*unlabelled*: nothing says whether the model knows it, so it counts neither as known nor as
+unknown. ``prompt_known`` and ``prompt_p_correct`` are shares of ``G_P ∩ K`` (0 when ``G_P``
+has no recorded edge, the empty prompt included), and ``prompt_unlabelled`` is the share of
+``G_P`` without a record (0 for an empty ``G_P``).
 
 Metrics and augmentation functions are registered by name in :data:`METRICS` and
 :data:`AUGMENTATIONS`; a new one is one function and one ``register`` call.
@@ -56,36 +75,44 @@ def ragged(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class PromptTable:
-    """Per-prompt aggregates of the flagged prompt edges, indexed by prompt position."""
+    """Aggregates of the flagged prompt edges per ``G_P`` instance, indexed by instance.
+
+    Instance ``i < len(ids)`` is prompt ``i``'s shared ``G_P``; the others are the (prompt,
+    qid) pairs with query-level edges (module docstring), in the order of ``instance_keys``.
+    """
 
     ids: pd.Index = field(metadata={"help": "Prompt ids; a prompt's position is its index."})
     modes: np.ndarray = field(metadata={"help": "Mode of each prompt."})
+    query_ids: pd.Index = field(metadata={"help": "Qids that have query-level edges."})
+    instance_keys: np.ndarray = field(metadata={
+        "help": "Sorted prompt * len(query_ids) + qid position keys of the query instances."})
     n_exemplars: np.ndarray = field(metadata={"help": "|X| (each exemplar counted once)."})
     n_edges: np.ndarray = field(metadata={"help": "|G_P|, distinct given edges."})
-    n_recorded: np.ndarray = field(metadata={"help": "|G_P ∩ K|."})
+    n_recorded: np.ndarray = field(metadata={"help": "|G_P ∩ K|, the labelled edges."})
     n_known: np.ndarray = field(metadata={"help": "|G_P ∩ K_kn|."})
-    known_mass: np.ndarray = field(metadata={"help": "Sum of p_correct over G_P's edges."})
+    known_mass: np.ndarray = field(metadata={"help": "Sum of p_correct over G_P ∩ K."})
     n_e_kn: np.ndarray = field(metadata={"help": "|G_P ∩ E_kn|."})
     n_e_unk: np.ndarray = field(metadata={"help": "|G_P ∩ E_unk|."})
     entity_overlap: np.ndarray = field(metadata={"help": "|entities(G_P) ∩ entities(D)|."})
-    exemplar_keys: np.ndarray = field(metadata={"help": "Sorted prompt * R + relation keys."})
+    exemplar_keys: np.ndarray = field(metadata={"help": "Sorted instance * R + relation keys."})
     exemplar_counts: np.ndarray = field(metadata={"help": "Exemplars per key."})
-    entity_ptr: np.ndarray = field(metadata={"help": "CSR offsets of each prompt's entities."})
-    entities: np.ndarray = field(metadata={"help": "Distinct entity codes per prompt (CSR)."})
-    edge_keys: np.ndarray = field(metadata={"help": "Sorted prompt * V + subject keys of G_P."})
+    entity_ptr: np.ndarray = field(metadata={"help": "CSR offsets of each instance's entities."})
+    entities: np.ndarray = field(metadata={"help": "Distinct entity codes per instance (CSR)."})
+    edge_keys: np.ndarray = field(metadata={"help": "Sorted instance * V + subject keys of G_P."})
     edge_objects: np.ndarray = field(metadata={"help": "Object code of each keyed edge."})
 
     @classmethod
     def build(cls, prompts: pd.DataFrame, edges: pd.DataFrame,
               knowledge: ModelKnowledge) -> PromptTable:
-        """Aggregate flagged edges (see :func:`kgfact.theory.graphs.flag_edges`) per prompt.
+        """Aggregate flagged edges (see :func:`kgfact.theory.graphs.flag_edges`) per instance.
 
         Parameters
         ----------
         prompts : pandas.DataFrame
             ``prompt_id`` and ``mode``, one row per prompt (prompts without edges included).
         edges : pandas.DataFrame
-            Flagged edges with ``prompt_id``; generated edges are ignored.
+            Flagged edges with ``prompt_id`` and optionally ``qid`` (query-level edges, see the
+            module docstring); generated edges are ignored.
         """
         bad = sorted(set(prompts["mode"]) - set(MODES))
         if bad:
@@ -101,43 +128,80 @@ class PromptTable:
         if (p < 0).any():
             raise KgfactError("prompt_edges names prompt(s) missing from prompts: "
                               f"{', '.join(map(str, given['prompt_id'][p < 0].unique()[:5]))}")
+        qid = given["qid"] if "qid" in given.columns else pd.Series(None, index=given.index,
+                                                                   dtype=object)
+        own = qid.notna().to_numpy()
+        query_ids = pd.Index(sorted(qid[own].unique()), dtype=object)
+        instance_keys, own_instance = np.unique(
+            p[own] * len(query_ids) + query_ids.get_indexer(qid[own]), return_inverse=True)
+        # a query instance holds its own rows and a copy of its prompt's shared rows
+        shared = np.flatnonzero(~own)
+        shared = shared[np.argsort(p[shared], kind="stable")]
+        ptr = np.searchsorted(p[shared], np.arange(n_p + 1))
+        owner = instance_keys // max(len(query_ids), 1)
+        copies = ptr[owner + 1] - ptr[owner]
+        rows = np.r_[shared, np.flatnonzero(own), shared[ragged(ptr[owner], copies)]]
+        inst = np.r_[p[shared], n_p + own_instance,
+                     np.repeat(n_p + np.arange(len(instance_keys)), copies)].astype(np.int64)
+        n_i = n_p + len(instance_keys)
+        given = given.iloc[rows]
+
         ex = (given["source"] == "exemplar").to_numpy()
-        ex_keys, ex_counts = np.unique(p[ex] * n_r + codec.relation(given["relation"][ex]),
+        ex_keys, ex_counts = np.unique(inst[ex] * n_r + codec.relation(given["relation"][ex]),
                                        return_counts=True)
-        distinct = pd.DataFrame({"p": p, "code": given["code"].to_numpy(),
-                                 **{c: given[c].to_numpy() for c in
-                                    ("in_recorded", "in_known", "in_e_kn", "in_e_unk",
-                                     "p_correct")}}
-                                ).drop_duplicates(["p", "code"])
-        sums = distinct.groupby("p")[["in_recorded", "in_known", "in_e_kn", "in_e_unk",
-                                      "p_correct"]].sum()
+        flags = ["in_recorded", "in_known", "in_e_kn", "in_e_unk"]
+        distinct = pd.DataFrame({"i": inst, "code": given["code"].to_numpy(),
+                                 **{c: given[c].to_numpy() for c in flags},
+                                 "p_correct": given["p_correct"].to_numpy(dtype=float)}
+                                ).drop_duplicates(["i", "code"])
+        sums = distinct.groupby("i")[[*flags, "p_correct"]].sum()
         # an edge's unmeasured p_correct (lazy SliCK) leaves its prompt's mass unknown, not 0
         sums["p_correct"] = sums["p_correct"].mask(
-            distinct["p_correct"].isna().groupby(distinct["p"]).any())
+            distinct["p_correct"].isna().groupby(distinct["i"]).any())
 
-        def per_prompt(values: pd.Series, dtype: type = np.int64) -> np.ndarray:
-            return values.reindex(range(n_p), fill_value=0).to_numpy(dtype=dtype)
+        def per_instance(values: pd.Series, dtype: type = np.int64) -> np.ndarray:
+            return values.reindex(range(n_i), fill_value=0).to_numpy(dtype=dtype)
 
         ents = pd.DataFrame({
-            "p": np.r_[p, p],
+            "i": np.r_[inst, inst],
             "e": np.r_[codec.entity(given["subject"]), codec.entity(given["object"])],
             "in_d": np.r_[given["subject_in_d"].to_numpy(), given["object_in_d"].to_numpy()],
-        }).drop_duplicates(["p", "e"]).sort_values(["p", "e"])
+        }).drop_duplicates(["i", "e"]).sort_values(["i", "e"])
         s, _, o = codec.decode(distinct["code"].to_numpy())
-        edge_keys = distinct["p"].to_numpy() * n_v + s
+        edge_keys = distinct["i"].to_numpy() * n_v + s
         order = np.argsort(edge_keys, kind="stable")
         return cls(
-            ids=ids, modes=prompts["mode"].to_numpy(dtype=object),
-            n_exemplars=np.bincount(p[ex], minlength=n_p),
-            n_edges=per_prompt(distinct.groupby("p").size()),
-            n_recorded=per_prompt(sums["in_recorded"]), n_known=per_prompt(sums["in_known"]),
-            known_mass=per_prompt(sums["p_correct"], float),
-            n_e_kn=per_prompt(sums["in_e_kn"]),
-            n_e_unk=per_prompt(sums["in_e_unk"]),
-            entity_overlap=per_prompt(ents.groupby("p")["in_d"].sum()),
+            ids=ids, modes=prompts["mode"].to_numpy(dtype=object), query_ids=query_ids,
+            instance_keys=instance_keys,
+            n_exemplars=np.bincount(inst[ex], minlength=n_i),
+            n_edges=per_instance(distinct.groupby("i").size()),
+            n_recorded=per_instance(sums["in_recorded"]), n_known=per_instance(sums["in_known"]),
+            known_mass=per_instance(sums["p_correct"], float),
+            n_e_kn=per_instance(sums["in_e_kn"]),
+            n_e_unk=per_instance(sums["in_e_unk"]),
+            entity_overlap=per_instance(ents.groupby("i")["in_d"].sum()),
             exemplar_keys=ex_keys, exemplar_counts=ex_counts,
-            entity_ptr=np.searchsorted(ents["p"].to_numpy(), np.arange(n_p + 1)),
+            entity_ptr=np.searchsorted(ents["i"].to_numpy(), np.arange(n_i + 1)),
             entities=ents["e"].to_numpy(), edge_keys=edge_keys[order], edge_objects=o[order])
+
+    def instances(self, prompt: np.ndarray, qids: pd.Series | None) -> np.ndarray:
+        """The ``G_P`` instance of each unit: its (prompt, qid) instance if that query has
+        query-level edges, else its prompt's shared one.
+
+        Raises
+        ------
+        KgfactError
+            If the prompts have query-level edges and ``qids`` is None.
+        """
+        if not len(self.instance_keys):
+            return prompt
+        if qids is None:
+            raise KgfactError("prompt_edges has query-level edges (a qid column): the units "
+                              "need a qid column to find their prompt subgraph")
+        q = self.query_ids.get_indexer(pd.Index(qids, dtype=object))
+        key = np.where(q >= 0, prompt * len(self.query_ids) + q, -1)
+        at = np.minimum(np.searchsorted(self.instance_keys, key), len(self.instance_keys) - 1)
+        return np.where(self.instance_keys[at] == key, len(self.ids) + at, prompt)
 
 
 class MetricEngine:
@@ -185,7 +249,8 @@ class MetricEngine:
 
     def compute(self, units: pd.DataFrame, metrics: Sequence[str] | None = None
                 ) -> pd.DataFrame:
-        """Metric columns for ``units`` (``prompt_id``, ``subject``, ``relation``, ``object``).
+        """Metric columns for ``units`` (``prompt_id``, ``subject``, ``relation``, ``object``,
+        and ``qid`` when the prompts have query-level edges).
 
         Returns
         -------
@@ -198,13 +263,14 @@ class MetricEngine:
         if (p < 0).any():
             missing = units["prompt_id"][p < 0].unique()[:5]
             raise KgfactError(f"unit(s) refer to unknown prompt(s) {', '.join(map(str, missing))}")
+        instance = self.prompts.instances(p, units["qid"] if "qid" in units.columns else None)
         codec = self.knowledge.codec
         s, r, o = (codec.entity(units["subject"]), codec.relation(units["relation"]),
                    codec.entity(units["object"]))
         parts = []
         for start in range(0, len(units), self.config.chunk):
             window = slice(start, start + self.config.chunk)
-            batch = QueryBatch(self, p[window], s[window], r[window], o[window])
+            batch = QueryBatch(self, instance[window], s[window], r[window], o[window])
             parts.append({n: f(batch) for n, f in zip(names, funcs)})
         out = pd.DataFrame({n: np.concatenate([part[n] for part in parts]) if parts else []
                             for n in names}, index=units.index)
@@ -213,28 +279,30 @@ class MetricEngine:
 
 
 class QueryBatch:
-    """A chunk of units as code arrays, with lazily computed shared quantities."""
+    """A chunk of units as code arrays (``instance``: each unit's ``G_P`` instance in the
+    :class:`PromptTable`), with lazily computed shared quantities."""
 
-    def __init__(self, engine: MetricEngine, prompt: np.ndarray, subject: np.ndarray,
+    def __init__(self, engine: MetricEngine, instance: np.ndarray, subject: np.ndarray,
                  relation: np.ndarray, obj: np.ndarray) -> None:
         self.engine, self.prompts = engine, engine.prompts
-        self.prompt, self.subject, self.relation, self.object = prompt, subject, relation, obj
+        self.instance, self.subject, self.relation, self.object = (instance, subject, relation,
+                                                                   obj)
 
     def __len__(self) -> int:
-        return len(self.prompt)
+        return len(self.instance)
 
     def per_prompt(self, values: np.ndarray) -> np.ndarray:
-        """A prompt-level array gathered for every unit."""
-        return values[self.prompt]
+        """A per-instance array of the :class:`PromptTable` gathered for every unit."""
+        return values[self.instance]
 
     @cached_property
     def neighbourhood_overlap(self) -> np.ndarray:
         """Count of the prompt's entities within ``neighbourhood_hops`` of the query subject."""
         used, keys = self.engine.balls
         ptr = self.prompts.entity_ptr
-        counts = ptr[self.prompt + 1] - ptr[self.prompt]
+        counts = ptr[self.instance + 1] - ptr[self.instance]
         unit = np.repeat(np.arange(len(self)), counts)
-        entity = self.prompts.entities[ragged(ptr[self.prompt], counts)]
+        entity = self.prompts.entities[ragged(ptr[self.instance], counts)]
         row = np.searchsorted(used, entity)
         subject = self.subject[unit]
         wanted = np.where((subject >= 0) & (entity >= 0),
@@ -247,7 +315,9 @@ class QueryBatch:
     def hop_length(self) -> np.ndarray:
         """Shortest directed path length from ``s`` to ``o`` in ``(K_kn \\ {e_q}) ∪ G_P``, or -1.
 
-        Breadth-first search of every unit at once on (unit, entity) pairs. The query edge
+        ``G_P`` is the unit's instance: the prompt's shared edges and the edges it states for
+        this query (a path hint from ``s``). Breadth-first search of every unit at once on
+        (unit, entity) pairs. The query edge
         itself is dropped from ``K_kn`` (else the metric would restate the query's own SliCK
         category) but kept if the prompt states it. A shortest path never uses ``e_q`` after
         its first step (it would revisit ``s``), so dropping it from the first step suffices.
@@ -266,7 +336,7 @@ class QueryBatch:
             if step == 1:
                 keep = ~((n_k == self.object[u_k]) & (k_rel[at] == self.relation[u_k]))
                 u_k, n_k = u_k[keep], n_k[keep]
-            wanted = self.prompt[unit] * n_v + node
+            wanted = self.instance[unit] * n_v + node
             lo, hi = np.searchsorted(keys, wanted), np.searchsorted(keys, wanted, side="right")
             u = np.r_[u_k, np.repeat(unit, hi - lo)]
             nxt = np.r_[n_k, objects[ragged(lo, hi - lo)]]
@@ -309,28 +379,31 @@ def _share(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
 
 def rel_align(b: QueryBatch) -> np.ndarray:
     """Share of exemplars whose relation is the query relation (0 without exemplars)."""
-    key = b.prompt * b.engine.knowledge.codec.n_relations + b.relation
+    key = b.instance * b.engine.knowledge.codec.n_relations + b.relation
     same = lookup(b.prompts.exemplar_keys, b.prompts.exemplar_counts, key)
     return _share(np.where(b.relation >= 0, same, 0), b.per_prompt(b.prompts.n_exemplars))
 
 
 def prompt_known(b: QueryBatch) -> np.ndarray:
-    """Share of ``G_P`` edges in ``K_kn`` (0 for an empty ``G_P``)."""
-    return _share(b.per_prompt(b.prompts.n_known), b.per_prompt(b.prompts.n_edges))
+    """Share of the labelled edges of ``G_P`` (``G_P ∩ K``) that are in ``K_kn``; an edge
+    without a SliCK record is unlabelled and left out (0 when ``G_P`` has no labelled edge)."""
+    return _share(b.per_prompt(b.prompts.n_known), b.per_prompt(b.prompts.n_recorded))
 
 
 def prompt_p_correct(b: QueryBatch) -> np.ndarray:
-    """Mean graded knownness of ``G_P``'s edges: the share of right SliCK answers of each edge
-    (0 for an edge without a record; 0 for an empty ``G_P``; NaN if an edge's share was not
-    measured, by SliCK's lazy protocol). ``prompt_known`` counts an edge the model answers right
-    once in 170 tries as fully known; this does not."""
-    return _share(b.per_prompt(b.prompts.known_mass), b.per_prompt(b.prompts.n_edges))
+    """Mean graded knownness of the labelled edges of ``G_P``: the share of right SliCK answers
+    of each edge of ``G_P ∩ K`` (0 when there is none; NaN if an edge's share was not measured,
+    by SliCK's lazy protocol). ``prompt_known`` counts an edge the model answers right once in
+    170 tries as fully known; this does not."""
+    return _share(b.per_prompt(b.prompts.known_mass), b.per_prompt(b.prompts.n_recorded))
 
 
-def prompt_recorded(b: QueryBatch) -> np.ndarray:
-    """Share of ``G_P`` edges with a SliCK record (in ``K``): how far ``prompt_known`` can be
-    trusted, since an edge without a record counts as not known."""
-    return _share(b.per_prompt(b.prompts.n_recorded), b.per_prompt(b.prompts.n_edges))
+def prompt_unlabelled(b: QueryBatch) -> np.ndarray:
+    """Share of ``G_P`` edges without a SliCK record (not in ``K``), which ``prompt_known`` and
+    ``prompt_p_correct`` leave out: how much of the prompt they say nothing about (0 for an
+    empty ``G_P``)."""
+    n_edges = b.per_prompt(b.prompts.n_edges)
+    return _share(n_edges - b.per_prompt(b.prompts.n_recorded), n_edges)
 
 
 def ft_overlap_kn(b: QueryBatch) -> np.ndarray:
@@ -354,7 +427,8 @@ def query_neighbourhood_overlap(b: QueryBatch) -> np.ndarray:
 
 
 def hop_support(b: QueryBatch) -> np.ndarray:
-    """1.0 if ``s`` reaches ``o`` within ``h`` hops in ``(K_kn \\ {e_q}) ∪ G_P``, else 0.0."""
+    """1.0 if the query's ``s`` reaches its ``o`` within ``h`` hops in ``(K_kn \\ {e_q}) ∪ G_P``
+    (``G_P`` with the edges the prompt states for this query), else 0.0."""
     return (b.hop_length > 0).astype(float)
 
 
@@ -363,7 +437,7 @@ def hop_length(b: QueryBatch) -> np.ndarray:
     return np.where(b.hop_length > 0, b.hop_length, np.nan)
 
 
-for _f in (rel_align, prompt_known, prompt_p_correct, prompt_recorded, ft_overlap_kn,
+for _f in (rel_align, prompt_known, prompt_p_correct, prompt_unlabelled, ft_overlap_kn,
            ft_overlap_unk, entity_overlap, query_neighbourhood_overlap, hop_support, hop_length):
     METRICS.register(_f.__name__, _f)
 

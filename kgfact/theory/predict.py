@@ -35,7 +35,7 @@ Choices kgfact makes where ``theory.md`` leaves room (each also in the README):
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -46,6 +46,7 @@ from scipy.stats import ConstantInputWarning, spearmanr
 
 from kgfact.config import check_fields
 from kgfact.errors import KgfactError
+from kgfact.gap import EQUIVALENCE_MARGIN, bootstrap_p, finding
 from kgfact.prompts import PROMPT_MODES
 
 FAMILIES = ("all", "relation", "category", "a_quantile")
@@ -53,6 +54,7 @@ STATISTICS = ("spearman_gap", "mae_gap", "spearman_reduction", "mae_reduction", 
 SCOPES = ("few-shot", "cot", "all")
 _UNIT = ["checkpoint", "mode", "strategy", "seed", "prompt", "qid"]
 _CELL = ["qid", "relation", "seed", "prompt"]  # what a bootstrap weight is drawn for
+FACTORS = ("seeds", "exemplar sets", "queries")  # what the crossed bootstrap draws
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,12 @@ class PredictionConfig:
     seed: int = field(default=0, metadata={"min": 0, "help": "Bootstrap seed."})
     equal_tolerance: float = field(default=0.01, metadata={"min": 0,
         "help": "Predicted gaps closer than this count as equal in the controls."})
+    margin: float = field(default=EQUIVALENCE_MARGIN, metadata={"above": 0,
+        "help": "Equivalence margin of a control measured '=' (two one-sided tests): its gap "
+                "difference must lie within ±margin."})
+    effect: float = field(default=1.0, metadata={"above": 0,
+        "help": "Slope of measured on predicted reductions the primary test's power is "
+                "computed for (1: the theory holds at the run's own α)."})
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -121,14 +129,21 @@ def share_at_most(x: np.ndarray, y: np.ndarray) -> float:
     return float((x[ok] <= y[ok]).mean()) if ok.any() else float("nan")
 
 
-def crossed_weights(cells: pd.DataFrame) -> Callable[[np.random.Generator], np.ndarray]:
+def crossed_weights(cells: pd.DataFrame, factors: Sequence[str] = FACTORS
+                    ) -> Callable[[np.random.Generator], np.ndarray]:
     """A draw of crossed bootstrap weights for ``cells`` (columns ``qid``, ``relation``,
     ``seed``, ``prompt``; ``prompt`` -1 where the prompt has no exemplar set).
 
     Each call draws the seeds, and per relation its exemplar sets and its queries, with
     replacement; a cell's weight is the product of the multiplicities of its seed, exemplar set
-    (1 without one) and query.
+    (1 without one) and query. ``factors`` (a subset of :data:`FACTORS`) limits the draw to
+    those: the others keep weight 1, so the replicates measure that factor's share of the
+    variance (the power analysis's variance components).
     """
+    unknown = set(factors) - set(FACTORS)
+    if unknown:
+        raise KgfactError(f"unknown bootstrap factor(s) {', '.join(sorted(unknown))}; "
+                          f"use {', '.join(FACTORS)}")
     q = pd.factorize(cells["qid"])[0]
     s = pd.factorize(cells["seed"])[0]
     has = cells["prompt"].to_numpy() >= 0
@@ -138,32 +153,44 @@ def crossed_weights(cells: pd.DataFrame) -> Callable[[np.random.Generator], np.n
     rp_rel = pd.Series(cells["relation"].to_numpy()).groupby(rp).first()
     rp_has = pd.Series(has).groupby(rp).first()
 
-    def within(rng: np.random.Generator, relation: pd.Series, use: pd.Series) -> np.ndarray:
-        w = np.ones(len(relation))
-        for _, members in relation[use.to_numpy()].groupby(relation[use.to_numpy()]):
-            at = members.index.to_numpy()
+    def strata(relation: pd.Series, use: pd.Series) -> tuple[int, list[np.ndarray]]:
+        """The members of each relation (those ``use`` keeps), drawn within it."""
+        kept = relation[use.to_numpy()]
+        return len(relation), [m.index.to_numpy() for _, m in kept.groupby(kept)]
+
+    def within(rng: np.random.Generator, groups: tuple[int, list[np.ndarray]]) -> np.ndarray:
+        w = np.ones(groups[0])
+        for at in groups[1]:
             w[at] = np.bincount(rng.integers(0, len(at), len(at)), minlength=len(at))
         return w
 
-    every_query = pd.Series(True, index=q_rel.index)
+    set_strata = strata(rp_rel, rp_has)
+    query_strata = strata(q_rel, pd.Series(True, index=q_rel.index))
 
     def draw(rng: np.random.Generator) -> np.ndarray:
-        ws = np.bincount(rng.integers(0, s.max() + 1, s.max() + 1), minlength=s.max() + 1)
-        wrp = within(rng, rp_rel, rp_has)
-        wq = within(rng, q_rel, every_query)
-        return ws[s] * np.where(has, wrp[rp], 1.0) * wq[q]
+        w = np.ones(len(cells))
+        if "seeds" in factors:
+            ws = np.bincount(rng.integers(0, s.max() + 1, s.max() + 1), minlength=s.max() + 1)
+            w = w * ws[s]
+        if "exemplar sets" in factors:
+            w = w * np.where(has, within(rng, set_strata)[rp], 1.0)
+        if "queries" in factors:
+            w = w * within(rng, query_strata)[q]
+        return w
     return draw
 
 
 def bootstrap(estimate: Callable[[np.ndarray], dict[str, np.ndarray]], n_clusters: int,
               n_boot: int, level: float, seed: int,
-              draw: Callable[[np.random.Generator], np.ndarray] | None = None
+              draw: Callable[[np.random.Generator], np.ndarray] | None = None,
+              keep: dict[str, np.ndarray] | None = None
               ) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Point estimates and percentile intervals of a cluster bootstrap.
 
     ``estimate`` maps cluster weights (how often each cluster is drawn; all ones for the point
     estimate) to named arrays. Replicates draw ``n_clusters`` clusters with replacement, or
-    take their weights from ``draw(rng)`` (:func:`crossed_weights`).
+    take their weights from ``draw(rng)`` (:func:`crossed_weights`). ``keep`` receives the
+    replicates of every estimate (``n_boot`` rows each), for p-values and standard errors.
     """
     point = estimate(np.ones(n_clusters))
     reps = {k: np.empty((n_boot, *np.shape(v))) for k, v in point.items()}
@@ -173,6 +200,8 @@ def bootstrap(estimate: Callable[[np.ndarray], dict[str, np.ndarray]], n_cluster
              np.bincount(rng.integers(0, n_clusters, n_clusters), minlength=n_clusters))
         for k, v in estimate(np.asarray(w, dtype=float)).items():
             reps[k][b] = v
+    if keep is not None:
+        keep.update(reps)
     tail = (1 - level) / 2 * 100
     out = {}
     with warnings.catch_warnings():
@@ -269,6 +298,7 @@ class GapStudy:
         self._cell_setup()
         self._ood_setup(distances)
         self._control_setup(controls)
+        self._design_setup(controls)
 
     # -- set-up --------------------------------------------------------------------------------
     def _fit_setup(self, pred: pd.DataFrame, share: dict[str, float]) -> None:
@@ -344,7 +374,7 @@ class GapStudy:
         self.prompted = u[(u["mode"] != "zero-shot") & (u["distribution"] == "id")
                           & u["d0"].notna()].reset_index(drop=True)
         base = ["checkpoint", "mode", "strategy"]
-        self.buckets = []
+        self.buckets, self._bucket_checkpoints = [], {}
         for aug in self.augs:
             for family in FAMILIES:
                 frame = self.prompted[base].copy()
@@ -362,6 +392,8 @@ class GapStudy:
                 keys.insert(0, "family", family)
                 keys.insert(0, "augmentation", aug)
                 self.buckets.append((aug, family, keys, g))
+                self._bucket_checkpoints[(aug, family)] = pd.Index(
+                    self.checkpoints).get_indexer(keys["checkpoint"])
 
     def _quantile_levels(self, aug: str) -> pd.Series:
         """Quantile bin of ``A`` within each mode, labelled by the bin's range of ``A``."""
@@ -402,7 +434,38 @@ class GapStudy:
                 t, b = t[t["q"].isin(common)], b[b["q"].isin(common)]
                 self.controls.append((name, c, ckpt, mode, t, b, len(common)))
 
+    def _design_setup(self, controls: dict[str, Control]) -> None:
+        """The primary test's units: prompted in-distribution units of the strategies the
+        controls compare (the designed interventions), grouped by (checkpoint, mode)."""
+        strategies = sorted({s for c in controls.values() for s in (c.treatment, c.baseline)})
+        design = self.prompted[self.prompted["strategy"].isin(strategies)].reset_index(drop=True)
+        self.design, self.design_strategies = design, strategies
+        self.design_g = pd.factorize(pd.MultiIndex.from_frame(
+            design[["checkpoint", "mode"]]))[0] if len(design) else np.empty(0, dtype=np.int64)
+        # what every bootstrap replicate reads, as arrays (pandas per replicate dominated)
+        self._design_arrays = (
+            design["c"].to_numpy(), pd.Index(self.checkpoints).get_indexer(design["checkpoint"]),
+            design[self.primary].to_numpy(dtype=float) * self.delta_u,
+            (design["d0"] - design["d"]).to_numpy(dtype=float))
+
     # -- estimation ----------------------------------------------------------------------------
+    def primary_slope(self, w: np.ndarray, alpha: dict[str, float]) -> float:
+        """The primary test's statistic for cell weights ``w``: the weighted least-squares slope
+        of each design unit's measured reduction (zero-shot gap minus prompted gap) on its
+        predicted one (``α · Δu · A``), with one intercept per (checkpoint, mode); NaN when
+        the predictions do not vary within any (checkpoint, mode) that has weight."""
+        if self.design.empty:
+            return float("nan")
+        c, ckpt, delta_a, y = self._design_arrays
+        wd = w[c]
+        x = np.array([alpha.get(k, np.nan) for k in self.checkpoints])[ckpt] * delta_a
+        n, g = self.design_g.max() + 1, self.design_g
+        used = wd > 0
+        xt = np.where(used, x - wmean(g, n, x, wd)[g], 0.0)
+        yt = np.where(used, y - wmean(g, n, y, wd)[g], 0.0)
+        sxx = float(np.sum(wd * xt * xt))
+        return float(np.sum(wd * xt * yt) / sxx) if sxx > 1e-12 else float("nan")
+
     def _alpha(self, w: np.ndarray) -> tuple[np.ndarray, dict[str, float]]:
         acc = wmean(self.fit_g, len(self.fit_groups), self.fit_y, w[self.fit_c])
         alpha = {}
@@ -427,7 +490,8 @@ class GapStudy:
             measured = wmean(g, n, p["d"].to_numpy(), wp)
             zero = wmean(g, n, p["d0"].to_numpy(), wp)
             a = wmean(g, n, p[aug].to_numpy(), wp)
-            slope = keys["checkpoint"].map(alpha).to_numpy(dtype=float) * self.delta_u
+            slope = np.array([alpha.get(c, np.nan) for c in self.checkpoints]
+                             )[self._bucket_checkpoints[(aug, family)]] * self.delta_u
             predicted = slope * (1 - a)
             block = np.vstack([measured, zero, a, predicted, slope * a, zero - measured])
             out[f"b.{aug}.{family}"] = block
@@ -438,6 +502,7 @@ class GapStudy:
         out["ood.rho"] = np.array([spearman(self.ood_keys["distance"].to_numpy()[at], gaps[at])
                                    for _, at in self.ood_scopes])
         out["controls"] = self._control_estimates(w, alpha)
+        out["primary"] = np.array([self.primary_slope(w, alpha)])
         return out
 
     def _bucket_statistics(self, keys: pd.DataFrame, block: np.ndarray) -> np.ndarray:
@@ -470,13 +535,15 @@ class GapStudy:
         """``theory_fit``, ``theory_predictions``, ``theory_stats``, ``theory_ood`` and
         ``theory_controls``, with bootstrap intervals."""
         cfg = self.config
+        replicates: dict[str, np.ndarray] = {}
         boot = bootstrap(self.estimate, len(self.cells), cfg.n_boot, cfg.level, cfg.seed,
-                         draw=self._draw)
+                         draw=self._draw, keep=replicates)
         return {"theory_fit": self._fit_table(boot),
                 "theory_predictions": self._prediction_table(boot),
                 "theory_stats": self._stats_table(boot),
                 "theory_ood": self._ood_table(boot),
-                "theory_controls": self._control_table(boot)}
+                "theory_controls": self._control_table(boot, replicates["controls"]),
+                "theory_primary": self._primary_table(boot, replicates["primary"][:, 0])}
 
     def _fit_table(self, boot) -> pd.DataFrame:
         fit = self.fit_groups.copy()
@@ -537,21 +604,74 @@ class GapStudy:
         t["gap"], t["ci_low"], t["ci_high"] = boot["ood.gap"]
         return t
 
-    def _control_table(self, boot) -> pd.DataFrame:
+    def _control_table(self, boot, replicates: np.ndarray) -> pd.DataFrame:
+        """One row per control and (checkpoint, mode). The predicted order decides the claim
+        tested on the gap difference (treatment minus baseline): "<" below 0, ">" above 0, and
+        "=" within ±``margin`` by two one-sided tests (:func:`kgfact.gap.finding`), so an
+        interval that merely contains 0 is inconclusive, never "as predicted"."""
         point, low, high = boot["controls"]
-        rows = []
+        cfg, rows = self.config, []
+        claims = {"<": "below", ">": "above", "=": "equal"}
+        outcomes = {"supported": "as predicted", "contradicted": "contradicted",
+                    "inconclusive": "inconclusive"}
         for i, (name, c, ckpt, mode, _, _, n) in enumerate(self.controls):
             gt, gb, diff, at, ab, pt, pb = point[i]
-            tol = self.config.equal_tolerance
+            tol = cfg.equal_tolerance
             predicted = "<" if pt < pb - tol else ">" if pt > pb + tol else "="
             lo, hi = low[i][2], high[i][2]
             measured = "<" if hi < 0 else ">" if lo > 0 else "="
-            outcome = ("as predicted" if measured == predicted else
-                       "inconclusive" if measured == "=" else "contradicted")
+            verdict = finding(diff, lo, hi, claims[predicted], margin=cfg.margin)
+            p = bootstrap_p(replicates[:, i, 2], claims[predicted], margin=cfg.margin)
             rows.append((name, ckpt, mode, c.treatment, c.baseline, c.metric, c.expected, c.why,
-                         predicted, at, ab, pt, pb, gt, gb, diff, lo, hi, measured, outcome, n))
+                         predicted, at, ab, pt, pb, gt, gb, diff, lo, hi, measured,
+                         outcomes[verdict], p, n))
         return pd.DataFrame(rows, columns=[
             "control", "checkpoint", "mode", "treatment", "baseline", "metric", "expected",
             "why", "predicted", "A_treatment", "A_baseline", "predicted_gap_treatment",
             "predicted_gap_baseline", "gap_treatment", "gap_baseline", "difference", "ci_low",
-            "ci_high", "measured", "outcome", "n_queries"])
+            "ci_high", "measured", "outcome", "p_value", "n_queries"])
+
+    def _primary_table(self, boot, replicates: np.ndarray) -> pd.DataFrame:
+        """The primary test (see :meth:`primary_slope`) with its interval, one-sided p-value
+        (slope above 0), whether the interval covers 1 (the theory's own slope), and its power.
+
+        Power is that of the interval's test (its low end above 0) for a true slope of
+        ``effect``, from the bootstrap standard error with a normal approximation:
+        ``Φ(effect / se − z)``. The variance components are the slope's bootstrap variance
+        when only the seeds, only the exemplar sets or only the queries are drawn; ``queries_for_power``
+        is the factor by which the queries per relation must grow for 80 % power if the
+        query component shrinks with their number and the others stay (inf when the other
+        components alone exceed what 80 % allows: more seeds or exemplar sets are needed).
+        """
+        from scipy.stats import norm
+
+        cfg = self.config
+        (slope,), (low,), (high,) = boot["primary"]
+        finite = replicates[np.isfinite(replicates)]
+        se = float(finite.std(ddof=1)) if len(finite) > 1 else float("nan")
+        z = norm.ppf(1 - (1 - cfg.level) / 2)
+        power = float(norm.cdf(cfg.effect / se - z)) if se > 0 else float("nan")
+        alpha = self._alpha(np.ones(len(self.cells)))[1]
+        components = {}
+        for factor in FACTORS:
+            draw = crossed_weights(self.cells, (factor,))
+            rng = np.random.default_rng(cfg.seed)
+            reps = np.array([self.primary_slope(draw(rng), alpha) for _ in range(cfg.n_boot)])
+            reps = reps[np.isfinite(reps)]
+            components[factor] = float(reps.var(ddof=1)) if len(reps) > 1 else float("nan")
+        target = (cfg.effect / (z + norm.ppf(0.8))) ** 2  # the variance 80 % power allows
+        rest = components["seeds"] + components["exemplar sets"]
+        grow = (components["queries"] / (target - rest) if target > rest else float("inf"))
+        d = self.design
+        return pd.DataFrame([{
+            "augmentation": self.primary, "strategies": ", ".join(self.design_strategies),
+            "slope": slope, "ci_low": low, "ci_high": high,
+            "verdict": finding(slope, low, high, "above"),
+            "p_value": bootstrap_p(replicates, "above"),
+            "covers_one": bool(low <= 1 <= high), "se": se, "effect": cfg.effect,
+            "power": power, "var_seeds": components["seeds"],
+            "var_exemplar_sets": components["exemplar sets"],
+            "var_queries": components["queries"], "queries_for_power": max(grow, 0.0),
+            "dropped": int(len(replicates) - len(finite)), "n_units": len(d),
+            "n_queries": int(d["qid"].nunique()) if len(d) else 0,
+        }])

@@ -31,7 +31,7 @@ def reference_metrics(graph: KnowledgeGraph, known: nx.MultiDiGraph,
     recorded : set of (subject, relation, object)
         ``K``: the edges with a SliCK record.
     prompt : PromptSubgraph
-        ``G_P`` with its flags.
+        ``G_P`` with its flags, as the query sees it (:meth:`PromptSubgraph.of_query`).
     query : (subject, relation, object)
         The query edge ``e_q``.
     e_kn, e_unk : set of (subject, relation, object)
@@ -45,6 +45,7 @@ def reference_metrics(graph: KnowledgeGraph, known: nx.MultiDiGraph,
     gp = prompt.to_networkx()
     exemplar_relations = list(prompt.exemplars["relation"])
     n_edges = gp.number_of_edges()
+    labelled = [(a, k, b) for a, b, k in gp.edges(keys=True) if (a, k, b) in recorded]
     in_known = sum(known.has_edge(a, b, key=k) for a, b, k in gp.edges(keys=True))
     graded = {(a, k, b): p for a, k, b, p in
               prompt.given[["subject", "relation", "object", "p_correct"]].itertuples(
@@ -60,11 +61,10 @@ def reference_metrics(graph: KnowledgeGraph, known: nx.MultiDiGraph,
     return {
         "rel_align": (exemplar_relations.count(r) / len(exemplar_relations)
                       if exemplar_relations else 0.0),
-        "prompt_known": in_known / n_edges if n_edges else 0.0,
-        "prompt_p_correct": (sum(graded[(a, k, b)] for a, b, k in gp.edges(keys=True))
-                             / n_edges if n_edges else 0.0),
-        "prompt_recorded": (sum((a, k, b) in recorded for a, b, k in gp.edges(keys=True))
-                            / n_edges if n_edges else 0.0),
+        "prompt_known": in_known / len(labelled) if labelled else 0.0,
+        "prompt_p_correct": (sum(graded[e] for e in labelled) / len(labelled)
+                             if labelled else 0.0),
+        "prompt_unlabelled": (n_edges - len(labelled)) / n_edges if n_edges else 0.0,
         "ft_overlap_kn": sum((a, k, b) in e_kn for a, b, k in gp.edges(keys=True)),
         "ft_overlap_unk": sum((a, k, b) in e_unk for a, b, k in gp.edges(keys=True)),
         "entity_overlap": len(set(gp.nodes) & d_entities),

@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 import pandas as pd
@@ -120,7 +120,9 @@ def verify_steps(predictions: pd.DataFrame, parser: StepParser,
     steps.insert(len(keys), "step", steps.groupby(level=0).cumcount())
     steps = steps.reset_index(drop=True)
     texts = steps["text"].unique()
-    parsed = pd.DataFrame([parser.parse(t).__dict__ for t in texts], index=texts)
+    # explicit columns: a run whose CoT answers state no step parses nothing
+    parsed = pd.DataFrame([parser.parse(t).__dict__ for t in texts], index=texts,
+                          columns=[f.name for f in fields(Step)])
     steps = pd.concat([steps, parsed.loc[steps["text"]].reset_index(drop=True)], axis=1)
     codec = parser.knowledge.codec
     codes = codec.encode(codec.entity(steps["subject"].fillna("")),

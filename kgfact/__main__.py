@@ -1,0 +1,7 @@
+"""``python -m kgfact``: the ``kgfact`` command."""
+
+import sys
+
+from kgfact.cli import main
+
+sys.exit(main())
