@@ -167,9 +167,19 @@ def build(run: RunDir | str | Path, config: BuildConfig, *, force: bool = False,
             fetch = FetchConfig(relations=config.qa.relations, page_size=config.page_size,
                                 max_triples_per_relation=config.max_triples_per_relation,
                                 expand_hops=config.expand_hops)
-            result = GraphFetcher(SparqlClient(endpoint), fetch, checkpoints, progress).run()
-            triples, entities, source_report = result.triples, result.entities, result.report
-            qa, qa_report = build_qa(triples, entities, config.qa)
+            try:
+                result = GraphFetcher(SparqlClient(endpoint), fetch, checkpoints, progress).run()
+                triples, entities, source_report = result.triples, result.entities, result.report
+                qa, qa_report = build_qa(triples, entities, config.qa)
+            except KgfactError as exc:
+                if (source["store"] is None or given.split is not None
+                        or given.qa.in_distribution is not None):
+                    raise
+                # the relations came from the default (slick) split of an endpoint: on a kgfact
+                # store, the GeoNames relations its offline data has are likelier meant
+                raise KgfactError(f"{exc}; {url} is a kgfact store, whose offline data hold "
+                                  "the GeoNames relations: add --split geonames (or name "
+                                  "--relations)") from None
             source_report = {"source": source,
                              "fetch": source_report, "qa": qa_report}
         two_hop, two_hop_report = build_two_hop(triples, entities, config.qa)

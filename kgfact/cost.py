@@ -28,10 +28,12 @@ from kgfact.rundir import atomic_write_text
 
 RATES = "rates.json"
 UNITS = {"slick": "generations", "evaluate": "generations", "finetune": "training examples"}
-# used when this machine has no record: the kgfact engine's 40.7 gen/s for Gemma 3 270M on two
-# shared CPU cores (docs/slick.md, measured throughput), and a guess, not a measurement, for
-# LoRA training with its per-epoch checks
-DEFAULT_RATES = {"slick": 40.0, "evaluate": 40.0, "finetune": 2.0}
+# used when this machine has no record: Gemma 3 270M in fp32 on two cores of an AVX2 CPU
+# without AMX, measured by the benchmarks: SliCK's full protocol 56 gen/s
+# (benchmarks/slick_lazy.py; samples share decoding, so they are cheap), evaluation 1.5 gen/s
+# (benchmarks/evaluate_throughput.py, one engine: prompts of their own, long CoT answers) and
+# LoRA 4 examples/s (benchmarks/lora_throughput.py, one adapter; per-epoch checks not included)
+DEFAULT_RATES = {"slick": 56.0, "evaluate": 1.5, "finetune": 4.0}
 
 
 def rates_path() -> Path:

@@ -155,6 +155,9 @@ def subgraph_metrics(run: RunDir) -> pd.DataFrame:
 def cot_step_counts(run: RunDir) -> pd.DataFrame:
     """Chain-of-thought steps per model and verification status."""
     steps = _run(run).read_table("cot_steps")
+    if steps.empty:  # else a figure of nothing: say why in the section instead
+        raise KgfactError("no chain-of-thought step to verify: the run evaluated no CoT prompt, "
+                          "or no CoT answer stated a step")
     return steps.groupby(["model", "status"]).size().unstack(fill_value=0).reset_index()
 
 

@@ -69,6 +69,16 @@ def kill_midway(argv: list[str], until) -> None:
     proc.wait()
 
 
+def test_the_default_split_on_a_kgfact_store_suggests_geonames(mini_store, tmp_path, capsys):
+    # no relations named: the slick split's, most of which the store lacks
+    assert main(["build", "--endpoint", mini_store.query_url, "--run", str(tmp_path / "r"),
+                 "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("kgfact: error: the graph has no triples for ") and "\n" not in err
+    assert err.endswith(f"; {mini_store.query_url} is a kgfact store, whose offline data hold "
+                        "the GeoNames relations: add --split geonames (or name --relations)")
+
+
 def test_a_build_resumed_on_another_endpoint_starts_afresh(mini_store, miniworld_nt, tmp_path):
     """Checkpoints of one source are never mixed into a build from another."""
     from kgfact.data.store import OxigraphStore, StoreConfig

@@ -97,7 +97,7 @@ def test_smoke_on_a_fresh_run_is_estimated_from_the_config(tmp_path, home):
     # no rate recorded here: the documented defaults, said to be defaults
     assert {w.stage: w.rate for w in works if w.rate} == {
         s: Rate(DEFAULT_RATES[s], "default") for s in ("slick", "finetune", "evaluate")}
-    assert [w.seconds for w in works if w.rate] == [1200 / 40, 32 / 2, 270 / 40]
+    assert [w.seconds for w in works if w.rate] == [1200 / 56, 32 / 4, 270 / 1.5]
     assert not run.exists()
 
 
@@ -128,7 +128,7 @@ def test_a_stage_command_counts_with_its_flags(smoke_built, home, capsys):
     # (40 + 10) x 2 relations x 2 prompts x (1 + 3 samples), the full protocol: exactly
     assert ("slick  to do  100 questions × 2 prompts × (1 + 3 samples), full  800 generations"
             in out)
-    assert out.splitlines()[-1] == ("total: 20 s of generation and training on this machine (0 "
+    assert out.splitlines()[-1] == ("total: 15 s of generation and training on this machine (0 "
                                     "of 1 steps already complete; model loading and the steps "
                                     "without a rate are not in it)")
     assert not run.has_table("slick")
@@ -172,7 +172,7 @@ def test_record_rate_replaces_its_key_and_keeps_the_others(home, capsys):
             for r in records] == [("evaluate", "vllm", 90, 3.0, 30.0, "generations"),
                                   ("slick", "kgfact", 200, 4.0, 50.0, "generations")]
     assert rate_for("slick", machine(model)).per_second == 50.0
-    assert rate_for("evaluate", machine(model)) == Rate(40.0, "default")  # vllm's is not ours
+    assert rate_for("evaluate", machine(model)) == Rate(1.5, "default")  # vllm's is not ours
     assert rate_for("theory", machine(model)) is None
 
 
@@ -207,9 +207,9 @@ def test_kgfact_run_dry_run_loads_no_model_and_writes_nothing(tmp_path):
     assert lines[1].split() == ["stage", "state", "work", "units", "rate", "time"]
     assert [line.split()[0] for line in lines[2:9]] == [
         "build", "slick", "ftsets", "finetune", "evaluate", "theory", "report"]
-    assert lines[9] == ("total: ≤ 53 s of generation and training on this machine (0 of 7 "
+    assert lines[9] == ("total: ≤ 3.5 min of generation and training on this machine (0 of 7 "
                         "steps already complete; model loading and the steps without a rate are "
                         "not in it)")
-    # 30 + 16 + 6.75 s at the default rates
+    # 21.4 + 8 + 180 s at the default rates
     assert lines[10].startswith("* estimated from the config")
     assert not run.exists() and not home.exists()  # no model converted, no run, no cache

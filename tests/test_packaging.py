@@ -8,6 +8,7 @@ import email
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import sysconfig
@@ -19,6 +20,7 @@ import pytest
 
 import kgfact
 from kgfact.cli import main
+from kgfact.findings import CLAIMS
 from kgfact.pipeline import load_config
 from kgfact.rundir import _git_hash
 
@@ -157,9 +159,9 @@ def test_the_wheel_installed_in_a_fresh_virtualenv(tmp_path):
            "PATH": f"{venv / 'bin'}{os.pathsep}{os.environ['PATH']}",
            "KGFACT_HOME": str(tmp_path / "home")}
 
-    def run(*argv: str | Path, cwd: Path = work) -> str:
+    def run(*argv: str | Path, cwd: Path = work, timeout: float = 300) -> str:
         done = subprocess.run([str(a) for a in argv], cwd=cwd, env=env, capture_output=True,
-                              text=True, timeout=300)
+                              text=True, timeout=timeout)
         assert done.returncode == 0, done.stderr
         return done.stdout
 
@@ -185,3 +187,30 @@ def test_the_wheel_installed_in_a_fresh_virtualenv(tmp_path):
               "print(json.dumps([entry['git'], entry['versions']['kgfact']]))")
     assert json.loads(run(python, "-c", record, cwd=project)) == [None, kgfact.__version__]
     assert git(project, "rev-parse", "HEAD") == commit  # the repository was there all along
+
+    # the smoke preset by name: its dry run, then the preset itself made tiny by --set (one
+    # prompt and sample on 24 train questions per relation, one epoch, two queries per
+    # relation), on its own store, read back through the Python API
+    dry = run("kgfact", "run", "smoke", "--dry-run")
+    assert "kgfact run --dry-run: runs/smoke" in dry and "\ntotal: " in dry
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    store = ["--store-location", tmp_path / "store", "--store-port", str(port)]
+    tiny = ["--set", "slick.n_prompts=1", "--set", "slick.sampling.n_samples=1",
+            "--set", 'slick.splits=["train"]', "--set", "slick.max_questions_per_relation=24",
+            "--set", "finetune.max_epochs=1", "--set", "evaluate.max_questions_per_relation=2",
+            "--set", 'evaluate.modes=["zero-shot", "few-shot"]',
+            "--set", "theory.prediction.n_boot=20", "--set", "evaluate.bootstrap=20"]
+    env["KGFACT_MODELS"] = os.environ["KGFACT_MODELS"]  # the converted Gemma, not again
+    try:
+        run("kgfact", "run", "smoke", "--run", "tiny", "--quiet", *store, *tiny, timeout=1200)
+    finally:
+        subprocess.run(["kgfact", "store", "stop", "--location", str(tmp_path / "store")],
+                       cwd=work, env=env, capture_output=True, timeout=120)
+    read = ("import json, kgfact\nrun = kgfact.open_run('tiny')\n"
+            "print(json.dumps([run.status(), list(run.findings()['claim']), "
+            "'predictions' in run.tables()]))")
+    status, claims, has_predictions = json.loads(run(python, "-c", read))
+    assert set(status.values()) == {"complete"} and has_predictions
+    assert claims == [c.name for c in CLAIMS]

@@ -86,6 +86,20 @@ def test_a_partial_run_reports_what_is_missing(tmp_path):
     assert "*Not available:" in md and "dynamics.parquet does not exist" in md
 
 
+def test_a_run_without_cot_steps_says_so_instead_of_a_figure(tmp_path):
+    from tests.ftworld import make_run
+
+    run = make_run(tmp_path / "run")
+    slick = run.read_table("slick")
+    run.write_table("slick", slick.assign(p_correct_greedy=(slick["category"] != "Unknown") * 1.0,
+                                          p_correct_sample=0.5))
+    run.write_table("cot_steps", pd.DataFrame({"model": pd.Series([], dtype=str),
+                                               "status": pd.Series([], dtype=str)}))
+    write_report(run)
+    assert ("*Not available: no chain-of-thought step to verify: the run evaluated no CoT "
+            "prompt, or no CoT answer stated a step*") in (run.path / "report.md").read_text()
+
+
 @pytest.mark.slow
 def test_report_renders_in_headless_chromium(report, tmp_path):
     """The documented screenshot script, in Chromium."""

@@ -472,3 +472,16 @@ def test_build_ends_at_its_deadlines(tmp_path, capsys):
             assert all(r.startswith(f"kgfact: {url} no answer within the ") for r in retries)
             assert line.startswith(f"kgfact: error: {url} gave up") and deadline in line
             assert "last error: no answer within the " in line
+
+
+def test_a_client_of_wikidata_without_a_contact_says_how_to_set_one(capsys):
+    SparqlClient(EndpointConfig(url="https://query.wikidata.org/sparql"))  # sends nothing yet
+    err = capsys.readouterr().err
+    assert err == ("kgfact: Wikidata's User-Agent policy asks for a contact: set yours with "
+                   "--user-agent 'my-study/1.0 (you@example.org)' (build.user_agent in a "
+                   "config)\n")
+    assert "github.com" not in USER_AGENT  # no address that may not exist
+    SparqlClient(EndpointConfig(url="https://query.wikidata.org/sparql",
+                                user_agent="my-study/1.0 (me@example.org)"))
+    SparqlClient(EndpointConfig(url="http://127.0.0.1:1/query"))
+    assert capsys.readouterr().err == ""

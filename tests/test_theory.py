@@ -455,6 +455,19 @@ def test_step_parser(knowledge):
     assert parser.parse("France is a lovely country.").status == "unparsed"
 
 
+def test_a_step_stated_for_one_query_is_in_that_querys_prompt_only(knowledge):
+    edges = pd.DataFrame([("pH", "cot", *QA["q9"], "q8")],
+                         columns=["prompt_id", "source", "subject", "relation", "object", "qid"])
+    preds = pd.DataFrame({"model": ["m"] * 2, "set": ["ft-known"] * 2,
+                          "checkpoint": ["convergence"] * 2, "prompt_id": ["pH"] * 2,
+                          "qid": ["q8", "q5"],
+                          "cot_steps": [["Germany is on the continent of Europe."]] * 2})
+    out = verify_steps(preds, StepParser(knowledge, entities()),
+                       flag_edges(edges, knowledge, None))
+    assert out[["qid", "status", "in_prompt"]].values.tolist() == [["q8", "edge", True],
+                                                                   ["q5", "edge", False]]
+
+
 def test_verify_steps_without_any_step(knowledge):
     preds = pd.DataFrame({"model": ["m"], "set": ["ft-known"], "checkpoint": ["convergence"],
                           "prompt_id": ["pC"], "qid": ["q8"], "cot_steps": [[]]})

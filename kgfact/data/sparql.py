@@ -56,8 +56,9 @@ from kgfact.paths import kgfact_home
 from kgfact.rundir import atomic_write_text
 from kgfact.wikidata import check_qid, property_iri, sparql_string
 
-USER_AGENT = (f"kgfact/{kgfact.__version__} (research toolkit for knowledge-graph QA; "
-              "https://github.com/kgfact/kgfact)")
+# no contact of its own: Wikidata's User-Agent policy asks each user for theirs (build.user_agent)
+USER_AGENT = (f"kgfact/{kgfact.__version__} (research toolkit for knowledge-graph QA; no "
+              "contact set)")
 WIKIDATA_ENDPOINT = "https://query.wikidata.org/sparql"
 ACCEPT = "application/sparql-results+json, application/json;q=0.9"
 
@@ -389,6 +390,11 @@ class SparqlClient:
                  progress: Callable[[str], None] = _say) -> None:
         self.config = EndpointConfig(config) if isinstance(config, str) else config
         self._url = urlsplit(self.config.url)
+        if (self._url.hostname or "").endswith("wikidata.org") \
+                and self.config.user_agent == USER_AGENT:
+            print("kgfact: Wikidata's User-Agent policy asks for a contact: set yours with "
+                  "--user-agent 'my-study/1.0 (you@example.org)' (build.user_agent in a "
+                  "config)", file=sys.stderr)
         self.stats = ClientStats()
         self._sleep, self._progress = sleep, progress
         self._started = time.monotonic()  # the total deadline counts from here

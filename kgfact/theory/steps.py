@@ -103,7 +103,8 @@ def verify_steps(predictions: pd.DataFrame, parser: StepParser,
     parser : StepParser
         Reads steps into edges.
     prompt_edges : pandas.DataFrame
-        Flagged prompt edges (``prompt_id``, ``code``), to tell steps copied from the prompt.
+        Flagged prompt edges (``prompt_id``, ``code``, optionally ``qid`` for an edge stated only
+        in that query's prompt), to tell steps copied from the prompt.
 
     Returns
     -------
@@ -128,9 +129,15 @@ def verify_steps(predictions: pd.DataFrame, parser: StepParser,
     codes = codec.encode(codec.entity(steps["subject"].fillna("")),
                          codec.relation(steps["relation"].fillna("")),
                          codec.entity(steps["object"].fillna("")))
-    stated = set(zip(prompt_edges["prompt_id"], prompt_edges["code"]))
+    # an edge with a qid is stated only in that query's prompt (a path hint), others in all
+    edges = prompt_edges if "qid" in prompt_edges else prompt_edges.assign(qid=None)
+    own = edges["qid"].notna()
+    stated = set(zip(edges.loc[~own, "prompt_id"], edges.loc[~own, "code"]))
+    stated_for = set(zip(edges.loc[own, "prompt_id"], edges.loc[own, "qid"],
+                         edges.loc[own, "code"]))
     steps["in_graph"] = steps["status"].to_numpy() == "edge"
     steps["in_known"] = parser.knowledge.known.contains(codes)
-    steps["in_prompt"] = [(p, c) in stated for p, c in zip(steps["prompt_id"], codes)]
+    steps["in_prompt"] = [(p, c) in stated or (p, q, c) in stated_for
+                          for p, q, c in zip(steps["prompt_id"], steps["qid"], codes)]
     steps["hallucinated"] = ~steps["in_graph"]
     return steps
