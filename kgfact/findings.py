@@ -512,12 +512,12 @@ def findings(run: RunDir | str, n_boot: int | None = None, seed: int = 0) -> pd.
                      np.nan, verdict, dropped, *share, role))  # p_holm, holm_verdict: below
     table = pd.DataFrame(rows, columns=COLUMNS).astype({"margin": float, "p_value": float,
                                                         "dropped": float})
-    family = (table["registered"] != "exploratory") if (table["registered"]
-                                                         != "exploratory").any() else None
+    # Holm's family: the registered claims, or every claim when none is registered
+    registered = table["registered"] != "exploratory"
+    family = registered if registered.any() else pd.Series(True, index=table.index)
     p_holm, kept = holm(table["p_value"].tolist(),
-                        [v if family is None or family[i] else "not measured"
-                         for i, v in enumerate(table["verdict"])], 1 - registration.level)
+                        table["verdict"].where(family, "not measured").tolist(),
+                        1 - registration.level)
     table["p_holm"] = p_holm
-    table["holm_verdict"] = [k if family is None or family[i] else v
-                             for i, (k, v) in enumerate(zip(kept, table["verdict"]))]
+    table["holm_verdict"] = np.where(family, kept, table["verdict"])
     return table
