@@ -102,10 +102,7 @@ class Run:
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
-        self._dir = RunDir(path)
-        if not self._dir.manifest_path.exists():
-            raise KgfactError(f"{self._dir.path} is not a kgfact run (no manifest.json): make "
-                              f"one with 'kgfact run CONFIG --run {self._dir.path}'")
+        self._dir = RunDir(path).require_manifest()
         self._dir.manifest()  # a damaged manifest is the error now, not at the first read
 
     def __repr__(self) -> str:

@@ -136,8 +136,7 @@ def build(run: RunDir | str | Path, config: BuildConfig, *, force: bool = False,
     """
     run = RunDir.of(run)
     given, config = config, resolved(config)
-    manifest = run.manifest()
-    previous = manifest.get("stages", {}).get(STAGE, {})
+    previous = run.stage_entry(STAGE)
     same = previous.get("config") == config_json(given)
     if previous.get("status") == "complete" and not force:
         if not same:

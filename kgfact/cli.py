@@ -10,13 +10,11 @@ import argparse
 import json
 import re
 import sys
-import types
-from collections.abc import Callable
-from contextlib import suppress
-from dataclasses import MISSING, fields, is_dataclass
+from contextlib import nullcontext, suppress
 from pathlib import Path
-from typing import Any, Literal, NoReturn, Union, get_args, get_origin, get_type_hints
+from typing import NoReturn
 
+from kgfact.config import SEP, add_config_flags, config_from_args
 from kgfact.errors import KgfactError
 
 DEFAULT_RUNS = Path("runs")
@@ -85,124 +83,28 @@ def cmd_store(args: argparse.Namespace) -> int:
 
 
 # -- flags generated from the config dataclasses -------------------------------------------------
-# Older short names of flags, kept beside the generated ones (--<dotted-field-path>).
-ALIASES: dict[str, dict[str, tuple[str, ...]]] = {
-    "build": {"qa.in_distribution": ("--relations",), "qa.out_of_distribution": ("--ood",),
-              "qa.max_questions_per_relation": ("--max-questions",), "qa.seed": ("--seed",),
-              "qa.leakage_filter": ("--leakage-filter",),
-              "max_triples_per_relation": ("--max-triples",)},
-    "slick": {"n_prompts": ("--prompts",), "max_questions_per_relation": ("--max-questions",),
-              "sampling.n_samples": ("--samples",), "sampling.temperature": ("--temperature",),
-              "sampling.top_k": ("--top-k",), "sampling.max_new_tokens": ("--max-new-tokens",)},
-    "ftsets": {"unknown_shares": ("--shares",)},
-    "finetune": {"max_epochs": ("--epochs",), "learning_rate": ("--lr",),
-                 "learning_rate_grid": ("--lr-grid",),
-                 "lora.target_modules": ("--target-modules",)},
-    "evaluate": {"n_prompts": ("--prompts",),
-                 "max_questions_per_relation": ("--max-questions",)},
-    "theory": {"prediction.known_set": ("--known-set",),
-               "prediction.unknown_set": ("--unknown-set",),
-               "prediction.fit_sets": ("--fit-sets",), "prediction.quantiles": ("--quantiles",),
-               "prediction.min_bucket": ("--min-bucket",), "prediction.n_boot": ("--n-boot",),
-               "prediction.seed": ("--seed",),
-               "metrics.neighbourhood_hops": ("--neighbourhood-hops",),
-               "metrics.path_hops": ("--path-hops",)},
-    "model": {"name": ("--model",), "device": ("--device",), "dtype": ("--dtype",)},
-    "backend": {"name": ("--backend",), "max_batch": ("--batch",), "chunk_size": ("--chunk",),
-                "address": ("--address",), "workers": ("--workers",)},
+# short names of the model's and the backend's flags, beside the generated ones, in every command
+# that takes them (a stage's own are its entry's, kgfact.stages)
+SHARED_ALIASES = {
+    "model": {"name": "--model", "device": "--device", "dtype": "--dtype"},
+    "backend": {"name": "--backend", "max_batch": "--batch", "chunk_size": "--chunk",
+                "address": "--address", "workers": "--workers"},
 }
-_SEP = ":"  # argparse dest of a config flag: "<section>:<dotted.field.path>"
-# a tuple of strings as a field's help writes it, ('q_proj', 'v_proj'), and its items
-_TUPLE = re.compile(r"\('[^']*'(?:, '[^']*')+\)")
-_ITEM = re.compile(r"'([^']*)'")
-
-
-def _value_type(tp: Any) -> tuple[Callable[[str], Any] | None, dict]:
-    """How a flag's text becomes the value the TOML reader (:func:`from_dict`) accepts."""
-    origin, args = get_origin(tp), get_args(tp)
-    if origin in (Union, types.UnionType):
-        options = [a for a in args if a is not type(None)]
-        if len(options) == 1:
-            return _value_type(options[0])
-        if str in options and any(get_origin(o) is tuple for o in options):
-            return (lambda text: [x.strip() for x in text.split(",") if x.strip()]
-                    if "," in text else text), {}  # "all-linear" or "q_proj,v_proj"
-    if tp is bool:
-        return None, {"action": argparse.BooleanOptionalAction}
-    if origin is Literal:
-        return str, {"choices": list(args)}
-    if origin is tuple:
-        item, _ = _value_type(args[0])
-        return (lambda text: [item(x.strip()) for x in text.split(",") if x.strip()]), {
-            "metavar": "A,B,..."}
-    return tp, {}
-
-
-def _flag(path: str) -> str:
-    return "--" + path.replace(".", "-").replace("_", "-")
-
-
-def add_config_flags(p: argparse.ArgumentParser, cls: type, section: str, prefix: str = "",
-                     flag_prefix: str = "") -> None:
-    """A flag per field of dataclass ``cls`` (nested dataclasses flattened with their path),
-    its help and default from the field; only the flags given are set (their dest is
-    ``section:path``), so defaults live in the dataclass alone."""
-    hints = get_type_hints(cls)
-    for f in fields(cls):
-        path, tp = f"{prefix}{f.name}", hints[f.name]
-        inner = [a for a in get_args(tp) if a is not type(None)] or [tp]
-        if is_dataclass(inner[0]):
-            add_config_flags(p, inner[0], section, f"{path}.", flag_prefix)
-            continue
-        convert, extra = _value_type(tp)
-        default = (f.default if f.default is not MISSING else
-                   f.default_factory() if f.default_factory is not MISSING else None)
-        shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
-        names = [_flag(flag_prefix + path), *ALIASES.get(section, {}).get(path, ())]
-        kw = {"type": convert, "metavar": extra.pop("metavar", f.name.upper())} if convert \
-            else {}
-        if "choices" in extra:
-            kw.pop("metavar")
-        # a tuple in the field's help, written for Python, shown as the flag takes it: a,b
-        text = _TUPLE.sub(lambda m: ",".join(_ITEM.findall(m[0])), f.metadata.get("help", ""))
-        p.add_argument(*dict.fromkeys(names), dest=f"{section}{_SEP}{path}",
-                       default=argparse.SUPPRESS, help=f"{text} "
-                       f"(default: {shown})".replace("%", "%%"), **kw, **extra)
-
-
-def config_from_args(cls: type, args: argparse.Namespace, section: str) -> Any:
-    """Dataclass ``cls`` from the flags of ``section`` given on the command line, checked by
-    the same reader as a TOML config's ``[section]``."""
-    from kgfact.pipeline import from_dict
-
-    data: dict = {}
-    for dest, value in vars(args).items():
-        head, _, path = dest.partition(_SEP)
-        if head != section or not path:
-            continue
-        *parents, leaf = path.split(".")
-        node = data
-        for key in parents:
-            node = node.setdefault(key, {})
-        node[leaf] = value
-    return from_dict(cls, data, where=section)
 
 
 def _existing_run(path: str):
     from kgfact.rundir import RunDir
 
-    run = RunDir(path)
-    if not run.manifest_path.exists():
-        raise KgfactError(f"{path} is not a kgfact run (no manifest.json): "
-                          "build it first with 'kgfact build --run RUN'")
-    return run
+    return RunDir(path).require_manifest()
 
 
 def cmd_stage(args: argparse.Namespace) -> int:
     """Run one stage (:mod:`kgfact.stages`) with the flags given and print its summary."""
-    from kgfact.sampling import BackendConfig
+    from kgfact.data.store import StoreConfig, configured
     from kgfact.models import ModelConfig
+    from kgfact.registry import load_target
     from kgfact.rundir import RunDir
+    from kgfact.sampling import BackendConfig
     from kgfact.stages import STAGES, StageCall
 
     stage = STAGES.get(args.command)
@@ -212,31 +114,30 @@ def cmd_stage(args: argparse.Namespace) -> int:
         backend=config_from_args(BackendConfig, args, "backend") if stage.uses_backend
         else None, progress=not getattr(args, "quiet", False),
         force=getattr(args, "force", False))
+    store = config_from_args(StoreConfig, args, "store") if stage.uses_store else None
+    keywords = {a.keyword: getattr(args, a.keyword) for a in stage.arguments
+                if hasattr(args, a.keyword)}  # the flags given: the runner's defaults otherwise
+    if stage.run_name:  # the stage that makes the run: --run, default named from the config
+        run = RunDir(args.run or DEFAULT_RUNS / load_target(stage.run_name[0])(config))
+    else:
+        run = _existing_run(args.run)
     if args.dry_run:  # the work and its time here; nothing is loaded, trained or written
-        from kgfact.build import source_name
         from kgfact.dryrun import plan_stage, show
 
-        run = (RunDir(args.run or DEFAULT_RUNS / source_name(config)) if stage.name == "build"
-               else _existing_run(args.run))
         print(show(f"kgfact {stage.name}", run, plan_stage(run, stage.name, config, call.model,
                                                            call.backend, call.force),
                    call.model, call.backend))
         return 0
-    if stage.name == "build":
-        from kgfact.build import source_name
-        from kgfact.data.store import StoreConfig, configured
-
-        run = RunDir(args.run or DEFAULT_RUNS / source_name(config)).create()
-        with configured(config_from_args(StoreConfig, args, "store")):
-            result = stage.run(run, config, wait=args.wait, cache=not args.no_cache,
-                               **call.options(stage))
-    else:
-        run = _existing_run(args.run)
-        result = stage.run(run, config, wait=args.wait, **call.options(stage))
-    SUMMARIES.get(stage.name, lambda *a: None)(run, result)
+    if stage.run_name:
+        run.create()
+    with configured(store) if store else nullcontext():
+        result = stage.run(run, config, wait=args.wait, **keywords, **call.options(stage))
+    if stage.summary:
+        load_target(stage.summary)(run, result)
     return 0
 
 
+# -- what each stage's command prints when it is done: its entry's summary (kgfact.stages) ------
 def _tables_of(run, stage: str) -> str:
     """The tables ``stage`` wrote to ``run`` (by the stage registry)."""
     from kgfact.stages import STAGES
@@ -245,7 +146,7 @@ def _tables_of(run, stage: str) -> str:
     return ", ".join(t for t in entry.writes + entry.optional if run.has_table(t))
 
 
-def _built(run, report: dict) -> None:
+def show_build(run, report: dict) -> None:
     questions = report.get("questions", {})
     total = sum(sum(s.values()) for s in questions.values())
     verb = "already built" if report.get("skipped") else "built"
@@ -253,15 +154,19 @@ def _built(run, report: dict) -> None:
           f"(tables: {_tables_of(run, 'build')}; report: kgfact info {run.path})")
 
 
-def _categorised(run, table) -> None:
-    from kgfact.slick import CATEGORIES
+def show_ftsets(run, table) -> None:
+    print(table.to_string(index=False))
+
+
+def show_slick(run, table) -> None:
+    from kgfact.contract import CATEGORIES
 
     mix = table["category"].value_counts().reindex(list(CATEGORIES), fill_value=0)
     print(f"SliCK: {len(table)} questions in {run.path}/slick.parquet: "
           + ", ".join(f"{c} {n}" for c, n in mix.items()))
 
 
-def _trained(run, dynamics) -> None:
+def show_finetune(run, dynamics) -> None:
     for (name, seed), d in dynamics.groupby(["set", "seed"], sort=False):
         es = d[d["early_stop"]].iloc[0]
         last = d.iloc[-1]
@@ -271,7 +176,7 @@ def _trained(run, dynamics) -> None:
               f"seed-{seed}/")
 
 
-def _evaluated(run, accuracy) -> None:
+def show_evaluate(run, accuracy) -> None:
     summary = accuracy[(accuracy["relation"] == "all") & (accuracy["category"] == "all")]
     print(summary.pivot_table(index=["model"], columns=["distribution", "mode", "strategy"],
                               values="accuracy").round(3).to_string())
@@ -285,7 +190,7 @@ def _evaluated(run, accuracy) -> None:
     print(f"tables in {run.path}: {_tables_of(run, 'evaluate')}")
 
 
-def _theorised(run, tables) -> None:
+def show_theory(run, tables) -> None:
     config = run.manifest()["stages"]["theory"]["config"]
     stats = tables["theory_stats"]
     headline = stats[(stats["augmentation"] == config["augmentation"])
@@ -297,21 +202,30 @@ def _theorised(run, tables) -> None:
         value = (f"{row.value:+.3f} [{row.ci_low:+.3f}, {row.ci_high:+.3f}]"
                  if row.value == row.value else row.note)  # NaN: say why
         print(f"  {row.statistic:20} {value} ({row.n_buckets} buckets)")
+    if "theory_heldout" in tables:  # prediction 1: the pooled held-out sets at CONVERGENCE
+        held = tables["theory_heldout"]
+        pooled = held[(held["checkpoint"] == "convergence") & (held["set"] == "pooled")]
+        if pooled.empty:
+            result = "not measured: no CONVERGENCE row"
+        elif (r := pooled.iloc[0])["outcome"] == "not measured":
+            result = f"not measured: {r['note']}"
+        else:
+            sets = ", ".join(held.loc[(held["checkpoint"] == "convergence")
+                                      & (held["set"] != "pooled"), "set"])
+            result = (f"{r['difference']:+.3f} [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}] over "
+                      f"{sets}: {r['outcome']} (within ±{r['margin']:g})")
+        print(f"prediction 1, zero-shot ID accuracy minus c + α·u(D) on the sets held out of "
+              f"the fit at CONVERGENCE: {result}")
     print(f"tables in {run.path}: {', '.join(tables)}")
 
 
-def _reported(run, paths) -> None:
+def show_report(run, paths) -> None:
     if run.has_table("findings"):
         table = run.read_table("findings")
         print(table[["claim", "estimate", "ci_low", "ci_high", "verdict"]].to_string(
             index=False, float_format=lambda v: f"{v:+.3f}"))
     print("wrote " + ", ".join(str(p) for p in paths))
 
-
-SUMMARIES = {"build": _built, "slick": _categorised,
-             "ftsets": lambda run, table: print(table.to_string(index=False)),
-             "finetune": _trained, "evaluate": _evaluated, "theory": _theorised,
-             "report": _reported}
 
 def cmd_run(args: argparse.Namespace) -> int:
     """``kgfact run``: :func:`kgfact.api.run` with the ``--set`` overrides, then the
@@ -320,8 +234,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from kgfact.pipeline import parse_override
 
     overrides = dict(map(parse_override, args.overrides))
-    overrides.update({f"store.{dest.partition(_SEP)[2]}": value
-                      for dest, value in vars(args).items() if dest.startswith(f"store{_SEP}")})
+    overrides.update({f"store.{dest.partition(SEP)[2]}": value
+                      for dest, value in vars(args).items() if dest.startswith(f"store{SEP}")})
     if args.dry_run:  # the work and its time here; nothing is loaded, trained or written
         from kgfact.dryrun import dry_run
 
@@ -427,22 +341,27 @@ def parser() -> argparse.ArgumentParser:
     for name in STAGES:
         stage = STAGES.get(name)
         c = sub.add_parser(name, help=stage.help)
-        if name == "build":
-            c.add_argument("--run", help="run directory (default runs/<source>)")
-            c.add_argument("--no-cache", action="store_true",
-                           help="do not read or write the SPARQL response cache")
-            add_config_flags(c, StoreConfig, "store", flag_prefix="store.")
+        if stage.run_name:
+            c.add_argument("--run", help=f"run directory (default {DEFAULT_RUNS}/"
+                                         f"<{stage.run_name[1]}>)")
         else:
             c.add_argument("run", help="run directory (made by 'kgfact build')")
+        for argument in stage.arguments:
+            c.add_argument(argument.flag, dest=argument.keyword, action="store_const",
+                           const=argument.value, default=argparse.SUPPRESS, help=argument.help)
+        if stage.uses_store:
+            add_config_flags(c, StoreConfig, "store", flag_prefix="store.")
         if stage.config:
-            add_config_flags(c, stage.config_class(), name)
+            add_config_flags(c, stage.config_class(), name, aliases=stage.aliases)
         if stage.uses_model:
-            add_config_flags(c, ModelConfig, "model", flag_prefix="model.")
+            add_config_flags(c, ModelConfig, "model", flag_prefix="model.",
+                             aliases=SHARED_ALIASES["model"])
         if stage.uses_backend:
-            add_config_flags(c, BackendConfig, "backend", flag_prefix="backend.")
-        if name in ("build", "slick"):
+            add_config_flags(c, BackendConfig, "backend", flag_prefix="backend.",
+                             aliases=SHARED_ALIASES["backend"])
+        if stage.honours_force:
             c.add_argument("--force", action="store_true", help="redo a complete stage")
-        if name != "report":
+        if stage.shows_progress:
             c.add_argument("--quiet", action="store_true", help="no progress bars")
         _add_wait(c)
         _add_dry_run(c)

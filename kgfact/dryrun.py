@@ -1,7 +1,9 @@
 """``--dry-run``: the work ``kgfact run`` (or one stage's command) will do, and how long it will
 take on this machine, without loading a model, training or querying an endpoint.
 
-Each stage's work is counted from the run directory's tables where the steps before it are
+Each stage's work is counted by the planner its registry entry names (:attr:`Stage.plan
+<kgfact.stages.Stage.plan>`, a function of a :class:`Plan`; a stage without one gets a row that
+says it has no estimate), from the run directory's tables where the steps before it are
 complete, else estimated from the config (its caps: an upper bound, marked ``≤``; no cap, no
 count). Time comes from the rates the stages measured here (:mod:`kgfact.cost`). Steps the run
 has already completed under the same config (:func:`kgfact.pipeline.step_done`) are shown as
@@ -17,31 +19,35 @@ from pathlib import Path
 from typing import Any
 
 from kgfact.api import RUNS
-from kgfact.build import BuildConfig, resolved, source_name
+from kgfact.build import resolved, source_name
+from kgfact.contract import read_set, trained_sets
 from kgfact.cost import Rate, Work, machine, rate_for, table
 from kgfact.evaluate import models_to_evaluate, queries
-from kgfact.finetune import trained_sets
-from kgfact.ftsets import read_set
 from kgfact.models import ModelConfig
-from kgfact.pipeline import ExperimentConfig, load_config, step_done, step_specs
-from kgfact.prompts import PROMPT_MODES, SET_DEPENDENT
+from kgfact.pipeline import (ExperimentConfig, experiment_config, load_config, step_done,
+                             step_specs)
+from kgfact.prompts import PROMPT_MODES, STRATEGIES
+from kgfact.registry import load_target
 from kgfact.rundir import RunDir, config_json
 from kgfact.sampling import BackendConfig
 from kgfact.slick import select_questions
 from kgfact.stages import STAGES
 
+
 @dataclass
-class _Plan:
+class Plan:
+    """What a stage's planner counts from: the run, the config it would run, the stages whose
+    tables the later stages will read as they are, and whether the stage is forced."""
+
     run: RunDir
     config: ExperimentConfig
-    ready: set[str]  # stages whose tables the later stages will read as they are
+    ready: set[str]
     force: bool = False
 
-    def rate(self, stage: str) -> Rate | None:
-        backend = self.config.backend.name
-        if stage == "finetune":  # any backend but ray trains here
-            backend = "ray" if backend == "ray" else "kgfact"
-        return rate_for(stage, machine(self.config.model, backend))
+    def rate(self, stage: str, backend: str | None = None) -> Rate | None:
+        """The rate of ``stage``'s units with the config's model on ``backend`` (default: the
+        config's)."""
+        return rate_for(stage, machine(self.config.model, backend or self.config.backend.name))
 
 
 def _span(values) -> str:
@@ -54,21 +60,26 @@ def _listed(items) -> str:
     return ", ".join(map(str, items)) or "none"
 
 
-def _build(p: _Plan) -> Work:
+def plan_build(p: Plan) -> Work:
+    """The build's questions; complete when its runner would keep the build as it is (the same
+    config, its tables as written, not forced)."""
     build = resolved(p.config.build)
     qa = build.qa
     what = (f"{len(qa.relations)} relations from {source_name(build)} "
             f"(ID {_listed(qa.in_distribution)}; OOD {_listed(qa.out_of_distribution)})")
-    report = p.run.manifest()["stages"].get("build", {}).get("report", {})
-    if "build" in p.ready and "questions" in report:
+    entry = p.run.manifest()["stages"].get("build", {})
+    kept = (entry.get("config") == config_json(p.config.build) and not p.force
+            and p.run.verified("build"))
+    report = entry.get("report", {})
+    if ("build" in p.ready or kept) and "questions" in report:
         count = sum(sum(s.values()) for s in report["questions"].values())
-        return Work("build", f"{what}, {count:,} questions")
+        return Work("build", f"{what}, {count:,} questions", complete=kept)
     cap = qa.max_questions_per_relation
     return Work("build", what + (f", ≤ {cap:,} questions each" if cap else
                                  ", questions not capped"), estimated=True)
 
 
-def _split_caps(p: _Plan) -> dict[tuple[str, str], int | None]:
+def _split_caps(p: Plan) -> dict[tuple[str, str], int | None]:
     """SliCK's cap per (relation, split) it will label, from the config."""
     build, slick = resolved(p.config.build), p.config.slick
     ood = set(build.qa.out_of_distribution)
@@ -81,7 +92,8 @@ def _split_caps(p: _Plan) -> dict[tuple[str, str], int | None]:
             for r in relations for s in slick.splits if not (r in ood and s == "train")}
 
 
-def _slick(p: _Plan) -> Work:
+def plan_slick(p: Plan) -> Work:
+    """SliCK's generations."""
     cfg = p.config.slick
     if "build" in p.ready:
         chosen = select_questions(p.run.read_table("qa"), cfg)[0]
@@ -101,14 +113,16 @@ def _slick(p: _Plan) -> Work:
                 rate=p.rate("slick"))
 
 
-def _ftsets(p: _Plan) -> Work:
+def plan_ftsets(p: Plan) -> Work:
+    """The fine-tuning sets (no model)."""
     cfg = p.config.ftsets
     size = f"{cfg.size:,} examples" if cfg.size else "the largest equal size"
     return Work("ftsets", f"{len(cfg.unknown_shares)} %Unknown mixtures of {size} and the "
                           "other sets (no model)")
 
 
-def _finetune(p: _Plan) -> Work:
+def plan_finetune(p: Plan) -> Work:
+    """The training examples of every training and learning-rate trial."""
     cfg = p.config.finetune
     grid = len(cfg.learning_rate_grid)
     runs = [(name, seed) for seed in cfg.seeds for name in cfg.sets]
@@ -130,11 +144,12 @@ def _finetune(p: _Plan) -> Work:
     what = (f"{len(runs)} trainings ({len(cfg.sets)} sets × {len(cfg.seeds)} seeds{kept})"
             f"{trials} × ≤ {cfg.max_epochs} epochs × {examples} examples")
     # at most: a training stops at CONVERGENCE, when it fits its set, or at max_epochs
+    # any backend but ray trains here
     return Work("finetune", what, units, True, estimated="ftsets" not in p.ready,
-                rate=p.rate("finetune"))
+                rate=p.rate("finetune", "ray" if p.config.backend.name == "ray" else "kgfact"))
 
 
-def _eval_shape(p: _Plan) -> tuple[list[str | None], dict[str, int | None], bool]:
+def _eval_shape(p: Plan) -> tuple[list[str | None], dict[str, int | None], bool]:
     """The models evaluated (their fine-tuning set; None for the base model), the queries per
     relation, and whether those are estimated."""
     cfg = p.config.evaluate
@@ -155,42 +170,62 @@ def _eval_shape(p: _Plan) -> tuple[list[str | None], dict[str, int | None], bool
     return models, {r: cfg.max_questions_per_relation for r in relations}, True
 
 
-def _prompts(p: _Plan, sets: int) -> int:
+def _prompts(p: Plan, sets: int) -> tuple[int, bool]:
     """Prompts per query: the prompts every model shares and the set-dependent strategies'
-    prompts of ``sets`` fine-tuning sets (one model's: 1, or 0 for the base model)."""
+    prompts of ``sets`` fine-tuning sets (one model's: 1, or 0 for the base model); and whether
+    that is an upper bound (a per-query strategy prompts only the queries with enough
+    candidates, a hint strategy only those with a hint)."""
     cfg = p.config.evaluate
-    per_mode = sum(sets if s in SET_DEPENDENT else 1 for s in cfg.strategies)
-    return sum(cfg.n_prompts * per_mode if PROMPT_MODES.get(m).exemplars else 1
-               for m in cfg.modes)
+    count, bound = 0, False
+    for mode in map(PROMPT_MODES.get, cfg.modes):
+        if not mode.exemplars:
+            count += 1
+            continue
+        for strategy in map(STRATEGIES.get, cfg.strategies):
+            if strategy.hint and not mode.steps:
+                continue  # a hint is a step: modes without steps get no prompt of it
+            n = cfg.n_prompts * (sets if strategy.set_dependent else 1)
+            count += n
+            bound |= n > 0 and (strategy.per_query or strategy.hint is not None)
+    return count, bound
 
 
-def _evaluate(p: _Plan) -> Work:
+def plan_evaluate(p: Plan) -> Work:
+    """Evaluation's generations: one per (model, prompt, query), at most where a strategy
+    prompts only some queries."""
     models, per_relation, estimated = _eval_shape(p)
     n_q = None if None in per_relation.values() else sum(per_relation.values())
     shown = "?" if n_q is None else f"{'≤ ' if estimated else ''}{n_q:,}"
-    prompts = [_prompts(p, m is not None) for m in models]
-    what = (f"{len(models)} models × {shown} queries × {_span(prompts)} prompts "
-            f"({len(p.config.evaluate.modes)} modes)")
+    counted = [_prompts(p, m is not None) for m in models]
+    prompts, bound = [n for n, _ in counted], any(b for _, b in counted)
+    what = (f"{len(models)} models × {shown} queries × {'≤ ' if bound else ''}"
+            f"{_span(prompts)} prompts ({len(p.config.evaluate.modes)} modes)")
     units = None if n_q is None else n_q * sum(prompts)
-    return Work("evaluate", what, units, estimated, estimated=estimated,
+    return Work("evaluate", what, units, estimated or bound, estimated=estimated,
                 rate=p.rate("evaluate"))
 
 
-def _theory(p: _Plan) -> Work:
+def plan_theory(p: Plan) -> Work:
+    """The theory's (prompt, query) units (no model)."""
     models, per_relation, estimated = _eval_shape(p)
     # a unit is a distinct (prompt, query): models share every prompt but those of a set
-    prompts = _prompts(p, len({m for m in models if m is not None}))
+    prompts, bound = _prompts(p, len({m for m in models if m is not None}))
     n_q = None if None in per_relation.values() else sum(per_relation.values())
-    units = "?" if n_q is None else f"{'≤ ' if estimated else ''}{n_q * prompts:,}"
+    units = "?" if n_q is None else f"{'≤ ' if estimated or bound else ''}{n_q * prompts:,}"
     return Work("theory", f"{units} (prompt, query) units (no model)", estimated=estimated)
 
 
-def _report(p: _Plan) -> Work:
+def plan_report(p: Plan) -> Work:
+    """The report's pages (no model)."""
     return Work("report", "findings, report.html and report.md (no model)")
 
 
-PLANNERS = {"build": _build, "slick": _slick, "ftsets": _ftsets, "finetune": _finetune,
-            "evaluate": _evaluate, "theory": _theory, "report": _report}
+def _work(plan: Plan, name: str) -> Work:
+    """Stage ``name``'s work, from the planner its registry entry names."""
+    stage = STAGES.get(name)
+    if stage.plan is None:
+        return Work(name, "no estimate for this stage")
+    return load_target(stage.plan)(plan)
 
 
 def plan_run(run: RunDir | str | Path, config: ExperimentConfig) -> list[Work]:
@@ -199,26 +234,25 @@ def plan_run(run: RunDir | str | Path, config: ExperimentConfig) -> list[Work]:
     run = RunDir.of(run)
     specs = step_specs(config)
     done = {name for name in STAGES if step_done(run, name, specs[name])}
-    plan = _Plan(run, config, done)
-    return [replace(PLANNERS[name](plan), complete=True) if name in done
-            else PLANNERS[name](plan) for name in STAGES]
+    plan = Plan(run, config, done)
+    return [replace(_work(plan, name), complete=name in done) for name in STAGES]
 
 
 def plan_stage(run: RunDir | str | Path, name: str, config: object, model: object,
                backend: object, force: bool = False) -> list[Work]:
     """The work of stage ``name``'s command on ``run`` with these settings (None: the
-    defaults), reading the run's tables as they are; a build complete under the same config is
-    skipped unless forced."""
+    defaults), reading the run's tables as they are; complete where its planner says its
+    runner would keep the stage as it is (a build under the same config, unless forced)."""
     run = RunDir.of(run)
+    # the other stages' tables are read as they are; a stage a run config must have gets its
+    # defaults, for the config to be whole
+    required = {s.name: s.config_class()() for s in map(STAGES.get, STAGES)
+                if s.required and s.config}
     sections = {key: value for key, value in ((name, config), ("model", model),
                                               ("backend", backend)) if value is not None}
-    plan = _Plan(run, ExperimentConfig(**{"build": BuildConfig(), **sections}),
-                 set(STAGES) - {name}, force)
-    complete = (name == "build" and not force and run.verified("build")
-                and run.manifest()["stages"]["build"].get("config") == config_json(config))
-    if complete:
-        plan.ready.add("build")
-    return [replace(PLANNERS[name](plan), complete=complete)]
+    plan = Plan(run, experiment_config()(**{**required, **sections}), set(STAGES) - {name},
+                force)
+    return [_work(plan, name)]
 
 
 def dry_run(config_or_preset: str | Path, run_dir: str | Path | None = None,

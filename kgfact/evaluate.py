@@ -3,14 +3,16 @@
 For every model (``base`` and ``<set>@<checkpoint>/seed-<s>`` for each trained set, checkpoint
 and training seed), prompt mode and exemplar strategy, each test query is answered greedily
 under ``n_prompts`` fixed prompts (exemplar sets drawn once per relation, shared by every query
-of the relation and by every seed, so the sampling engine computes each prefix once). Written to
-the run:
+of the relation and by every seed, so the sampling engine computes each prefix once; a
+per-query strategy draws them per query, and a hint-bearing one starts the model's answer with
+a fact about the query's subject). Written to the run:
 
 - ``predictions``: one row per (model, prompt, query): the training ``seed`` (missing for the
   base model), the exemplar set ``prompt`` (its index; 0 for zero-shot), generation, parsed
   answer, CoT steps, correct, abstained;
-- ``prompts`` and ``prompt_edges``: each prompt's exemplars, and the edges it states (exemplar
-  facts and their CoT steps), for the theory stage;
+- ``prompts`` and ``prompt_edges``: each prompt's exemplars (``qid`` names the query of a
+  per-query prompt), and the edges it states (exemplar facts and their CoT steps, and with a
+  ``qid`` the hint stated to that query only), for the theory stage;
 Distributions: ``id`` (relations the evaluated fine-tuning sets were drawn from), ``near-id``
 (relations of the QA data's in-distribution split that no evaluated set was trained on) and
 ``ood`` (the out-of-distribution split).
@@ -43,14 +45,13 @@ from tqdm.auto import tqdm
 
 from kgfact.answers import match_many
 from kgfact.config import check_fields
+from kgfact.contract import CHECKPOINTS, adapter_dir, memorised, read_set, trained_sets
 from kgfact.cost import Meter
 from kgfact.errors import KgfactError
-from kgfact.finetune import CHECKPOINTS, adapter_dir, memorised, trained_sets
-from kgfact.ftsets import read_set
 from kgfact.gap import factuality_gap, gekhman_other_sets, gekhman_regression
 from kgfact.models import ModelConfig
-from kgfact.prompts import (IDK, PROMPT_MODES, QUERY, SET_DEPENDENT, STRATEGIES, StepWriter,
-                            StrategyContext, exemplar_text, is_abstention, parse_generation)
+from kgfact.prompts import (IDK, PROMPT_MODES, STRATEGIES, QueryGraph, StepWriter,
+                            StrategyContext, is_abstention)
 from kgfact.qa import sample_per_group, shuffled
 from kgfact.registration import Registration
 from kgfact.rundir import Checkpoints, RunDir, config_json
@@ -70,10 +71,12 @@ class EvalConfig:
         "help": "Adapter checkpoints: early_stop and/or convergence."})
     base: bool = field(default=True, metadata={"help": "Also evaluate the base model."})
     modes: tuple[str, ...] = field(default=("zero-shot", "few-shot", "cot"), metadata={
-        "nonempty": True, "help": "Prompt modes (registry: zero-shot, few-shot, cot)."})
+        "nonempty": True, "help": "Prompt modes (registry PROMPT_MODES: zero-shot, few-shot, "
+                                  "cot and any registered)."})
     strategies: tuple[str, ...] = field(default=("random",), metadata={"nonempty": True,
-        "help": "Exemplar strategies for few-shot and CoT (random, known, unknown, from-ft, "
-                "disjoint, other-relation)."})
+        "help": "Exemplar strategies for the modes with exemplars (random, known, unknown, "
+                "from-ft, disjoint, other-relation, neighbourhood; for modes with steps, such "
+                "as CoT: path-hint, side-steps)."})
     shots: int = field(default=4, metadata={"min": 1, "help": "Exemplars per prompt."})
     n_prompts: int = field(default=3, metadata={"min": 1,
         "help": "Fixed exemplar sets per relation."})
@@ -171,7 +174,12 @@ def queries(run: RunDir, config: EvalConfig) -> pd.DataFrame:
 
 
 class PromptBuilder:
-    """Fixed prompts per (mode, strategy, set, relation) and the edges each one states."""
+    """Fixed prompts per (mode, strategy, set, relation), or per query for a per-query strategy,
+    the hints a hint-bearing strategy states per query, and the edges each prompt states.
+
+    The graph lookups of the per-query strategies and hints (:class:`kgfact.prompts.QueryGraph`)
+    and each strategy's candidates per relation are computed once and shared by every query.
+    """
 
     def __init__(self, run: RunDir, config: EvalConfig) -> None:
         self.config = config
@@ -179,61 +187,192 @@ class PromptBuilder:
         slick = run.read_table("slick") if run.has_table("slick") else None
         known = (slick.set_index("qid")["category"] != "Unknown") if slick is not None else \
             pd.Series(dtype=bool)
-        self.context = StrategyContext(self.qa.reset_index(drop=True), known)
-        self.steps = StepWriter(run.read_table("triples"), run.read_table("entities"))
+        triples = run.read_table("triples")
+        self.steps = StepWriter(triples, run.read_table("entities"))
+        qa = self.qa.reset_index(drop=True)
+        self.graph = QueryGraph(triples, qa, known, self.steps)
+        sets = run.read_table("ftsets")["set"] if run.has_table("ftsets") else []
+        self.context = StrategyContext(
+            qa, known, ft_qids=frozenset(q for name in sets for q in read_set(run, name)["qid"]),
+            graph=self.graph)
         self.run = run
         self.prompts: dict[str, dict] = {}
         self.edges: list[tuple[str, str, str, str, str]] = []
+        # edges stated to one query only: (prompt id, qid) -> the hint edge
+        self.query_edges: dict[tuple[str, str], tuple[str, str, str]] = {}
         self.skipped: dict[str, list[str]] = {}
+        self._pools: dict[tuple[str, str | None, str], pd.DataFrame] = {}
+        self._per_query: dict[tuple[str, str, str | None, str], list[str]] = {}
+        self._candidates: dict[tuple[str, str | None, str], pd.DataFrame] = {}
+        self._hints: dict[str, dict[str, tuple[str, str, str]] | None] = {}
+
+    def _pool(self, strategy: str, owner: str | None, relation: str) -> pd.DataFrame:
+        """The strategy's candidates for ``relation`` (and ``owner``'s fine-tuning set)."""
+        key = (strategy, owner, relation)
+        if key not in self._pools:
+            ctx = replace(self.context, ft_set=read_set(self.run, owner)) if owner else \
+                self.context
+            self._pools[key] = STRATEGIES.get(strategy)(ctx, relation)
+        return self._pools[key]
 
     def prompt_ids(self, mode: str, strategy: str, model: EvalModel, relation: str
                    ) -> list[str]:
-        """Ids of the ``n_prompts`` prompts for ``relation`` (built on first use), or [] when
-        the strategy has too few exemplars for the relation."""
+        """Ids of the ``n_prompts`` shared prompts for ``relation`` (built on first use), or []
+        when the strategy has too few exemplars for the relation or gives this mode none (a
+        hint to a mode without steps). Per-query strategies: :meth:`query_prompt_ids`."""
         spec = PROMPT_MODES.get(mode)
-        strategy = strategy if spec.exemplars else "none"
-        owner = model.set if strategy in SET_DEPENDENT else None
-        if strategy in SET_DEPENDENT and owner is None:
-            return []  # the base model has no fine-tuning set to draw from or avoid
+        if not spec.exemplars:
+            pid = f"{mode}/none/-/{relation}/0"
+            self.prompts.setdefault(pid, self._row(pid, None, mode, "none", relation, 0, [], ""))
+            return [pid]
+        strat = STRATEGIES.get(strategy)
+        owner = model.set if strat.set_dependent else None
+        if (strat.set_dependent and owner is None) or (strat.hint and not spec.steps):
+            return []  # the base model has no set to draw from or avoid; a hint is a step
         ids = [f"{mode}/{strategy}/{owner or '-'}/{relation}/{p}"
-               for p in range(self.config.n_prompts if spec.exemplars else 1)]
+               for p in range(self.config.n_prompts)]
         if ids[0] in self.prompts:
             return ids
-        if not spec.exemplars:
-            self.prompts[ids[0]] = self._row(ids[0], owner, mode, strategy, relation, 0, [], "")
-            return ids
-        ctx = StrategyContext(self.context.qa, self.context.known,
-                              read_set(self.run, owner) if owner else None)
-        pool = STRATEGIES.get(strategy)(ctx, relation)
+        pool = self._pool(strategy, owner, relation)
         if len(pool) < self.config.shots:
-            self.skipped.setdefault(f"{mode}/{strategy}", []).append(relation)
             return []
         for p, pid in enumerate(ids):
-            chosen = shuffled(pool, self.config.seed, "eval", strategy, owner or "-", relation,
-                              str(p)).iloc[:self.config.shots]
-            parts = []
-            for row in chosen.itertuples():
-                self.edges.append((pid, "exemplar", row.subject, row.relation, row.object))
-                steps = None
-                if spec.cot:
-                    edges = self.steps.steps(row.subject, row.relation, row.object)
-                    self.edges.extend((pid, "cot", *e) for e in edges)
-                    steps = self.steps.text(edges)
-                parts.append(exemplar_text(row.question, row.answer, steps))
-            self.prompts[pid] = self._row(pid, owner, mode, strategy, relation, p,
-                                          chosen["qid"].tolist(), "".join(parts))
+            # a strategy that draws as another gets its exemplar sets, hence its prefixes
+            self._add(pid, owner, mode, strategy, relation, p, shuffled(
+                pool, self.config.seed, "eval", strat.draws_as or strategy, owner or "-",
+                relation, str(p)))
         return ids
 
+    def query_prompt_ids(self, mode: str, strategy: str, model: EvalModel, query) -> list[str]:
+        """Ids of the ``n_prompts`` prompts of a per-query strategy for ``query`` (a row of the
+        queries table), drawn from its own candidates; [] when it has fewer than ``shots``."""
+        strat = STRATEGIES.get(strategy)
+        owner = model.set if strat.set_dependent else None
+        if strat.set_dependent and owner is None:
+            return []
+        key = (mode, strategy, owner, query.qid)
+        if key not in self._per_query:
+            # every mode draws the same exemplar sets, from candidates computed once
+            found = (strategy, owner, query.qid)
+            if found not in self._candidates:
+                self._candidates[found] = strat.for_query(
+                    self.context, self._pool(strategy, owner, query.relation), query)
+            pool = self._candidates[found]
+            ids = ([f"{mode}/{strategy}/{owner or '-'}/{query.relation}/{query.qid}/{p}"
+                    for p in range(self.config.n_prompts)]
+                   if len(pool) >= self.config.shots else [])
+            for p, pid in enumerate(ids):
+                self._add(pid, owner, mode, strategy, query.relation, p, shuffled(
+                    pool, self.config.seed, "eval", strategy, owner or "-", query.relation,
+                    query.qid, str(p)), qid=query.qid)
+            self._per_query[key] = ids
+        return self._per_query[key]
+
+    def hints(self, query) -> dict[str, tuple[str, str, str]] | None:
+        """One edge of each kind of hint for ``query`` (:meth:`QueryGraph.hints`), chosen by a
+        seeded draw, or None unless the query has both: the two hint strategies are paired."""
+        if query.qid not in self._hints:
+            found = self.graph.hints(query.subject, query.object)
+            self._hints[query.qid] = None if not all(found.values()) else {
+                kind: _seeded_pick(edges, self.config.seed, "eval", "hint", kind, query.qid)
+                for kind, edges in found.items()}
+        return self._hints[query.qid]
+
+    def requests(self, mode: str, strategy: str, model: EvalModel, relation: str,
+                 queries_: pd.DataFrame) -> list[tuple[str, object, str]]:
+        """(prompt id, query row, suffix) of each request of ``queries_`` (queries of
+        ``relation``) under (mode, strategy). A relation none of whose queries gets a prompt
+        is listed in :attr:`skipped` (unless the strategy needs the fine-tuning set the base
+        model lacks)."""
+        rows = list(queries_.itertuples())
+        spec = PROMPT_MODES.get(mode)
+        strat = STRATEGIES.get(strategy) if spec.exemplars else None
+        if strat is not None and strat.per_query:
+            out = [(pid, q, spec.query(q.question)) for q in rows
+                   for pid in self.query_prompt_ids(mode, strategy, model, q)]
+        elif strat is not None and strat.hint:
+            ids, out = self.prompt_ids(mode, strategy, model, relation), []
+            for q in rows:
+                hint = (self.hints(q) or {}).get(strat.hint) if ids else None
+                if hint is None:
+                    continue
+                # the model's answer starts with the hint: it generates on from there
+                suffix = spec.query(q.question, self.steps.text([hint]))
+                for pid in ids:
+                    self.query_edges[(pid, q.qid)] = hint
+                    out.append((pid, q, suffix))
+        else:
+            out = [(pid, q, spec.query(q.question))
+                   for pid in self.prompt_ids(mode, strategy, model, relation) for q in rows]
+        if strat is not None and not out and not (strat.set_dependent and model.set is None):
+            skipped = self.skipped.setdefault(f"{mode}/{strategy}", [])
+            if relation not in skipped:
+                skipped.append(relation)
+        return out
+
+    def _add(self, pid: str, owner: str | None, mode: str, strategy: str, relation: str,
+             p: int, order: pd.DataFrame, qid: str | None = None) -> None:
+        """Prompt ``pid`` of the first ``shots`` questions of ``order`` and the edges it
+        states (exemplars and, for a mode with steps, their steps)."""
+        chosen = order.iloc[:self.config.shots]
+        spec = PROMPT_MODES.get(mode)
+        parts = []
+        for row in chosen.itertuples():
+            self.edges.append((pid, "exemplar", row.subject, row.relation, row.object))
+            steps = None
+            if spec.steps:
+                edges = self.steps.steps(row.subject, row.relation, row.object)
+                self.edges.extend((pid, "cot", *e) for e in edges)
+                steps = self.steps.text(edges)
+            parts.append(spec.exemplar(row.question, row.answer, steps))
+        self.prompts[pid] = self._row(pid, owner, mode, strategy, relation, p,
+                                      chosen["qid"].tolist(), "".join(parts), qid)
+
     @staticmethod
-    def _row(pid, owner, mode, strategy, relation, p, exemplars, prefix) -> dict:
+    def _row(pid, owner, mode, strategy, relation, p, exemplars, prefix, qid=None) -> dict:
         return {"prompt_id": pid, "set": owner, "mode": mode, "strategy": strategy,
-                "relation": relation, "prompt": p, "exemplars": exemplars, "prefix": prefix}
+                "relation": relation, "prompt": p, "qid": qid, "exemplars": exemplars,
+                "prefix": prefix}
+
+    def shares(self, queries_: pd.DataFrame) -> dict[str, dict[str, float]]:
+        """Per relation, the share of ``queries_`` given a prompt by each per-query strategy
+        built (``<strategy>_share``) and, where a hint strategy was, the share with a path
+        hint (``path_hint_share``) and with the pair of hints both hint strategies need
+        (``hint_pair_share``)."""
+        asked = {s for (_, s, _, _) in self._per_query}
+        prompted = {(s, q) for (_, s, _, q), ids in self._per_query.items() if ids}
+        columns = {f"{s}_share": [(s, q) in prompted for q in queries_["qid"]]
+                   for s in sorted(asked)}
+        if self._hints:
+            columns["path_hint_share"] = [
+                bool(self.graph.hints(s, o)["path"])
+                for s, o in zip(queries_["subject"], queries_["object"])]
+            columns["hint_pair_share"] = [self._hints.get(q) is not None
+                                          for q in queries_["qid"]]
+        if not columns:
+            return {}
+        frame = pd.DataFrame(columns, index=queries_.index).groupby(queries_["relation"]).mean()
+        return {name: {r: round(float(v), 4) for r, v in frame[name].items()}
+                for name in frame.columns}
 
     def tables(self) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """The ``prompts`` table and the ``prompt_edges`` table (``qid`` set for an edge
+        stated to that query only, missing for one every query of the prompt sees)."""
         prompts = pd.DataFrame(list(self.prompts.values()))
-        edges = pd.DataFrame(self.edges, columns=["prompt_id", "source", "subject", "relation",
-                                                  "object"]).drop_duplicates()
+        columns = ["prompt_id", "source", "subject", "relation", "object", "qid"]
+        edges = pd.DataFrame([(*e, None) for e in self.edges]
+                             + [(pid, "cot", *e, qid)
+                                for (pid, qid), e in self.query_edges.items()],
+                             columns=columns).drop_duplicates()
         return prompts, edges
+
+
+def _seeded_pick(edges: list[tuple[str, str, str]], seed: int, *names: str
+                 ) -> tuple[str, str, str]:
+    """One of ``edges``, by a seeded draw that depends only on the edges and ``names``."""
+    keyed = pd.DataFrame({"qid": [" ".join(e) for e in edges],  # what shuffled orders by
+                          "at": range(len(edges))})
+    return edges[shuffled(keyed, seed, *names)["at"].iloc[0]]
 
 
 def model_requests(model: EvalModel, jobs: list[tuple[str, str]], queries_: pd.DataFrame,
@@ -243,13 +382,11 @@ def model_requests(model: EvalModel, jobs: list[tuple[str, str]], queries_: pd.D
     requests, rows = [], []
     for mode, strategy in jobs:
         for relation, group in queries_.groupby("relation", sort=True):
-            for pid in builder.prompt_ids(mode, strategy, model, relation):
-                prefix = builder.prompts[pid]["prefix"]
-                for q in group.itertuples():
-                    requests.append(Request(f"{pid}|{q.qid}", prefix,
-                                            QUERY.format(question=q.question)))
-                    rows.append((pid, q.qid, q.relation, q.distribution, q.category, q.answer,
-                                 q.aliases, mode, strategy))
+            for pid, q, suffix in builder.requests(mode, strategy, model, relation, group):
+                requests.append(Request(f"{pid}|{q.qid}", builder.prompts[pid]["prefix"],
+                                        suffix))
+                rows.append((pid, q.qid, q.relation, q.distribution, q.category, q.answer,
+                             q.aliases, mode, strategy))
     return requests, pd.DataFrame(rows, columns=[
         "prompt_id", "qid", "relation", "distribution", "category", "answer", "aliases", "mode",
         "strategy"])
@@ -279,8 +416,7 @@ def evaluate_model(backend: SamplingBackend, model: EvalModel, jobs: list[tuple[
     if not requests:
         return pd.DataFrame()
     generations = greedy_answers(backend, requests, frame["mode"].tolist())
-    parsed = [parse_generation(g, PROMPT_MODES.get(mode).cot)
-              for g, mode in zip(generations, frame["mode"])]
+    parsed = [PROMPT_MODES.get(mode).parse(g) for g, mode in zip(generations, frame["mode"])]
     answers = [a for a, _ in parsed]
     modes, strategies = frame.pop("mode"), frame.pop("strategy")
     return frame.assign(
@@ -376,9 +512,7 @@ def evaluate(run: RunDir | str, config: EvalConfig | None = None,
             for m in targets:
                 bar.set_postfix(model=m.name)
                 # prompts are rebuilt even for finished models: the prompt tables need them
-                for mode, strategy in jobs:
-                    for relation in qs["relation"].unique():
-                        builder.prompt_ids(mode, strategy, m, relation)
+                model_requests(m, jobs, qs, builder)
                 if (saved := checkpoints.load(m.name)) is None:
                     # one engine for the whole evaluation where the backend can switch
                     # adapters: the base model is loaded once
@@ -403,7 +537,7 @@ def evaluate(run: RunDir | str, config: EvalConfig | None = None,
         accuracy = accuracy_table(predictions)
         run.write_table("accuracy", accuracy)
         report: dict = {"queries": len(qs), "models": [m.name for m in targets],
-                        "skipped_prompts": builder.skipped}
+                        "skipped_prompts": builder.skipped, **builder.shares(qs)}
         sets = set(predictions["set"].dropna())
         if {"ft-known", "ft-unknown"} <= sets:
             gap = factuality_gap(predictions, n_boot=config.bootstrap, seed=config.seed)
@@ -412,8 +546,10 @@ def evaluate(run: RunDir | str, config: EvalConfig | None = None,
         if run.has_table("dynamics"):
             try:
                 dynamics = run.read_table("dynamics")
-                run.write_table("regression", gekhman_regression(dynamics))
-                run.write_table("regression_other", gekhman_other_sets(dynamics))
+                run.write_table("regression", gekhman_regression(
+                    dynamics, n_boot=config.bootstrap, seed=config.seed))
+                run.write_table("regression_other", gekhman_other_sets(
+                    dynamics, n_boot=config.bootstrap, seed=config.seed))
             except KgfactError as exc:  # too few points is a finding, not a failure
                 report["regression"] = str(exc)
         info["report"] = report
@@ -422,7 +558,7 @@ def evaluate(run: RunDir | str, config: EvalConfig | None = None,
 
 
 def run_stage(run: RunDir | str, config: EvalConfig, *, model: ModelConfig | None = None,
-              backend=None, progress: bool = True, force: bool = False) -> pd.DataFrame:
+              backend=None, progress: bool = True) -> pd.DataFrame:
     """The evaluation stage (:mod:`kgfact.stages`): :func:`evaluate` with a ``BackendConfig``
     (a complete evaluation is redone: its work is checkpointed per job, not skipped)."""
     if backend is None:

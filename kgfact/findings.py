@@ -9,13 +9,15 @@ is decided by two one-sided tests against its ``margin``: supported only when th
 inside ``threshold ± margin``. The verdict never comes from the point estimate.
 
 Beside the verdict each measured claim has the ``p_value`` of its decision
-(:func:`kgfact.gap.bootstrap_p` on its replicates; for the regression's slopes the clustered
-t-test's p) and, since the table tests many claims at once, Holm's step-down adjustment over
-the measured claims (``p_holm``) and the verdict it leaves (``holm_verdict``: decided only where
-``p_holm`` is under 0.05). A measured claim without a p-value enters the family as p = 1.
-``dropped`` counts the bootstrap replicates left out of the interval (a compared group without
-weight in them), and the ``note`` says so, and says when an estimate lies outside its own
-interval (a statistic biased under resampling).
+(:func:`kgfact.gap.bootstrap_p` on its replicates; for the regression's slopes, the interval
+and p-value that decide the regression table's finding: the crossed bootstrap over clusters
+and test questions where the dynamics recorded each question, the clustered t-test's
+otherwise, with the table's ``note`` saying which) and, since the table tests many claims at
+once, Holm's step-down adjustment over the measured claims (``p_holm``) and the verdict it
+leaves (``holm_verdict``: decided only where ``p_holm`` is under 0.05). A measured claim
+without a p-value enters the family as p = 1. ``dropped`` counts the bootstrap replicates left
+out of the interval (a compared group without weight in them), and the ``note`` says so, and
+says when an estimate lies outside its own interval (a statistic biased under resampling).
 
 Every interval resamples training seeds, exemplar sets and test queries together
 (:func:`kgfact.gap.crossed_contrast`), so a claim holds across seeds and exemplar sets, not for
@@ -35,16 +37,15 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from kgfact.contract import memorised, mixture_name, protocol_of, read_set
 from kgfact.errors import KgfactError
-from kgfact.finetune import memorised
-from kgfact.ftsets import read_set
 from kgfact.gap import (EXPECTED, NO_PROMPT, bootstrap_p, crossed_contrast,
                         crossed_mean, finding, paired_cells)
 from kgfact.rundir import RunDir
 from kgfact.registration import Registration
-from kgfact.slick import protocol_of
 from kgfact.theory.controls import CONTROLS
 from kgfact.theory.metrics import GRADED
+from kgfact.theory.predict import OUTSIDE_INTERVAL
 
 # FT-Known's accuracy under which a gap is floored: the gap cannot exceed it, so a smaller gap
 # may only be a lower accuracy
@@ -169,15 +170,20 @@ def _regression(term: str) -> Callable[[RunDir, dict], dict]:
         if not run.has_table("regression"):
             return {"note": "no regression table (too few grid points or clusters)"}
         row = run.read_table("regression").set_index("term").loc[term]
-        return {"estimate": row["coef"], "ci_low": row["ci_low"], "ci_high": row["ci_high"],
-                "p_value": row["p_value"], "n": int(row["n_points"]),
+        # the crossed bootstrap (clusters and test questions) decides the table's finding
+        # where the dynamics recorded each question; the clustered interval otherwise
+        boot = "boot_" if pd.notna(row.get("boot_ci_low")) else ""
+        return {"estimate": row["coef"], "ci_low": row[f"{boot}ci_low"],
+                "ci_high": row[f"{boot}ci_high"], "p_value": row[f"{boot}p_value"],
+                "n": int(row["n_points"]),
                 "source": f"regression: {term} over {row['sets']} "
-                          f"({int(row['n_clusters'])} clusters)"}
+                          f"({int(row['n_clusters'])} clusters)",
+                "note": row.get("note") if pd.notna(row.get("note")) else ""}
     return measure
 
 
 def _theory(run: RunDir, context: dict) -> dict:
-    config = run.manifest().get("stages", {}).get("theory", {}).get("config") or {}
+    config = run.stage_config("theory") or {}
     augmentation = config.get("augmentation", "default")
     if augmentation in GRADED and protocol_of(run) == "lazy":
         return {"note": f"A(P) {augmentation!r} needs p_correct, which SliCK's lazy protocol "
@@ -195,7 +201,40 @@ def _theory(run: RunDir, context: dict) -> dict:
             "p_value": r.get("p_value", np.nan), "n": int(r["n_buckets"]),
             "source": "theory_stats: Spearman of predicted vs measured reduction over A(P) "
                       "buckets (few-shot and CoT, both checkpoints)",
-            "note": r.get("note", "") or ""}
+            "note": _table_note(r.get("note", ""))}
+
+
+def _table_note(note: str | None) -> str:
+    """A theory table's note without its "estimate outside its interval" part, which
+    :func:`_notes` says of every claim."""
+    return "; ".join(part for part in (note or "").split("; ")
+                     if part and not part.startswith(OUTSIDE_INTERVAL))
+
+
+def _held_out(run: RunDir, context: dict) -> dict:
+    """Prediction 1 on the sets held out of the fit of ``α`` and ``c`` (``theory_heldout``):
+    measured minus predicted zero-shot in-distribution accuracy, pooled over the held-out sets,
+    at CONVERGENCE."""
+    if not run.has_table("theory_heldout"):
+        return {"note": "no theory_heldout table: run 'kgfact theory'"}
+    t = run.read_table("theory_heldout")
+    t = t[t["checkpoint"] == "convergence"]
+    row = t[t["set"] == "pooled"]
+    if row.empty:
+        return {"note": "theory_heldout has no convergence row"}
+    r = row.iloc[0]
+    if r["outcome"] == "not measured":
+        return {"note": r["note"]}
+    sets = ", ".join(t.loc[t["set"] != "pooled", "set"])
+    notes = [_table_note(r["note"])]
+    if r["margin"] != context["margin"]:
+        notes.append(f"the theory stage tested against ±{r['margin']:g}, the registered "
+                     f"margin is ±{context['margin']:g}: its p-value is that of ±{r['margin']:g}")
+    return {"estimate": r["difference"], "ci_low": r["ci_low"], "ci_high": r["ci_high"],
+            "p_value": r["p_value"], "n": int(r["n_queries"]),
+            "source": f"theory_heldout: zero-shot ID accuracy minus c + α·u(D), α and c fitted "
+                      f"on {r['fit_sets']}, mean over {sets} (convergence)",
+            "note": "; ".join(n for n in notes if n)}
 
 
 def _primary(run: RunDir, context: dict) -> dict:
@@ -223,13 +262,14 @@ def _primary(run: RunDir, context: dict) -> dict:
 
 
 def _control(name: str) -> Callable[[RunDir, dict], dict]:
-    """Control ``name``'s gap difference (treatment minus baseline), few-shot, CONVERGENCE."""
+    """Control ``name``'s gap difference (treatment minus baseline) in its mode, CONVERGENCE."""
+    mode = CONTROLS.get(name).mode
     def measure(run: RunDir, context: dict) -> dict:
         if not run.has_table("theory_controls"):
             return {"note": "no theory_controls table: run 'kgfact theory'"}
         t = run.read_table("theory_controls")
         row = t[(t["control"] == name) & (t["checkpoint"] == "convergence")
-                & (t["mode"] == "few-shot")]
+                & (t["mode"] == mode)]
         if row.empty:
             c = CONTROLS.get(name)
             return {"note": f"not evaluated: add {c.treatment} and {c.baseline} to "
@@ -238,7 +278,7 @@ def _control(name: str) -> Callable[[RunDir, dict], dict]:
         return {"estimate": r["difference"], "ci_low": r["ci_low"], "ci_high": r["ci_high"],
                 "p_value": r.get("p_value", np.nan), "n": int(r["n_queries"]),
                 "source": f"theory_controls: gap({r['treatment']}) - gap({r['baseline']}), "
-                          "few-shot, id, convergence"}
+                          f"{mode}, id, convergence"}
     return measure
 
 
@@ -248,9 +288,7 @@ def _idk(run: RunDir, context: dict) -> dict:
     if "idk-relabel" not in sets:
         return {"note": "idk-relabel was not evaluated (add it to finetune.sets and "
                         "evaluate.sets)"}
-    share = (run.manifest().get("stages", {}).get("ftsets", {}).get("config") or {}).get(
-        "relabel_share", 0.5)
-    base = {0.0: "ft-known", 1.0: "ft-unknown"}.get(share, f"mix-{round(100 * share)}")
+    base = mixture_name((run.stage_config("ftsets") or {}).get("relabel_share", 0.5))
     if base not in sets:
         return {"note": f"{base}, the set idk-relabel relabels, was not evaluated"}
     p = p[p["set"].isin(["idk-relabel", base]) & (p["mode"] == "zero-shot")
@@ -264,6 +302,15 @@ def _idk(run: RunDir, context: dict) -> dict:
     return {"boot": boot, "n": int(cells["qid"].nunique()),
             "source": f"predictions: accuracy on answered, idk-relabel - {base}, zero-shot, "
                       "id, convergence"}
+
+
+def _control_claim(name: str) -> Claim:
+    """The findings claim of control ``name``: its stated order, in its mode, at CONVERGENCE."""
+    c = CONTROLS.get(name)
+    order = "smaller" if c.expected == "<" else "practically equal"
+    return Claim(f"control-{name}", f"{c.treatment} exemplars give a {order} gap than "
+                 f"{c.baseline} ones ({c.mode}, in distribution, CONVERGENCE): {c.why}",
+                 {"<": "below", "=": "equal"}[c.expected], _control(name))
 
 
 CLAIMS = (
@@ -299,6 +346,10 @@ CLAIMS = (
     Claim("unknown-fit-lowers-accuracy",
           "Fitting Unknown examples lowers test accuracy (Gekhman's b_unk below 0)",
           EXPECTED["unknown_fit"], _regression("unknown_fit"), checkpoint=None),
+    Claim("alpha-predicts-held-out",
+          "The zero-shot accuracy of a set held out of the fit is c + α·u(D), with α and c "
+          "fitted on the other sets (in distribution, CONVERGENCE; mean over the held-out "
+          "sets within the registered equivalence margin of 0)", "equal", _held_out),
     Claim("theory-tracks-reductions",
           "The theory's predicted gap reductions track the measured ones (Spearman above 0)",
           "above", _theory, checkpoint=None),
@@ -306,12 +357,7 @@ CLAIMS = (
           "Across the designed prompt interventions, measured gap reductions grow with the "
           "predicted ones (slope above 0; the theory says 1)", "above", _primary,
           checkpoint=None),
-    *(Claim(f"control-{name}", f"{CONTROLS.get(name).treatment} exemplars give a "
-            f"{'smaller' if CONTROLS.get(name).expected == '<' else 'practically equal'} "
-            f"gap than {CONTROLS.get(name).baseline} ones (few-shot, in distribution, "
-            f"CONVERGENCE): {CONTROLS.get(name).why}",
-            {"<": "below", "=": "equal"}[CONTROLS.get(name).expected], _control(name))
-      for name in CONTROLS),
+    *(_control_claim(name) for name in CONTROLS),
     Claim("idk-raises-answered-accuracy",
           "Relabelling Unknown facts 'I don't know' raises accuracy on answered questions "
           "(zero-shot, in distribution, CONVERGENCE)", "above", _idk),
@@ -440,13 +486,12 @@ def claim_names() -> list[str]:
 def _registered(run: RunDir) -> tuple[Registration, list[str]]:
     """The registration the run's evaluation recorded when it started, and why the theory's
     claims did not run as registered (its A(P) variant or bins differ), if they did not."""
-    stages = run.manifest().get("stages", {})
-    entry = stages.get("evaluate", {})
+    entry = run.stage_entry("evaluate")
     if "registration" not in entry:  # evaluated before claims could be registered
         return Registration(), []
     registration = Registration.from_json(
         (entry.get("config") or {}).get("evaluate", {}).get("registration"))
-    theory = (stages.get("theory", {}).get("config") or {}).get("theory", {})
+    theory = run.stage_config("theory")  # the TheoryConfig itself, as the stage records it
     differs = registration.theory_matches(
         theory.get("augmentation", "default"),
         (theory.get("prediction") or {}).get("quantiles", 4)) if theory else []
@@ -463,13 +508,12 @@ def findings(run: RunDir | str, n_boot: int | None = None, seed: int = 0) -> pd.
     measured claim when none is registered).
     """
     run = RunDir.of(run)
-    evaluation = (run.manifest().get("stages", {}).get("evaluate", {}).get("config") or {}
-                  ).get("evaluate", {})
+    evaluation = (run.stage_config("evaluate") or {}).get("evaluate", {})
     strategies = [s for s in evaluation.get("strategies", ["random"]) if s != "none"]
     registration, differs = _registered(run)
     registration.check_claims(claim_names())
     context = {"n_boot": n_boot or evaluation.get("bootstrap", 2000), "seed": seed,
-               "level": registration.level,
+               "level": registration.level, "margin": registration.margin,
                "strategy": "random" if "random" in strategies else strategies[0]}
     done: dict[str | None, str] = {}  # each checkpoint's caveats, computed once
 

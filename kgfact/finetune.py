@@ -59,20 +59,19 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from kgfact.answers import match_many, normalize
-from kgfact.config import check_fields, check_name
+from kgfact.answers import match_many
+from kgfact.config import check_fields
+from kgfact.contract import (CATEGORIES, CHECKPOINTS, memorised, read_set, seed_home,
+                             trained_sets)
 from kgfact.cost import Meter
 from kgfact.errors import KgfactError
-from kgfact.ftsets import read_set
 from kgfact.models import LoadedModel, ModelConfig, load_model, quiet_peft
 from kgfact.prompts import QUERY, TARGET
 from kgfact.qa import sample_per_group
 from kgfact.rundir import RunDir, atomic_write_text, config_json, write_parquet
 from kgfact.sampling import KgfactEngine, Request, SamplingConfig
-from kgfact.slick import CATEGORIES
 
 STAGE = "finetune"
-CHECKPOINTS = ("early_stop", "convergence")
 
 
 @dataclass(frozen=True)
@@ -376,18 +375,6 @@ def _accuracy(engine: KgfactEngine, table: pd.DataFrame) -> tuple[np.ndarray, li
     return match_many(answers, table["answer"].tolist(), table["aliases"].tolist()), answers
 
 
-def memorised(answers: list[str | None], trained: list[str]) -> np.ndarray:
-    """Whether each answer is one of the model's own fine-tuning answers ``trained`` (after
-    answer normalisation): a model that collapsed onto its training set answers new questions
-    with old answers. Its mean is the *memorised-answer rate*.
-
-    >>> memorised(["Paris", "the Lima", "Quito", ""], ["Lima", "Paris"]).tolist()
-    [True, True, False, False]
-    """
-    known = {normalize(a) for a in trained}
-    return np.array([isinstance(a, str) and normalize(a) in known for a in answers], dtype=bool)
-
-
 def _dynamics_row(engine: KgfactEngine, train: pd.DataFrame, dev: pd.DataFrame,
                   test: pd.DataFrame, epoch: int, loss: float, seconds: float) -> dict:
     # relabelled examples are fitted when the model says the relabelled answer, not the gold one
@@ -402,6 +389,10 @@ def _dynamics_row(engine: KgfactEngine, train: pd.DataFrame, dev: pd.DataFrame,
            "n_unknown_fit": int(fit[~train["known"].to_numpy()].sum()),
            "dev_accuracy": float(dev_ok.mean()) if len(dev) else np.nan,
            "test_accuracy": float(test_ok.mean()) if len(test) else np.nan,
+           # each test question's correctness, so that intervals can resample the questions
+           # (kgfact.gap); plain strings, so the table stays flat
+           "test_qids": json.dumps(test["qid"].tolist()),
+           "test_correct": "".join("1" if ok else "0" for ok in test_ok),
            "memorised_rate": float(memorised(test_answers, train["answer"].tolist()).mean())
            if test_answers else np.nan,
            "seconds": seconds}
@@ -420,18 +411,6 @@ def eval_questions(run: RunDir, relations: list[str], split: str, per_relation: 
 
 
 # -- training ------------------------------------------------------------------------------------
-def seed_home(run: RunDir, set_name: str, seed: int) -> Path:
-    """Where everything trained on ``set_name`` under training ``seed`` lives."""
-    check_name(set_name, "fine-tuning set")
-    return run.path / "adapters" / set_name / f"seed-{int(seed)}"
-
-
-def adapter_dir(run: RunDir, set_name: str, checkpoint: str, seed: int = 0) -> Path:
-    """Where the adapter of ``set_name`` at ``checkpoint`` (early_stop / convergence) trained
-    under ``seed`` lives."""
-    return seed_home(run, set_name, seed) / checkpoint
-
-
 @dataclass(frozen=True)
 class Training:
     """One adapter to train: a set, a training seed and a learning rate."""
@@ -547,14 +526,6 @@ def run_trainings(run: RunDir, trainings: list[Training], config: FinetuneConfig
                                   progress=progress, on_step=on_step))
         meter.record()
     return [read_dynamics(t.home, t.set_name, t.seed) for t in trainings]
-
-
-def trained_sets(run: RunDir) -> list[tuple[str, int]]:
-    """(set, seed) pairs of ``run`` whose training finished (both checkpoints saved)."""
-    home = run.path / "adapters"
-    found = home.glob("*/seed-*/convergence") if home.is_dir() else []
-    return sorted((p.parent.parent.name, int(p.parent.name.removeprefix("seed-")))
-                  for p in found)
 
 
 def set_dynamics(run: RunDir, set_name: str, seed: int = 0) -> pd.DataFrame:
@@ -713,7 +684,7 @@ def finetune(run: RunDir | str, config: FinetuneConfig | None = None,
     for name in config.sets:  # a missing set is an error now, not after loading the model
         read_set(run, name)
     spec = config_json(finetune=config, model=model)
-    previous = run.manifest().get("stages", {}).get(STAGE, {}).get("config")
+    previous = run.stage_config(STAGE)
     if previous is not None and previous != spec and (run.path / "adapters").exists():
         _check_compatible(previous, spec)
     if config.learning_rate_grid:
@@ -753,7 +724,7 @@ def finetune(run: RunDir | str, config: FinetuneConfig | None = None,
 
 
 def run_stage(run: RunDir | str, config: FinetuneConfig, *, model: ModelConfig | None = None,
-              backend: Any = None, progress: bool = True, force: bool = False) -> pd.DataFrame:
+              backend: Any = None, progress: bool = True) -> pd.DataFrame:
     """The fine-tuning stage (:mod:`kgfact.stages`): :func:`finetune` with a ``BackendConfig``
     (trained sets and seeds are kept: delete ``adapters/`` to retrain)."""
     if backend is None:

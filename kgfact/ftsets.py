@@ -8,7 +8,8 @@ Unknown examples never changes which relations the model is trained on. A relati
 Known or Unknown facts than its share gives all it can to every set and the others share the
 rest (``size`` above the default, which is the largest equal split).
 
-Sets (each saved as ``ftsets/<name>.parquet``; the index ``ftsets`` lists them):
+Sets (each saved as ``ftsets/<name>.parquet``, which later stages read through
+:func:`kgfact.contract.read_set`; the index ``ftsets`` lists them):
 
 - ``ft-known``, ``mix-25``, ``mix-50``, ``mix-75``, ``ft-unknown``: size ``|D|`` with X% Unknown
   for X in the grid (0 and 100 are FT-Known and FT-Unknown, the two balanced sets of Gong et al.).
@@ -30,12 +31,12 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from kgfact.config import check_fields, check_name
+from kgfact.config import check_fields
+from kgfact.contract import CATEGORIES, mixture_name
 from kgfact.errors import KgfactError
 from kgfact.prompts import IDK
 from kgfact.qa import shuffled
 from kgfact.rundir import RunDir, config_json
-from kgfact.slick import CATEGORIES
 
 STAGE = "ftsets"
 COLUMNS = ["qid", "relation", "subject", "object", "question", "answer", "gold", "aliases",
@@ -72,11 +73,6 @@ class FtSetsConfig:
                         if seen.setdefault(n, x) != x)
             raise KgfactError(f"unknown_shares {a} and {b} both give the set "
                               f"{mixture_name(a)}: shares must differ by at least 0.01")
-
-
-def mixture_name(share: float) -> str:
-    """``ft-known`` for 0, ``ft-unknown`` for 1, else ``mix-<percent>``."""
-    return {0.0: "ft-known", 1.0: "ft-unknown"}.get(share, f"mix-{round(100 * share)}")
 
 
 def spread(total: int, parts: int) -> np.ndarray:
@@ -240,19 +236,8 @@ def make_ftsets(run: RunDir | str, config: FtSetsConfig | None = None) -> pd.Dat
     return table
 
 
-def run_stage(run: RunDir | str, config: FtSetsConfig, *, progress: bool = True,
-              force: bool = False) -> pd.DataFrame:
+def run_stage(run: RunDir | str, config: FtSetsConfig, *,
+              progress: bool = True) -> pd.DataFrame:
     """The fine-tuning-sets stage (:mod:`kgfact.stages`): :func:`make_ftsets` (quick: always
     rebuilt)."""
     return make_ftsets(run, config)
-
-
-def read_set(run: RunDir, name: str) -> pd.DataFrame:
-    """Fine-tuning set ``name`` of ``run`` (one-line error naming the sets there are)."""
-    check_name(name, "fine-tuning set")
-    if not run.has_table(f"ftsets/{name}"):
-        have = run.read_table("ftsets")["set"].tolist() if run.has_table("ftsets") else []
-        raise KgfactError(f"{run.path} has no fine-tuning set {name!r}"
-                          + (f" (it has {', '.join(have)})" if have else
-                             ": run 'kgfact ftsets' first"))
-    return run.read_table(f"ftsets/{name}")

@@ -47,6 +47,20 @@ averaged over the grid sets' epoch-0 rows), not once per set. Ordinary least squ
 standard errors clustered by (set, seed) (the base point is its own cluster) and t intervals on
 (clusters - 1) degrees of freedom; the clustered covariance needs at least 4 clusters.
 
+Every point's accuracy is measured on the same few test questions (``eval_questions`` per
+relation, the same for every set, seed and epoch), so the clustered interval leaves out the
+noise of which questions were asked. Where the dynamics record each test question's
+correctness (``test_qids``, ``test_correct``), a crossed percentile bootstrap adds it: each
+replicate draws the (set, seed) clusters (the base point one of them) and the test questions
+with replacement, one question draw for every point, recomputes each point's accuracy over the
+drawn questions, and refits the OLS with each point weighted by its cluster's multiplicity.
+The questions are drawn as one pool, not per relation. The replicates take matrix products
+over precomputed (rows x questions) arrays, with no loop over replicates; clusters and questions
+are drawn from two seeded streams, so a single question (or questions all answered alike)
+gives exactly the cluster-only bootstrap. Its interval decides the slopes' findings; without
+the per-question record (dynamics trained before kgfact kept it) the table is the clustered one
+and its ``note`` says that question noise is not included.
+
 Single-category sets (``highly-known``, ``maybe-known``, ``weakly-known``, ``unknown``),
 ``natural``, ``idk-relabel`` and ``filtered`` are not pooled into the fit: their points are
 reported apart, against the grid fit's prediction.
@@ -69,6 +83,7 @@ multiple-testing corrections (:mod:`kgfact.findings` applies Holm's) can be made
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any, NamedTuple
 
@@ -371,19 +386,24 @@ def regression_points(dynamics: pd.DataFrame, accuracy: str = "test_accuracy") -
     -------
     DataFrame
         One row per point: ``set`` (``base`` for the untrained model), ``seed``, ``epoch``,
-        ``known_fit`` (N_kn/|D|), ``unknown_fit`` (N_unk/|D|), ``accuracy``, ``cluster`` and
-        ``grid`` (whether the point enters the fit: the %Unknown grid sets and the base model).
+        ``known_fit`` (N_kn/|D|), ``unknown_fit`` (N_unk/|D|), ``accuracy``, ``grid`` (whether
+        the point enters the fit: the %Unknown grid sets and the base model), ``rows`` (the
+        positions in ``dynamics`` of the rows the point averages: its own row, or every grid
+        set's epoch-0 row for the base model) and ``cluster``.
     """
-    rows = _with_design(dynamics.dropna(subset=[accuracy]), {"seed": 0})
+    measured = dynamics[accuracy].notna().to_numpy()
+    rows = _with_design(dynamics[measured], {"seed": 0})
     size = rows["n_known"] + rows["n_unknown"]
     points = pd.DataFrame({
         "set": rows["set"], "seed": rows["seed"], "epoch": rows["epoch"],
         "known_fit": rows["n_known_fit"] / size, "unknown_fit": rows["n_unknown_fit"] / size,
-        "accuracy": rows[accuracy], "grid": rows["set"].map(lambda s: bool(GRID.fullmatch(s)))})
+        "accuracy": rows[accuracy], "grid": rows["set"].map(lambda s: bool(GRID.fullmatch(s))),
+        "rows": [(int(i),) for i in np.flatnonzero(measured)]})
     untrained = points["epoch"] == 0
     base = points[untrained & points["grid"]]
     base = (base[["known_fit", "unknown_fit", "accuracy"]].mean().to_frame().T
-            .assign(set="base", seed=pd.NA, epoch=0, grid=True) if len(base) else base)
+            .assign(set="base", seed=pd.NA, epoch=0, grid=True,
+                    rows=pd.Series([sum(base["rows"], ())])) if len(base) else base)
     trained = points[~untrained]
     out = pd.concat([base, trained], ignore_index=True)[list(points.columns)]
     cluster = out["set"] + "/" + out["seed"].astype(str)
@@ -409,7 +429,71 @@ def _grid_fit(dynamics: pd.DataFrame, accuracy: str) -> tuple[pd.DataFrame, Any]
     return points, fit
 
 
-def gekhman_regression(dynamics: pd.DataFrame, accuracy: str = "test_accuracy") -> pd.DataFrame:
+# the per-question record of an accuracy column of ``dynamics`` (kgfact.finetune._dynamics_row):
+# the questions' qids (a JSON list) and whether each was answered right (a "0"/"1" string)
+QUESTIONS = {"test_accuracy": ("test_qids", "test_correct")}
+
+
+class _GridBoot(NamedTuple):
+    """The crossed bootstrap of the grid fit (module docstring)."""
+
+    replicates: np.ndarray | None  # (n_boot, 3) coefficients; None without per-question data
+    n_questions: int
+    note: str
+
+
+def _grid_boot(dynamics: pd.DataFrame, grid: pd.DataFrame, accuracy: str, n_boot: int,
+               seed: int) -> _GridBoot:
+    """Replicates of the OLS coefficients over the ``grid`` points (of
+    :func:`regression_points`), each drawing the (set, seed) clusters and the test questions
+    with replacement, the points' accuracies recomputed from the drawn questions."""
+    used = sorted(set().union(*grid["rows"]))
+    names = QUESTIONS.get(accuracy, ())
+    if not names:
+        return _GridBoot(None, 0, f"question noise not included: {accuracy} has no "
+                                 f"per-question record; the finding uses the clustered interval")
+    rows = dynamics.reindex(columns=list(names)).iloc[used]  # a missing column: all NaN
+    if lacking := int(rows.isna().any(axis=1).sum()):
+        return _GridBoot(None, 0, (
+            f"question noise not included: {lacking} of the {len(used)} dynamics rows behind "
+            f"the grid points have no per-question correctness ({names[1]}; trained before "
+            f"kgfact recorded it); the finding uses the clustered interval"))
+    asked = {text: json.loads(text) for text in rows[names[0]].unique()}
+    qids = sorted(set().union(*asked.values()))
+    column = {q: j for j, q in enumerate(qids)}
+    # rows x questions; a row tested on fewer questions (a set of other relations) has 0 in
+    # ``on`` where it was not asked, so its accuracy is over its own drawn questions
+    on, correct = np.zeros((len(used), len(qids))), np.zeros((len(used), len(qids)))
+    for i, (text, bits) in enumerate(zip(rows[names[0]], rows[names[1]])):
+        at = [column[q] for q in asked[text]]
+        on[i, at] = 1.0
+        correct[i, at] = np.frombuffer(bits.encode(), dtype=np.uint8) == ord("1")
+    average = np.zeros((len(grid), len(used)))  # each point: the mean of its rows
+    position = {r: i for i, r in enumerate(used)}
+    for p, behind in enumerate(grid["rows"]):
+        average[p, [position[r] for r in behind]] = 1.0 / len(behind)
+    # two streams, so that the cluster draws do not depend on how many questions there are
+    cluster_rng, question_rng = map(np.random.default_rng, np.random.SeedSequence(seed).spawn(2))
+    codes, clusters = pd.factorize(grid["cluster"], sort=True)
+    w_point = _draw_counts(cluster_rng, len(clusters), n_boot)[:, codes]  # (B, points)
+    w_question = _draw_counts(question_rng, len(qids), n_boot)            # (B, questions)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        y = average @ ((correct @ w_question.T) / (on @ w_question.T))    # (points, B)
+    x = np.column_stack([np.ones(len(grid)), grid["known_fit"], grid["unknown_fit"]])
+    # the weighted normal equations of every replicate, by matrix products
+    xtx = (w_point @ (x[:, :, None] * x[:, None, :]).reshape(len(x), 9)).reshape(-1, 3, 3)
+    xty = (w_point * y.T) @ x
+    coef = np.full((n_boot, 3), np.nan)  # NaN: the drawn points do not determine the line
+    full = np.linalg.matrix_rank(xtx) == 3
+    coef[full] = np.linalg.solve(xtx[full], xty[full][..., None])[..., 0]
+    return _GridBoot(coef, len(qids), (
+        f"ci_low/ci_high: clustered by (set, seed); boot_ci_low/boot_ci_high: crossed "
+        f"bootstrap over the {len(clusters)} clusters and the {len(qids)} test questions, "
+        f"which decides the finding"))
+
+
+def gekhman_regression(dynamics: pd.DataFrame, accuracy: str = "test_accuracy",
+                       n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
     """Fit Gekhman's linear model over the %Unknown grid's points of ``dynamics``.
 
     Returns
@@ -419,6 +503,12 @@ def gekhman_regression(dynamics: pd.DataFrame, accuracy: str = "test_accuracy") 
         ``std_err`` (clustered by set and seed), ``t``, ``p_value``, the 95% CI, the fit's
         ``r_squared``, ``n_points`` and ``n_clusters``, the ``sets`` fitted, and for the two
         slopes the ``expected`` sign (b_kn above 0, b_unk below) and its :func:`finding`.
+        Where ``dynamics`` records each test question's correctness, also the crossed
+        bootstrap's 95% interval (``boot_ci_low``, ``boot_ci_high``: (set, seed) clusters and
+        test questions resampled together, ``n_boot`` replicates seeded by ``seed``), its
+        ``boot_p_value`` (:func:`bootstrap_p`, slopes only), ``boot_dropped`` (replicates whose
+        drawn points did not determine the line) and ``n_questions``; the finding then comes
+        from that interval. ``note`` says which interval decides and why.
 
     Raises
     ------
@@ -435,14 +525,28 @@ def gekhman_regression(dynamics: pd.DataFrame, accuracy: str = "test_accuracy") 
         "n_clusters": points.loc[points["grid"], "cluster"].nunique(), "accuracy": accuracy,
         "sets": ",".join(sorted(set(points.loc[points["grid"], "set"]) - {"base"}))})
     table["expected"] = table["term"].map(EXPECTED)
-    table["finding"] = [finding(r.coef, r.ci_low, r.ci_high, r.expected)
-                        if isinstance(r.expected, str) else None  # no claim on the intercept
-                        for r in table.itertuples()]
-    return table
+    boot = _grid_boot(dynamics, points[points["grid"]], accuracy, n_boot, seed)
+    decide = ["ci_low", "ci_high"]
+    if boot.replicates is not None:
+        terms = [bootstrapped(c, boot.replicates[:, k], 0.95)
+                 for k, c in enumerate(table["coef"])]
+        table = table.assign(
+            boot_ci_low=[t.ci_low for t in terms], boot_ci_high=[t.ci_high for t in terms],
+            boot_p_value=[bootstrap_p(t.replicates, e) if isinstance(e, str) else np.nan
+                          for t, e in zip(terms, table["expected"])],
+            boot_dropped=[t.dropped for t in terms], n_questions=boot.n_questions,
+            n_boot=n_boot)
+        decide = ["boot_ci_low", "boot_ci_high"]
+    low, high = decide
+    table["finding"] = [finding(c, lo, hi, e) if isinstance(e, str)
+                        else None  # no claim on the intercept
+                        for c, lo, hi, e in zip(table["coef"], table[low], table[high],
+                                                table["expected"])]
+    return table.assign(note=boot.note)
 
 
-def gekhman_other_sets(dynamics: pd.DataFrame, accuracy: str = "test_accuracy"
-                       ) -> pd.DataFrame:
+def gekhman_other_sets(dynamics: pd.DataFrame, accuracy: str = "test_accuracy",
+                       n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
     """The trained points of the sets outside the %Unknown grid (single-category, ``natural``,
     ``idk-relabel``, ``filtered``) against the grid fit's prediction.
 
@@ -452,7 +556,10 @@ def gekhman_other_sets(dynamics: pd.DataFrame, accuracy: str = "test_accuracy"
         One row per (set, seed, epoch) with ``known_fit``, ``unknown_fit``, the measured
         ``accuracy``, the grid fit's ``predicted`` accuracy and its 95% interval
         (``pred_ci_low``, ``pred_ci_high``, clustered like the fit) and ``residual``
-        (measured minus predicted). Empty when every set is a grid set.
+        (measured minus predicted); where ``dynamics`` records each test question's
+        correctness, also the interval of the prediction under the crossed bootstrap of
+        :func:`gekhman_regression` (the same replicates: ``boot_pred_ci_low``,
+        ``boot_pred_ci_high``); ``note`` as there. Empty when every set is a grid set.
     """
     from scipy import stats
 
@@ -463,6 +570,13 @@ def gekhman_other_sets(dynamics: pd.DataFrame, accuracy: str = "test_accuracy"
     predicted = x @ fit.params.to_numpy()
     half = (stats.t.ppf(0.975, fit.df_resid_inference)
             * np.sqrt(np.einsum("ij,jk,ik->i", x, fit.cov_params().to_numpy(), x)))
-    return other.assign(predicted=predicted, pred_ci_low=predicted - half,
-                        pred_ci_high=predicted + half,
-                        residual=other["accuracy"].to_numpy(float) - predicted)
+    other = other.assign(predicted=predicted, pred_ci_low=predicted - half,
+                         pred_ci_high=predicted + half,
+                         residual=other["accuracy"].to_numpy(float) - predicted)
+    boot = _grid_boot(dynamics, points[points["grid"]], accuracy, n_boot, seed)
+    if boot.replicates is not None:
+        preds = [bootstrapped(p, reps, 0.95) for p, reps in zip(predicted,
+                                                                x @ boot.replicates.T)]
+        other = other.assign(boot_pred_ci_low=[p.ci_low for p in preds],
+                             boot_pred_ci_high=[p.ci_high for p in preds])
+    return other.assign(note=boot.note)

@@ -211,17 +211,3 @@ def prior_baselines(qa: pd.DataFrame, slick: pd.DataFrame, split: str = "test"
                      float(defaults["default_share"].get(relation, np.nan)), accuracy(default)))
     return pd.DataFrame(rows, columns=["relation", "n", "majority_answer", "majority_accuracy",
                                        "default_answer", "default_share", "default_accuracy"])
-
-
-def guess_mix(flagged: pd.DataFrame) -> pd.DataFrame:
-    """Per relation and SliCK category: facts, guesses, and guesses of each kind.
-
-    ``flagged`` is the output of :func:`flag_guesses`; an ``"all"`` relation row sums them.
-    """
-    frame = pd.concat([flagged, flagged.assign(relation="all")], ignore_index=True)
-    table = frame.groupby(["relation", "category"]).agg(n=("qid", "size"),
-                                                        guesses=("guess", "sum"))
-    for kind in GUESS_KINDS:
-        table[kind] = (frame["guess_kind"] == kind).groupby(
-            [frame["relation"], frame["category"]]).sum()
-    return table.reset_index().astype({"guesses": int, **{k: int for k in GUESS_KINDS}})

@@ -1,11 +1,12 @@
 """``kgfact run``: a whole study from one TOML config, resumable stage by stage.
 
-A config file has one section per stage (``[build]`` with ``[build.qa]``, ``[slick]``,
-``[ftsets]``, ``[finetune]``, ``[evaluate]``, ``[theory]``) plus ``[model]``, ``[backend]`` and
-``[store]``; :func:`load_config` sets any overrides (``kgfact run --set section.key=value``,
-:func:`apply_overrides`) and maps it onto :class:`ExperimentConfig` with :func:`from_dict`, the
-one TOML-to-dataclass converter (nested dataclasses, tuples from lists, type checks, unknown
-keys named with the valid ones).
+A config file has one section per stage with a config (``[build]`` with ``[build.qa]``,
+``[slick]``, ``[ftsets]``, ``[finetune]``, ``[evaluate]``, ``[theory]``, and that of any stage
+registered in :data:`kgfact.stages.STAGES`) plus ``[model]``, ``[backend]`` and ``[store]``;
+:func:`load_config` sets any overrides (``kgfact run --set section.key=value``,
+:func:`apply_overrides`) and maps it onto ``ExperimentConfig`` (:func:`experiment_config`, made
+from the registry) with :func:`kgfact.config.from_dict`, the one TOML-to-dataclass converter
+(nested dataclasses, tuples from lists, type checks, unknown keys named with the valid ones).
 
 :func:`run_experiment` runs build -> SliCK -> fine-tuning sets -> LoRA -> evaluation -> theory ->
 report into one run directory, the stages of :data:`kgfact.stages.STAGES` in order. Each step is
@@ -20,168 +21,97 @@ evaluation jobs), so a killed run finishes with the same tables as an uninterrup
 from __future__ import annotations
 
 import copy
-import difflib
 import re
 import sys
 import time
 import tomllib
-import types
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import MISSING, dataclass, field, fields, is_dataclass
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import field, fields, make_dataclass
+from functools import cache
 from pathlib import Path
-from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+from typing import TYPE_CHECKING, Any
 
-from kgfact.build import BuildConfig
-from kgfact.config import check_fields, clip, show
+from kgfact.config import check_fields, from_dict, show, show_toml
 from kgfact.data.store import StoreConfig, configured
 from kgfact.errors import KgfactError
-from kgfact.evaluate import EvalConfig
 from kgfact.findings import claim_names
-from kgfact.finetune import FinetuneConfig
-from kgfact.ftsets import FtSetsConfig
 from kgfact.models import ModelConfig
-from kgfact.registration import check_unchanged
+from kgfact.registration import Registration, check_unchanged
+from kgfact.registry import load_target
 from kgfact.rundir import RunDir, config_json
 from kgfact.sampling import BackendConfig
-from kgfact.slick import SlickConfig
 from kgfact.stages import STAGES, StageCall
-from kgfact.theory import TheoryConfig
+
+if TYPE_CHECKING:
+    ExperimentConfig = Any  # a class made from the registry: experiment_config()
 
 STAGE = "run"
 
 
-@dataclass(frozen=True)
-class ExperimentConfig:
-    """A whole study: one section per stage."""
-
-    build: BuildConfig = field(metadata={"help": "Data source, relations, questions, splits."})
-    slick: SlickConfig = field(default_factory=SlickConfig, metadata={
-        "help": "SliCK knowledge categories."})
-    ftsets: FtSetsConfig = field(default_factory=FtSetsConfig, metadata={
-        "help": "Fine-tuning sets (Known/Unknown mixtures)."})
-    finetune: FinetuneConfig = field(default_factory=FinetuneConfig, metadata={
-        "help": "LoRA training (EARLY_STOP and CONVERGENCE adapters)."})
-    evaluate: EvalConfig = field(default_factory=EvalConfig, metadata={
-        "help": "Evaluation under zero-shot, few-shot and CoT prompts."})
-    theory: TheoryConfig = field(default_factory=TheoryConfig, metadata={
-        "help": "Prompt-subgraph metrics and predicted vs measured gaps."})
-    model: ModelConfig = field(default_factory=ModelConfig, metadata={
-        "help": "The base model every stage uses."})
-    backend: BackendConfig = field(default_factory=BackendConfig, metadata={
-        "help": "Generation engine for SliCK and evaluation."})
-    store: StoreConfig = field(default_factory=StoreConfig, metadata={
-        "help": "The embedded SPARQL store a build without an endpoint starts (if it is not "
-                "running) and queries: its location and port. It keeps running after the run."})
-    threads: int | None = field(default=None, metadata={"min": 1, "max": 1024,
-        "help": "torch CPU threads; 1 keeps a shared CPU from stalling torch's thread pool."})
-    description: str = field(default="", metadata={
-        "help": "One line saying what the config runs ('kgfact presets' shows the presets')."})
-
-    def __post_init__(self) -> None:
-        check_fields(self)
-        self.evaluate.registration.check_claims(claim_names())
+# -- the config: one table per registered stage ------------------------------------------------
+def _shared_fields() -> list[tuple[str, Any, Any]]:
+    """The sections of a run config that are no stage's, after the stages' (fresh fields: a
+    dataclass takes its fields over)."""
+    return [
+        ("model", ModelConfig, field(default_factory=ModelConfig, metadata={
+            "help": "The base model every stage uses."})),
+        ("backend", BackendConfig, field(default_factory=BackendConfig, metadata={
+            "help": "Generation engine for SliCK and evaluation."})),
+        ("store", StoreConfig, field(default_factory=StoreConfig, metadata={
+            "help": "The embedded SPARQL store a build without an endpoint starts (if it is not "
+                    "running) and queries: its location and port. It keeps running after the "
+                    "run."})),
+        ("threads", int | None, field(default=None, metadata={"min": 1, "max": 1024,
+            "help": "torch CPU threads; 1 keeps a shared CPU from stalling torch's thread "
+                    "pool."})),
+        ("description", str, field(default="", metadata={
+            "help": "One line saying what the config runs ('kgfact presets' shows the "
+                    "presets')."})),
+    ]
 
 
-# -- TOML -> dataclasses -----------------------------------------------------------------------
-def from_dict(cls: type, data: Any, where: str = "") -> Any:
-    """Build dataclass ``cls`` from a mapping (parsed TOML), checking keys and types.
-
-    Nested dataclasses come from tables, tuples from arrays, ``X | None`` fields are set by
-    giving an ``X`` (TOML has no null: leave the key out for the default).
-
-    Raises
-    ------
-    KgfactError
-        Naming the offending key (``where.key``) on an unknown key (with the valid keys and a
-        did-you-mean), a missing required key, a wrong type or a value the dataclass rejects.
-    """
-    if not isinstance(data, dict):
-        raise KgfactError(f"{where or 'the config'} must be a table, got {_show(data)}")
-    hints = get_type_hints(cls)
-    known = {f.name: f for f in fields(cls) if f.init}
-    for key in data:
-        if key not in known:
-            close = difflib.get_close_matches(key, known, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            # a quoted TOML key may hold a newline: repr keeps the message one line
-            shown = clip(key) if key.isprintable() else show(key)
-            raise KgfactError(f"unknown key {_key(where, shown)}{hint}; valid keys: "
-                              f"{', '.join(known)}")
-    for name, f in known.items():
-        if name not in data and f.default is MISSING and f.default_factory is MISSING:
-            raise KgfactError(f"missing required key {_key(where, name)} "
-                              f"({f.metadata.get('help', _type_name(hints[name]))})")
-    values = {k: _convert(hints[k], v, _key(where, k)) for k, v in data.items()}
-    try:
-        return cls(**values)
-    except (KgfactError, TypeError, ValueError) as exc:  # the dataclass's own checks
-        raise KgfactError(f"[{where}]: {exc}" if where else str(exc)) from None
+def _registering(config: Any) -> Iterator[tuple[str, Any]]:
+    """The tables of run config ``config`` that register claims (``[evaluate.registration]``),
+    by name."""
+    for section in fields(config):
+        value = getattr(config, section.name)
+        if isinstance(getattr(value, "registration", None), Registration):
+            yield section.name, value
 
 
-def _key(where: str, key: str) -> str:
-    return f"{where}.{key}" if where else key
+def _check_experiment(self: Any) -> None:
+    check_fields(self)
+    for _, section in _registering(self):  # registered claims are claims of the findings
+        section.registration.check_claims(claim_names())
 
 
-def _convert(tp: Any, value: Any, where: str) -> Any:
-    origin, args = get_origin(tp), get_args(tp)
-    if origin in (Union, types.UnionType):
-        for option in args:
-            if option is type(None):
-                continue
-            try:
-                return _convert(option, value, where)
-            except KgfactError:
-                continue
-        raise KgfactError(f"{where} must be {_type_name(tp)}, got {_show(value)}")
-    if origin is Literal:
-        if value not in args:
-            raise KgfactError(f"{where} must be one of {', '.join(map(repr, args))}, "
-                              f"got {_show(value)}")
-        return value
-    if is_dataclass(tp):
-        return from_dict(tp, value, where)
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):  # a tuple: an override given in Python
-            raise KgfactError(f"{where} must be {_type_name(tp)}, got {_show(value)}")
-        items = args[:1] * len(value) if args[1:] == (Ellipsis,) else args
-        if len(items) != len(value):
-            raise KgfactError(f"{where} must have {len(items)} items, got {len(value)}")
-        return tuple(_convert(t, v, f"{where}[{i}]") for i, (t, v) in
-                     enumerate(zip(items, value)))
-    if tp is Any:
-        return value
-    if tp is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if tp is Path and isinstance(value, str):
-        return Path(value)
-    # bool is an int subclass: true must not pass for 1
-    if isinstance(value, tp) and not (tp is int and isinstance(value, bool)):
-        return value
-    raise KgfactError(f"{where} must be {_type_name(tp)}, got {_show(value)}")
+@cache
+def _experiment_class(sections: tuple[tuple[str, str, str, bool], ...]) -> type:
+    stages = [(name, load_target(config),
+               field(metadata={"help": help}) if required else
+               field(default_factory=load_target(config), metadata={"help": help}))
+              for name, config, help, required in sections]
+    return make_dataclass(
+        "ExperimentConfig", stages + _shared_fields(), frozen=True, kw_only=True,
+        namespace={"__post_init__": _check_experiment, "__module__": __name__,
+                   "__doc__": "A whole study: one section per stage."})
 
 
-def _type_name(tp: Any) -> str:
-    origin, args = get_origin(tp), get_args(tp)
-    if origin in (Union, types.UnionType):
-        return " or ".join(_type_name(a) for a in args if a is not type(None))
-    if origin is tuple:
-        return f"an array of {_PLURAL.get(args[0], _type_name(args[0]))}"
-    if origin is Literal:
-        return "one of " + ", ".join(map(repr, args))
-    if is_dataclass(tp):
-        return "a table"
-    return {str: "a string", int: "an integer", float: "a number", bool: "true or false",
-            Path: "a path (a string)"}.get(
-        tp, getattr(tp, "__name__", str(tp)))
+def experiment_config() -> type:
+    """``ExperimentConfig``, the dataclass of a whole study, for the stages registered now: a
+    field per stage with a config (its table of a run config, named as the stage, its help the
+    stage's; required if the stage says so), then ``model``, ``backend``, ``store``, ``threads``
+    and ``description``. The same registered stages give the same class."""
+    return _experiment_class(tuple((stage.name, stage.config, stage.help, stage.required)
+                                   for stage in map(STAGES.get, STAGES) if stage.config))
 
 
-_PLURAL = {str: "strings", int: "integers", float: "numbers", bool: "booleans"}
-
-
-def _show(value: Any) -> str:
-    kind = {bool: "boolean", int: "integer", float: "number", str: "string", list: "array",
-            dict: "table"}.get(type(value), type(value).__name__)
-    return f"{kind} {show(value)}" if not isinstance(value, (list, dict)) else kind
+def __getattr__(name: str) -> Any:
+    # ExperimentConfig follows the registry: a stage registered after this module was imported
+    # has its table in it too
+    if name == "ExperimentConfig":
+        return experiment_config()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # -- overrides: kgfact run --set section.key=value -------------------------------------------
@@ -250,7 +180,7 @@ def apply_overrides(data: dict[str, Any], overrides: Mapping[str, Any] | Iterabl
             node = node.setdefault(name, {})
             if not isinstance(node, dict):
                 raise KgfactError(f"cannot set {key}: {'.'.join(parents[:depth + 1])} is "
-                                  f"{_show(node)}, not a table")
+                                  f"{show_toml(node)}, not a table")
         node[leaf] = value
     return data
 
@@ -325,7 +255,7 @@ def load_config(config: str | Path, overrides: Mapping[str, Any] | Iterable[str]
                           "levels deep)") from None
     data = apply_overrides(data, overrides)
     try:
-        return from_dict(ExperimentConfig, data)
+        return from_dict(experiment_config(), data)
     except KgfactError as exc:
         raise KgfactError(f"{path}: {exc}") from None
 
@@ -355,13 +285,8 @@ def step_done(run: RunDir, name: str, spec: dict) -> bool:
     (delete it and run again) rather than silently redoing work.
     """
     record = run.manifest()["stages"].get(name, {})
-    if record.get("pipeline") != spec or not run.verified(name):
-        return False
-    if name == "report":
-        from kgfact.report import REPORT_FILES
-
-        return all((run.path / f).exists() for f in REPORT_FILES)
-    return True
+    return (record.get("pipeline") == spec and run.verified(name)
+            and all((run.path / f).exists() for f in STAGES.get(name).files))
 
 
 def run_experiment(run: RunDir | str | Path, config: ExperimentConfig, *,
@@ -386,10 +311,11 @@ def run_experiment(run: RunDir | str | Path, config: ExperimentConfig, *,
     timings: dict[str, float | None] = {}
     with run.writing(wait), run.stage(STAGE, config_json(config)) as info, \
             configured(config.store):
-        evaluated = run.manifest()["stages"].get("evaluate", {})
-        if evaluated.get("status") == "complete" and "registration" in evaluated:
-            check_unchanged(evaluated["config"]["evaluate"],
-                            config_json(evaluate=config.evaluate)["evaluate"], str(run.path))
+        for name, section in _registering(config):  # claims stay as evaluated under them
+            done = run.manifest()["stages"].get(name, {})
+            if done.get("status") == "complete" and "registration" in done:
+                check_unchanged(done["config"][name], config_json(**{name: section})[name],
+                                str(run.path))
         for name in STAGES:
             if step_done(run, name, specs[name]):
                 timings[name] = None

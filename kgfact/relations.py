@@ -2,7 +2,8 @@
 
 The registry is data (``relations.toml`` beside this module): property id, label, question
 template, answer type and the chain-of-thought statement that asserts an edge. Look relations up
-with :func:`get_relation`; unknown ids raise a one-line :class:`~kgfact.errors.KgfactError`.
+in :data:`RELATIONS`, or several at once with :func:`get_relations`: a malformed id, or every
+unknown one, is a one-line :class:`~kgfact.errors.KgfactError`.
 """
 
 from __future__ import annotations
@@ -95,17 +96,6 @@ def check_pid(pid: str) -> str:
     if not isinstance(pid, str) or not PID_RE.fullmatch(pid):
         raise KgfactError(f"{pid!r} is not a Wikidata property id (expected P followed by digits)")
     return pid
-
-
-def get_relation(pid: str) -> Relation:
-    """Return the registered :class:`Relation` for ``pid``.
-
-    Raises
-    ------
-    KgfactError
-        If ``pid`` is malformed or not registered.
-    """
-    return RELATIONS.get(check_pid(pid))
 
 
 def get_relations(pids: list[str] | tuple[str, ...]) -> list[Relation]:

@@ -23,10 +23,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from kgfact.contract import CATEGORIES, protocol_of
 from kgfact.errors import KgfactError
 from kgfact.markdown import markdown_table
 from kgfact.rundir import RunDir, atomic_write_text
-from kgfact.slick import CATEGORIES, protocol_of
 from kgfact.stages import STAGES
 
 STAGE = "report"
@@ -44,10 +44,7 @@ def _subplots(*grid: int, figsize: tuple[float, float], **kw):
 
 
 def _run(run: RunDir | str | Path) -> RunDir:
-    run = RunDir.of(run)
-    if not run.manifest_path.exists():
-        raise KgfactError(f"{run.path} is not a kgfact run (no manifest.json)")
-    return run
+    return RunDir.of(run).require_manifest()
 
 
 # -- numbers -----------------------------------------------------------------------------------
@@ -104,12 +101,12 @@ def slick_protocol(run: RunDir) -> pd.DataFrame:
 
 def knowledge_vs_graph(run: RunDir) -> pd.DataFrame:
     """Each SliCK question with its subject's popularity, degree and PageRank in the run's KG."""
-    from kgfact.graph import KnowledgeGraph
+    from kgfact.graph import KnowledgeGraph, degree_table, pagerank_table
 
     run = _run(run)
     kg = KnowledgeGraph.from_tables(run.read_table("triples"), run.read_table("entities"))
-    nodes = kg.degree_table()[["id", "degree"]].merge(kg.pagerank_table()[["id", "pagerank"]],
-                                                      on="id")
+    nodes = degree_table(kg)[["id", "degree"]].merge(pagerank_table(kg)[["id", "pagerank"]],
+                                                     on="id")
     qa = run.read_table("qa")[["qid", "subject", "popularity"]]
     return (run.read_table("slick").merge(qa, on="qid")
             .merge(nodes, left_on="subject", right_on="id", how="left").drop(columns="id"))
@@ -130,13 +127,13 @@ def graph_correlations(run: RunDir) -> pd.DataFrame:
 
 def kg_tables(run: RunDir) -> dict[str, pd.DataFrame]:
     """Graph metrics of the run's knowledge graph: summary, relations, top PageRank."""
-    from kgfact.graph import KnowledgeGraph
+    from kgfact.graph import (KnowledgeGraph, degree_table, pagerank_table, relation_counts,
+                              summary)
 
     run = _run(run)
     kg = KnowledgeGraph.from_tables(run.read_table("triples"), run.read_table("entities"))
-    summary = pd.DataFrame([kg.summary()])
-    top = kg.pagerank_table().merge(kg.degree_table()[["id", "degree"]], on="id")
-    return {"summary": summary, "relations": kg.relation_counts(),
+    top = pagerank_table(kg).merge(degree_table(kg)[["id", "degree"]], on="id")
+    return {"summary": pd.DataFrame([summary(kg)]), "relations": relation_counts(kg),
             "top PageRank": top.nlargest(10, "pagerank").reset_index(drop=True)}
 
 
@@ -369,7 +366,7 @@ def primary_predictions(run: RunDir) -> pd.DataFrame:
     tested (the buckets the findings' theory claim is computed on); the one bucket per
     checkpoint and mode of the ``all`` family when none had."""
     run = _run(run)
-    config = run.manifest().get("stages", {}).get("theory", {}).get("config") or {}
+    config = run.stage_config("theory") or {}
     pred = run.read_table("theory_predictions")
     pred = pred[(pred["augmentation"] == config.get("augmentation", "default"))
                 & pred["used"].astype(bool)]
@@ -400,17 +397,29 @@ def fig_predicted_vs_measured(run: RunDir):
 
 
 def _theory_tables(run: RunDir) -> dict[str, pd.DataFrame]:
-    config = run.manifest().get("stages", {}).get("theory", {}).get("config") or {}
+    config = run.stage_config("theory") or {}
     stats = run.read_table("theory_stats")
     stats = stats[stats["augmentation"].isin([config.get("augmentation", "default"), "none"])
                   & stats["family"].isin(["all", "a_quantile", "ood", "training"])]
     controls = run.read_table("theory_controls")
-    return {"predictions per bucket": primary_predictions(run).drop(
+    return {**(held_out_table(run) if run.has_table("theory_heldout") else {}),
+            "predictions per bucket": primary_predictions(run).drop(
                 columns=["augmentation", "family", "used"]),
             "agreement statistics": stats,
             "controls": controls[["control", "checkpoint", "mode", "treatment", "baseline",
                                   "predicted", "measured", "difference", "ci_low", "ci_high",
                                   "outcome", "n_queries"]]}
+
+
+def held_out_table(run: RunDir) -> dict[str, pd.DataFrame]:
+    """Prediction 1 on the sets held out of the fit (``theory_heldout``): each held-out set's
+    and their pooled zero-shot in-distribution accuracy, measured against c + α·u(D), per
+    checkpoint; the sets α and c were fitted on are the caption."""
+    held = run.read_table("theory_heldout")
+    return {f"prediction 1 on the sets held out of the fit (α and c fitted on "
+            f"{held['fit_sets'].iloc[0]})": held[[
+                "checkpoint", "set", "u", "n_queries", "measured", "predicted", "difference",
+                "ci_low", "ci_high", "margin", "outcome", "p_value", "note"]]}
 
 
 def fig_cot_steps(run: RunDir):
@@ -459,8 +468,34 @@ def _accuracy_table(run: RunDir) -> dict[str, pd.DataFrame]:
         index="model", columns=["distribution", "mode", "strategy"], values="accuracy")
         .reset_index()}
     if run.has_table("regression"):
-        tables["Gekhman's regression"] = run.read_table("regression")
+        tables.update(regression_table(run))
     return tables
+
+
+# dynamics columns the report leaves out: the fit it plots, and each test question's record
+# (a JSON list of question ids and a string of 0/1, one per question: for the regression)
+DYNAMICS_HIDDEN = ("train_fit", "test_qids", "test_correct")
+# Gekhman's regression: what differs by coefficient (the fit's size and note are the caption)
+REGRESSION = ["term", "coef", "std_err", "ci_low", "ci_high", "p_value", "boot_ci_low",
+              "boot_ci_high", "boot_p_value", "boot_dropped", "expected", "finding"]
+
+
+def regression_table(run: RunDir) -> dict[str, pd.DataFrame]:
+    """Gekhman's regression, one row per coefficient with its clustered interval and, where the
+    dynamics recorded each test question, the crossed bootstrap's (``boot_ci_low``,
+    ``boot_ci_high``), which then decides the finding; the caption gives the fit's size and the
+    table's ``note`` (which interval decides), once."""
+    reg = run.read_table("regression")
+    first = reg.iloc[0]
+    size = [f"{int(first['n_points'])} points in {int(first['n_clusters'])} clusters"]
+    if pd.notna(first.get("n_questions")):
+        size.append(f"{int(first['n_questions'])} test questions, "
+                    f"{int(first['n_boot'])} bootstrap replicates")
+    caption = (f"Gekhman's regression over {first['sets']} ({', '.join(size)}; R² "
+               f"{number(first['r_squared'])})")
+    if pd.notna(first.get("note")) and first.get("note"):
+        caption += f": {first['note']}"
+    return {caption: reg[[c for c in REGRESSION if c in reg]]}
 
 
 def _footnotes(cells: Iterable, sep: str | None) -> tuple[list[list[int]], list[str]]:
@@ -616,15 +651,16 @@ SECTIONS = (
             "Share of the training examples of each SliCK category the model fits after every "
             "epoch.", fig_dynamics,
             lambda run: {"dynamics": run.read_table("dynamics").drop(
-                columns=["train_fit"], errors="ignore")}),
+                columns=list(DYNAMICS_HIDDEN), errors="ignore")}),
     Section("Factuality gap",
             "acc(FT-Known) - acc(FT-Unknown) on the same test queries, per prompt mode and "
             "exemplar strategy, EARLY_STOP and CONVERGENCE, in (ID) and out of distribution "
             "(OOD), with paired bootstrap 95% CIs.", fig_gap, _gap_table),
     Section("Predicted vs measured gap reduction",
             "The prompt-subgraph theory's predicted against measured gap reduction and gap per "
-            "A(P) bucket (buckets by checkpoint, mode and strategy, primary A(P)); agreement "
-            "statistics and the controls' outcomes, with bootstrap CIs.",
+            "A(P) bucket (buckets by checkpoint, mode and strategy, primary A(P)); prediction 1 "
+            "on the sets held out of the fit of α and c, agreement statistics and the controls' "
+            "outcomes, with bootstrap CIs.",
             fig_predicted_vs_measured, _theory_tables),
     Section("Graph metrics of the knowledge graph",
             "Size and shape of the run's knowledge graph, edges per relation, and the entities "
@@ -672,7 +708,7 @@ def _header(run: RunDir) -> tuple[str, list[tuple[str, str]]]:
     stages = manifest.get("stages", {})
     timings = [(step, _step_time(step, info)) for step in STAGES
                if (info := stages.get(step))]
-    model = (stages.get("slick", {}).get("config", {}) or {}).get("model", {}).get("name", "?")
+    model = (run.stage_config("slick") or {}).get("model", {}).get("name", "?")
     git = next((i.get("git") for i in stages.values() if i.get("git")), None)
     title = f"kgfact report: {run.path.name} (model {model}, git {str(git)[:10]})"
     return title, timings
@@ -698,8 +734,8 @@ def write_report(run: RunDir | str | Path) -> list[Path]:
         return _write_pages(run)
 
 
-def run_stage(run: RunDir | str | Path, config: None = None, *, progress: bool = True,
-              force: bool = False) -> list[Path]:
+def run_stage(run: RunDir | str | Path, config: None = None, *,
+              progress: bool = True) -> list[Path]:
     """The report stage (:mod:`kgfact.stages`): :func:`write_report`."""
     return write_report(run)
 

@@ -363,10 +363,35 @@ class RunDir:
         manifest["stages"].setdefault(name, {}).update(values)
         self._write_manifest(manifest)
 
+    def require_manifest(self) -> RunDir:
+        """This run, which must already be one (have a manifest): what every command and
+        reader that does not make a run checks first.
+
+        Raises
+        ------
+        KgfactError
+            One line, if the directory has no ``manifest.json``, saying how to make a run.
+        """
+        if not self.manifest_path.exists():
+            raise KgfactError(f"{self.path} is not a kgfact run (no {MANIFEST}): make one with "
+                              f"'kgfact build --run {self.path}' or "
+                              f"'kgfact run CONFIG --run {self.path}'")
+        return self
+
+    def stage_entry(self, name: str) -> dict[str, Any]:
+        """Stage ``name``'s manifest entry (``status``, ``config``, ``seconds``, ``tables``,
+        ``report``... with the types :meth:`manifest` checks); empty if it never ran."""
+        return self.manifest()["stages"].get(name, {})
+
+    def stage_config(self, name: str) -> dict[str, Any] | None:
+        """The config stage ``name`` recorded when it last started (its JSON form,
+        :func:`config_json`), or None if it never ran or recorded none."""
+        return self.stage_entry(name).get("config")
+
     def stage_status(self, name: str) -> str | None:
         """``'complete'``, ``'running'``, ``'failed'`` or ``None`` if the stage never ran, as
         recorded (:meth:`states` tells a running stage from an interrupted one)."""
-        return self.manifest()["stages"].get(name, {}).get("status")
+        return self.stage_entry(name).get("status")
 
     def states(self) -> dict[str, str | None]:
         """The recorded status of each stage in the manifest, except that a stage recorded as
@@ -394,7 +419,7 @@ class RunDir:
         """
         from kgfact.stages import STAGES
 
-        entry = self.manifest()["stages"].get(name, {})
+        entry = self.stage_entry(name)
         if entry.get("status") != "complete":
             return False
         required = STAGES.get(name).writes

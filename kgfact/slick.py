@@ -50,6 +50,7 @@ from tqdm.auto import tqdm
 
 from kgfact.answers import match_many
 from kgfact.config import check_fields
+from kgfact.contract import CATEGORIES, recorded_protocol
 from kgfact.cost import Meter
 from kgfact.errors import KgfactError
 from kgfact.guessing import flag_guesses, prior_baselines
@@ -61,7 +62,6 @@ from kgfact.sampling import (Request, SamplingBackend, SamplingConfig, make_back
                              recorded_backend)
 
 STAGE = "slick"
-CATEGORIES = ("HighlyKnown", "MaybeKnown", "WeaklyKnown", "Unknown")
 # the settings that choose which questions are labelled; every other one decides their answers
 SELECTION = ("relations", "splits", "max_questions_per_relation", "max_exemplar_split_questions")
 
@@ -286,7 +286,7 @@ def select_questions(qa: pd.DataFrame, config: SlickConfig) -> tuple[pd.DataFram
 def _protocol(spec: dict) -> dict:
     """``spec`` without the question selection: what decides every question's answers (a spec
     recorded before the protocol could be chosen ran the full one)."""
-    slick = {"protocol": "full", **spec.get("slick", {})}
+    slick = {**spec.get("slick", {}), "protocol": recorded_protocol(spec)}
     return {**spec, "slick": {k: v for k, v in slick.items() if k not in SELECTION}}
 
 
@@ -297,13 +297,6 @@ def _changes(old: Any, new: Any, path: str = "") -> list[str]:
         return [c for k in keys for c in _changes(old.get(k), new.get(k),
                                                   f"{path}.{k}" if path else k)]
     return [] if old == new else [f"{path} {old!r} -> {new!r}"]
-
-
-def protocol_of(run: RunDir) -> str:
-    """The protocol of ``run``'s SliCK table, ``"full"`` or ``"lazy"`` (``"full"`` when it was
-    labelled before the protocol could be chosen, or not yet)."""
-    entry = run.manifest().get("stages", {}).get(STAGE, {})
-    return _protocol(entry.get("config") or {})["slick"]["protocol"]
 
 
 def generations(table: pd.DataFrame, config: SlickConfig) -> int:
@@ -337,7 +330,7 @@ def run_slick(run: RunDir | str | Path, config: SlickConfig, model: ModelConfig 
     run = RunDir.of(run)
     model = model or ModelConfig()
     spec = config_json(slick=config, model=model, backend=recorded_backend(backend))
-    previous = run.manifest().get("stages", {}).get(STAGE, {})
+    previous = run.stage_entry(STAGE)
     complete = previous.get("status") == "complete"
     base = None  # the table this call adds to: a complete one, or the one a killed call grew
     if not force and run.has_table("slick") and (complete or previous.get("grows")):

@@ -31,10 +31,10 @@ def kgfact_home(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def miniworld_nt(tmp_path_factory) -> Path:
-    from kgfact.graph import KnowledgeGraph
+    from kgfact.graph import KnowledgeGraph, write_rdf
 
     path = tmp_path_factory.mktemp("miniworld") / "miniworld.nt"
-    KnowledgeGraph.from_tables(*miniworld.tables()).write_rdf(path)
+    write_rdf(KnowledgeGraph.from_tables(*miniworld.tables()), path)
     return path
 
 

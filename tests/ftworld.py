@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import pandas as pd
 
+from kgfact.contract import CATEGORIES
 from kgfact.qa import QAConfig, build_qa
 from kgfact.rundir import RunDir
-from kgfact.slick import CATEGORIES
 
 COUNTRIES = {"Q100": "Atlantis", "Q200": "Lemuria", "Q300": "Hyperborea"}
 REGIONS = {f"Q{500 + k}": f"Region {k}" for k in range(6)}  # region k lies in country k % 3

@@ -95,8 +95,10 @@ def test_findings_and_a_damaged_table(ft_run):
 def test_a_path_that_is_no_run_is_one_line(tmp_path):
     with pytest.raises(KgfactError) as err:
         kgfact.open_run(tmp_path / "nope")
+    # the message every command and reader gives (RunDir.require_manifest)
     assert str(err.value) == (f"{tmp_path / 'nope'} is not a kgfact run (no manifest.json): "
-                              f"make one with 'kgfact run CONFIG --run {tmp_path / 'nope'}'")
+                              f"make one with 'kgfact build --run {tmp_path / 'nope'}' or "
+                              f"'kgfact run CONFIG --run {tmp_path / 'nope'}'")
     assert not (tmp_path / "nope").exists()
     (tmp_path / "file").write_text("x")
     with pytest.raises(KgfactError, match=f"^{tmp_path / 'file'} is a file, not a run "

@@ -424,7 +424,8 @@ def test_every_config_field_is_a_flag_of_its_command():
     from dataclasses import fields, is_dataclass
     from typing import get_args, get_type_hints
 
-    from kgfact.cli import _SEP, parser
+    from kgfact.cli import parser
+    from kgfact.config import SEP
     from kgfact.models import ModelConfig
     from kgfact.sampling import BackendConfig
     from kgfact.stages import STAGES
@@ -442,14 +443,14 @@ def test_every_config_field_is_a_flag_of_its_command():
     for name in STAGES:
         stage = STAGES.get(name)
         dests = {a.dest for a in commands[name]._actions}
-        want = {f"{name}{_SEP}{p}" for p in paths(stage.config_class())} if stage.config else set()
+        want = {f"{name}{SEP}{p}" for p in paths(stage.config_class())} if stage.config else set()
         if stage.uses_model:
-            want |= {f"model{_SEP}{p}" for p in paths(ModelConfig)}
+            want |= {f"model{SEP}{p}" for p in paths(ModelConfig)}
         if stage.uses_backend:
-            want |= {f"backend{_SEP}{p}" for p in paths(BackendConfig)}
+            want |= {f"backend{SEP}{p}" for p in paths(BackendConfig)}
         assert want <= dests, (name, sorted(want - dests))
         assert all(a.default == "==SUPPRESS==" for a in commands[name]._actions
-                   if _SEP in a.dest), name
+                   if SEP in a.dest), name
 
 
 @pytest.mark.parametrize("argv, expected", [

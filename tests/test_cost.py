@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 
 import pandas as pd
@@ -13,8 +14,7 @@ import pytest
 
 from kgfact.build import resolved
 from kgfact.cli import main
-from kgfact.cost import (DEFAULT_RATES, Rate, Work, machine, rate_for, rates_path, record_rate,
-                         table)
+from kgfact.cost import Rate, Work, machine, rate_for, rates_path, record_rate, table
 from kgfact.dryrun import plan_run, plan_stage
 from kgfact.models import ModelConfig
 from kgfact.pipeline import load_config, step_specs
@@ -22,6 +22,7 @@ from kgfact.qa import QAConfig, build_qa, build_two_hop
 from kgfact.rundir import RunDir, config_json
 from kgfact.sampling import SamplingConfig
 from kgfact.slick import SlickConfig, run_slick
+from kgfact.stages import STAGES
 from tests import miniworld
 from tests.conftest import SMOKE_CONFIG, kgfact_command
 
@@ -52,11 +53,14 @@ def _world() -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 @pytest.fixture
-def smoke_built(tmp_path):
-    """A run of the smoke preset whose build step is complete, as ``kgfact run`` records it
-    (the build's tables from an invented world, without a store)."""
+def smoke(request, tmp_path):
+    """A run of the smoke preset: ``"fresh"`` (no run directory yet), or ``"built"``, its build
+    step complete as ``kgfact run`` records it (the build's tables from an invented world,
+    without a store)."""
+    run = RunDir(tmp_path / request.param)
+    if request.param == "fresh":
+        return run
     config = load_config(SMOKE_CONFIG)
-    run = RunDir(tmp_path / "built")
     qa_config = resolved(config.build).qa
     triples, entities = _world()
     qa, _ = build_qa(triples, entities, qa_config)
@@ -67,60 +71,76 @@ def smoke_built(tmp_path):
         info["report"] = {"questions": {r: g.groupby("split").size().to_dict()
                                         for r, g in qa.groupby("relation")}}
     run.annotate("build", pipeline=step_specs(config)["build"])
-    return run, config
+    return run
 
 
-def _summary(works: list[Work]) -> list[tuple]:
-    return [(w.stage, w.units, w.at_most, w.estimated, w.complete) for w in works]
+def _rows(works: list[Work]) -> dict[str, tuple[str, ...]]:
+    """The dry run's table as printed: each stage's state, work, units, rate and time."""
+    lines = table(works).splitlines()[1:len(works) + 1]
+    return {cells[0]: tuple(cells[1:]) for cells in (re.split(r" {2,}", r) for r in lines)}
 
 
-def test_smoke_on_a_fresh_run_is_estimated_from_the_config(tmp_path, home):
-    run = tmp_path / "fresh"
-    works = plan_run(run, load_config(SMOKE_CONFIG))
-    # SliCK: P36 and P1376 train and test, P30 test only (no train split out of distribution),
-    # at most 40 each: 200 questions x 2 prompts x (1 + 2 samples), lazy so at most;
-    # fine-tuning: ft-known and ft-unknown x 1 seed x at most 2 epochs x |D| = 8;
-    # evaluation: base + 2 sets x 2 checkpoints = 5 models x at most 6 test queries of each of
-    # 3 relations x (zero-shot 1 + few-shot 1 + CoT 1) prompts
-    assert _summary(works) == [
-        ("build", None, False, True, False), ("slick", 1200, True, True, False),
-        ("ftsets", None, False, False, False), ("finetune", 32, True, True, False),
-        ("evaluate", 270, True, True, False), ("theory", None, False, True, False),
-        ("report", None, False, False, False)]
-    what = {w.stage: w.what for w in works}
-    assert what["build"] == ("3 relations from geonames (ID P36, P1376; OOD P30), questions "
-                             "not capped")
-    assert what["slick"] == "≤ 200 questions × 2 prompts × (1 + 2 samples), lazy"
-    assert what["finetune"] == "2 trainings (2 sets × 1 seeds) × ≤ 2 epochs × 8 examples"
-    assert what["evaluate"] == "5 models × ≤ 18 queries × 3 prompts (3 modes)"
-    assert what["theory"] == "≤ 54 (prompt, query) units (no model)"
-    # no rate recorded here: the documented defaults, said to be defaults
-    assert {w.stage: w.rate for w in works if w.rate} == {
-        s: Rate(DEFAULT_RATES[s], "default") for s in ("slick", "finetune", "evaluate")}
-    assert [w.seconds for w in works if w.rate] == [1200 / 56, 32 / 4, 270 / 1.5]
-    assert not run.exists()
+# the rows alike in every case below, and those of the fresh run and the built one
+NO_MODEL = {"ftsets": ("to do", "3 %Unknown mixtures of 8 examples and the other sets (no model)",
+                       "-", "-", "-"),
+            "report": ("to do", "findings, report.html and report.md (no model)", "-", "-", "-")}
+# SliCK: P36 and P1376 train and test, P30 test only (no train split out of distribution), at
+# most 40 each: 200 questions x 2 prompts x (1 + 2 samples), lazy so at most; fine-tuning:
+# ft-known and ft-unknown x 1 seed x at most 2 epochs x |D| = 8; evaluation: base + 2 sets x 2
+# checkpoints = 5 models x at most 6 test queries of each of 3 relations x (zero-shot 1 +
+# few-shot 1 + CoT 1) prompts; no rate recorded here: the documented defaults, said so
+FRESH = {
+    "build": ("to do", "3 relations from geonames (ID P36, P1376; OOD P30), questions not "
+              "capped *", "-", "-", "-"),
+    "slick": ("to do", "≤ 200 questions × 2 prompts × (1 + 2 samples), lazy *",
+              "≤ 1,200 generations", "56/s (default)", "≤ 22 s"),
+    "finetune": ("to do", "2 trainings (2 sets × 1 seeds) × ≤ 2 epochs × 8 examples *",
+                 "≤ 32 examples", "4/s (default)", "≤ 8 s"),
+    "evaluate": ("to do", "5 models × ≤ 18 queries × 3 prompts (3 modes) *",
+                 "≤ 270 generations", "1.5/s (default)", "≤ 3.0 min"),
+    "theory": ("to do", "≤ 54 (prompt, query) units (no model) *", "-", "-", "-")}
+# the world's splits: P36 and P1376 73 train, 10 dev, 10 test; P30 10 dev, 90 test. SliCK takes
+# min(40, n) of each train and test split: 40 + 10 + 40 + 10 + 40 = 140 questions; evaluation
+# min(6, test) of each relation: 18 queries, exactly
+BUILT = {
+    "build": ("complete", "3 relations from geonames (ID P36, P1376; OOD P30), 286 questions",
+              "-", "-", "skipped"),
+    "slick": ("to do", "140 questions × 2 prompts × (1 + 2 samples), lazy", "≤ 840 generations",
+              "56/s (default)", "≤ 15 s"),
+    "finetune": FRESH["finetune"],
+    "evaluate": ("to do", "5 models × 18 queries × 3 prompts (3 modes)", "270 generations",
+                 "1.5/s (default)", "3.0 min"),
+    "theory": ("to do", "54 (prompt, query) units (no model)", "-", "-", "-")}
+# 2 prompts of each strategy: random (every model), from-ft (adapters only: the base model has
+# no set), neighbourhood (per query: at most), path-hint (CoT only: at most, queries with a
+# hint). Base model: zero-shot 1 + few-shot 2 + 2 + CoT 2 + 2 + 2 = 11 prompts; each of the 4
+# adapters 1 + (2 + 2 + 2) + (2 + 2 + 2 + 2) = 15: 18 x (11 + 4 x 15) = 1,278 generations, in
+# 852 s. The theory's distinct prompts count from-ft's of both sets: 1 + (2 + 4 + 2) +
+# (2 + 4 + 2 + 2) = 19 per query, 18 x 19 = 342 (prompt, query) units
+STRATEGIES = {"evaluate.strategies": ["random", "from-ft", "neighbourhood", "path-hint"],
+              "evaluate.n_prompts": 2}
+BY_STRATEGY = {
+    **BUILT,
+    "evaluate": ("to do", "5 models × 18 queries × ≤ 11-15 prompts (3 modes)",
+                 "≤ 1,278 generations", "1.5/s (default)", "≤ 14.2 min"),
+    "theory": ("to do", "≤ 342 (prompt, query) units (no model)", "-", "-", "-")}
 
 
-def test_smoke_with_its_build_complete_counts_from_the_run(smoke_built, home):
-    run, config = smoke_built
-    works = plan_run(run, config)
-    # the world's splits: P36 and P1376 73 train, 10 dev, 10 test; P30 10 dev, 90 test. SliCK
-    # takes min(40, n) of each train and test split: 40 + 10 + 40 + 10 + 40 = 140 questions;
-    # evaluation min(6, test) of each relation: 18 queries, exactly
-    assert _summary(works) == [
-        ("build", None, False, False, True), ("slick", 840, True, False, False),
-        ("ftsets", None, False, False, False), ("finetune", 32, True, True, False),
-        ("evaluate", 270, False, False, False), ("theory", None, False, False, False),
-        ("report", None, False, False, False)]
-    what = {w.stage: w.what for w in works}
-    assert what["build"] == "3 relations from geonames (ID P36, P1376; OOD P30), 286 questions"
-    assert what["slick"] == "140 questions × 2 prompts × (1 + 2 samples), lazy"
-    assert what["evaluate"] == "5 models × 18 queries × 3 prompts (3 modes)"
-    assert what["theory"] == "54 (prompt, query) units (no model)"
+@pytest.mark.parametrize("smoke, overrides, rows", [
+    ("fresh", {}, FRESH), ("built", {}, BUILT), ("built", STRATEGIES, BY_STRATEGY)],
+    indirect=["smoke"], ids=["fresh", "built", "strategies"])
+def test_the_smoke_dry_run_counts_each_stage(smoke, overrides, rows, home):
+    """Estimated from the config on a fresh run, counted from the run's tables once built."""
+    existed = smoke.path.exists()
+    works = plan_run(smoke, load_config(SMOKE_CONFIG, overrides))
+    assert list(_rows(works)) == list(STAGES)
+    assert _rows(works) == {**NO_MODEL, **rows}
+    assert smoke.path.exists() == existed  # the dry run writes nothing
 
 
-def test_a_stage_command_counts_with_its_flags(smoke_built, home, capsys):
-    run, _ = smoke_built
+@pytest.mark.parametrize("smoke", ["built"], indirect=True)
+def test_a_stage_command_counts_with_its_flags(smoke, home, capsys):
+    run = smoke
     assert main(["slick", str(run.path), "--dry-run", "--relations", "P36,P1376", "--splits",
                  "train,test", "--prompts", "2", "--samples", "3", "--max-questions", "40",
                  "--protocol", "full"]) == 0

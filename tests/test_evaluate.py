@@ -16,18 +16,19 @@ from kgfact.evaluate import (EvalConfig, EvalModel, PromptBuilder, accuracy_tabl
                              models_to_evaluate, trained_relations)
 from kgfact.gap import bootstrap_mean_ci, factuality_gap
 from kgfact.models import ModelConfig
-from kgfact.prompts import StepWriter, exemplar_text, is_abstention, parse_generation
+from kgfact.prompts import PROMPT_MODES, PromptMode, StepWriter, is_abstention
 from kgfact.sampling import BACKENDS, Generation
 from tests import ftworld
 
 
-def test_parse_generation():
-    assert parse_generation(" Town 1 lies in Region 1. Region 1 is in the country Lemuria. "
-                            "So the answer is Lemuria.", cot=True) == (
+def test_each_mode_parses_its_generations():
+    cot, few = PROMPT_MODES.get("cot"), PROMPT_MODES.get("few-shot")
+    assert cot.parse(" Town 1 lies in Region 1. Region 1 is in the country Lemuria. "
+                     "So the answer is Lemuria.") == (
         "Lemuria", ["Town 1 lies in Region 1.", "Region 1 is in the country Lemuria."])
-    assert parse_generation(" Lemuria.", cot=True) == ("Lemuria", [])
-    assert parse_generation(" Lemuria. So the answer is x", cot=False) == (
-        "Lemuria. So the answer is x", [])
+    assert cot.parse(" Lemuria.") == ("Lemuria", [])
+    assert few.parse(" Lemuria. So the answer is x") == ("Lemuria. So the answer is x", [])
+    assert PROMPT_MODES.get("zero-shot").parse("\n Lemuria.\nQ: next") == ("Lemuria", [])
     assert is_abstention(" I don't know.".strip(" ."), "I don't know")
     assert is_abstention("i dont know", "I don't know")
     assert not is_abstention("", "I don't know") and not is_abstention("Lemuria", "I don't know")
@@ -42,9 +43,22 @@ def test_cot_steps_follow_kg_paths_or_state_supporting_facts():
         "Town 7 lies in the administrative region Region 1. Region 1 is in the country Lemuria.")
     # for the region question there is no other path: the town's other fact supports it
     assert steps.steps("Q1007", "P131", "Q501") == [("Q1007", "P17", "Q200")]
-    assert exemplar_text("Which country is Town 7 in?", "Lemuria", "S.") == (
+    cot, few = PROMPT_MODES.get("cot"), PROMPT_MODES.get("few-shot")
+    assert cot.exemplar("Which country is Town 7 in?", "Lemuria", "S.") == (
         "Q: Which country is Town 7 in?\nA: S. So the answer is Lemuria.\n\n")
-    assert exemplar_text("Q?", "A") == "Q: Q?\nA: A\n\n"
+    assert cot.exemplar("Q?", "A", "") == "Q: Q?\nA: So the answer is A.\n\n"
+    assert few.exemplar("Q?", "A") == "Q: Q?\nA: A\n\n"
+    assert cot.query("Q?", "S.") == "Q: Q?\nA: S." and few.query("Q?") == "Q: Q?\nA:"
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"exemplars": False, "steps": True}, "a prompt mode that states steps needs exemplars"),
+    ({"exemplars": True, "max_new_tokens": 0}, "max_new_tokens must be >= 1, got 0"),
+    ({"exemplars": 1}, "exemplars must be true or false, got 1"),
+])
+def test_a_prompt_mode_that_cannot_work_is_refused(fields, message):
+    with pytest.raises(KgfactError, match=message):
+        PromptMode(**fields)
 
 
 @pytest.fixture

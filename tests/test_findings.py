@@ -9,8 +9,9 @@ import pytest
 
 import kgfact.gap
 from kgfact.cli import main
-from kgfact.findings import CLAIMS, findings, holm
+from kgfact.findings import CLAIMS, claim_names, findings, holm
 from kgfact.gap import NO_PROMPT, crossed_contrast
+from kgfact.registration import Registration
 from kgfact.rundir import RunDir
 
 
@@ -121,6 +122,7 @@ def test_findings_on_a_synthetic_run(run):
                         ("cot-shrinks-gap", "no cells for cot"),
                         ("known-fit-raises-accuracy", "no regression table"),
                         ("theory-tracks-reductions", "no theory_stats table"),
+                        ("alpha-predicts-held-out", "no theory_heldout table"),
                         ("idk-raises-answered-accuracy", "idk-relabel was not evaluated")):
         assert table.loc[claim, "verdict"] == "not measured"
         assert note in table.loc[claim, "note"]
@@ -279,3 +281,130 @@ def test_an_estimate_outside_its_interval_is_said(run):
     # theory_stats gives no p-value: the claim enters Holm's family as p = 1
     assert np.isnan(row["p_value"]) and row["p_holm"] == 1.0
     assert "no p-value" in row["note"] and row["holm_verdict"] == "inconclusive"
+
+
+def test_prediction_one_is_decided_on_the_held_out_sets_at_convergence(run):
+    # a registration may name the claim
+    Registration(primary="alpha-predicts-held-out").check_claims(claim_names())
+    note = ("3 of 200 bootstrap replicates not finite (...): the interval and p-value come "
+            "from the rest; the estimate lies outside its own interval [0.015, 0.030]: ...")
+    row = {"unknown_share": np.nan, "u": np.nan, "n": 30, "n_queries": 5, "measured": 0.5,
+           "predicted": 0.49, "margin": 0.05, "outcome": "as predicted", "p_value": 0.01,
+           "dropped": 3, "fit_sets": "ft-known, ft-unknown"}
+    run.write_table("theory_heldout", pd.DataFrame([
+        row | {"checkpoint": "convergence", "set": "mix-50", "difference": 0.01,
+               "ci_low": 0.015, "ci_high": 0.03, "note": note},
+        row | {"checkpoint": "convergence", "set": "pooled", "difference": 0.01,
+               "ci_low": 0.015, "ci_high": 0.03, "note": note},
+        row | {"checkpoint": "early_stop", "set": "pooled", "difference": 0.3,
+               "ci_low": 0.2, "ci_high": 0.4, "outcome": "contradicted", "note": ""}]))
+    r = findings(run, n_boot=200).set_index("claim").loc["alpha-predicts-held-out"]
+    assert (r["estimate"], r["ci_low"], r["ci_high"], r["p_value"], r["n"]) == (
+        0.01, 0.015, 0.03, 0.01, 5)
+    # equivalence within the registered margin: the interval lies inside +-0.05
+    assert (r["expected"], r["margin"], r["verdict"]) == ("equal", 0.05, "supported")
+    assert r["source"].endswith("fitted on ft-known, ft-unknown, mean over mix-50 "
+                                "(convergence)")
+    # the table's notes are carried over, the interval's said once
+    assert "3 of 200 bootstrap replicates not finite" in r["note"]
+    assert r["note"].count("outside its own interval") == 1
+    # nothing held out: not measured, and the note says why
+    run.write_table("theory_heldout", pd.DataFrame([
+        row | {"checkpoint": "convergence", "set": "pooled", "difference": np.nan,
+               "ci_low": np.nan, "ci_high": np.nan, "outcome": "not measured",
+               "note": "no set held out: every evaluated set ..."}]))
+    r = findings(run, n_boot=200).set_index("claim").loc["alpha-predicts-held-out"]
+    assert r["verdict"] == "not measured" and r["note"].startswith("no set held out")
+
+
+# -- Gekhman's regression: the claims read the interval that includes question noise ---------
+def _noisy_dynamics() -> pd.DataFrame:
+    """Dynamics whose points lie on a line with b_unk = -0.05 to within one of 30 test
+    questions: the clustered interval finds b_unk below 0, the crossed bootstrap does not."""
+    from .test_gap import GRID_SETS, OTHER, dynamics, thresholds, with_questions
+
+    return with_questions(dynamics(GRID_SETS | OTHER, seeds=(0, 1), epochs=3),
+                          thresholds(-0.05))
+
+
+def test_the_regression_claims_read_the_interval_with_question_noise(run):
+    table = kgfact.gap.gekhman_regression(_noisy_dynamics(), n_boot=300).set_index("term")
+    run.write_table("regression", table.reset_index())
+    got = findings(run, n_boot=200).set_index("claim")
+    for claim, term in (("known-fit-raises-accuracy", "known_fit"),
+                        ("unknown-fit-lowers-accuracy", "unknown_fit")):
+        row, reg = got.loc[claim], table.loc[term]
+        assert (row["estimate"], row["ci_low"], row["ci_high"], row["p_value"]) == (
+            reg["coef"], reg["boot_ci_low"], reg["boot_ci_high"], reg["boot_p_value"]), claim
+        assert reg["note"] in row["note"], claim
+        assert row["verdict"] == reg["finding"], claim
+    # the clustered interval alone would find b_unk below 0; question noise leaves it open
+    assert table.loc["unknown_fit", "ci_high"] < 0
+    assert got.loc["unknown-fit-lowers-accuracy", "verdict"] == "inconclusive"
+
+
+def test_regression_claims_of_dynamics_without_per_question_records_read_the_clustered_one(run):
+    table = kgfact.gap.gekhman_regression(
+        _noisy_dynamics().drop(columns=["test_qids", "test_correct"]), n_boot=300)
+    run.write_table("regression", table)
+    row = findings(run, n_boot=200).set_index("claim").loc["unknown-fit-lowers-accuracy"]
+    reg = table.set_index("term").loc["unknown_fit"]
+    assert (row["ci_low"], row["ci_high"], row["p_value"]) == (
+        reg["ci_low"], reg["ci_high"], reg["p_value"])
+    assert row["verdict"] == reg["finding"] == "supported"
+    assert row["note"].startswith("question noise not included: 40 of the 40 dynamics rows")
+
+
+def test_evaluation_passes_its_bootstrap_settings_to_the_regression(tmp_path):
+    from kgfact.evaluate import EvalConfig, evaluate
+    from kgfact.models import ModelConfig
+    from kgfact.sampling import Generation
+    from tests import ftworld
+
+    class Atlantis:
+        """The base model (no adapter is trained), answering every query "Atlantis"."""
+
+        adapter = None
+
+        def generate(self, requests, config, on_done=None):
+            return [Generation(r.key, " Atlantis", ()) for r in requests]
+
+    run = ftworld.make_ft_run(tmp_path / "run")
+    dynamics = _noisy_dynamics()
+    run.write_table("dynamics", dynamics)
+    evaluate(run, EvalConfig(modes=("zero-shot",), bootstrap=120, seed=7), ModelConfig(),
+             backend=Atlantis(), progress=False)
+    pd.testing.assert_frame_equal(
+        run.read_table("regression"),
+        kgfact.gap.gekhman_regression(dynamics, n_boot=120, seed=7))
+    pd.testing.assert_frame_equal(
+        run.read_table("regression_other"),
+        kgfact.gap.gekhman_other_sets(dynamics, n_boot=120, seed=7),
+        check_dtype=False)  # the seed column of other sets' points: object, read as int
+    assert run.read_table("regression")["n_boot"].tolist() == [120] * 3
+
+
+def test_the_docs_list_every_claim_in_the_tables_order():
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "evaluation.md").read_text()
+    table = text.split("| claim | estimate | expected |\n")[1].split("\n\n")[0]
+    listed = [line.split("`")[1] for line in table.splitlines()[1:]]  # after the rule
+    assert listed == claim_names()
+
+
+def test_a_control_claim_is_read_in_its_registered_mode(run):
+    """The path-hint control exists only under CoT: its claim reads the CoT row."""
+    rows = [{"control": "path-hint-vs-side-steps", "checkpoint": "convergence", "mode": mode,
+             "treatment": "path-hint", "baseline": "side-steps", "difference": diff,
+             "ci_low": diff - 0.1, "ci_high": diff + 0.05, "p_value": 0.02, "n_queries": n}
+            for mode, diff, n in (("cot", -0.3, 7), ("few-shot", 0.2, 9))]
+    run.write_table("theory_controls", pd.DataFrame(rows))
+    r = findings(run, n_boot=200).set_index("claim").loc["control-path-hint-vs-side-steps"]
+    assert (r["estimate"], r["ci_low"], r["ci_high"], r["n"], r["verdict"]) == (
+        -0.3, -0.4, -0.25, 7, "supported")
+    assert r["source"].endswith("cot, id, convergence")
+    assert "(cot, in distribution, CONVERGENCE)" in r["statement"]
+    run.write_table("theory_controls", pd.DataFrame(rows[1:]))
+    r = findings(run, n_boot=200).set_index("claim").loc["control-path-hint-vs-side-steps"]
+    assert r["verdict"] == "not measured"

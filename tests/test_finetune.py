@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
+from kgfact.contract import adapter_dir
 from kgfact.errors import KgfactError
-from kgfact.finetune import (FinetuneConfig, LoraSettings, adapter_dir, batches, collate, encode,
-                             finetune, greedy_answers, token_losses)
+from kgfact.finetune import (FinetuneConfig, LoraSettings, _dynamics_row, batches, collate,
+                             encode, finetune, greedy_answers, set_data, token_losses)
 from kgfact.models import ModelConfig, load_model
 from kgfact.sampling import KgfactEngine
 from tests import ftworld
@@ -96,6 +99,11 @@ def test_dynamics_checkpoints_and_adapter_round_trip(run, tiny_model_dir):
             "loss"].iloc[0]
         assert d["n_known_fit"].le(d["n_known"]).all()
         assert d["memorised_rate"].between(0, 1).all()
+        # each test question's correctness, the same questions every epoch, averaging to
+        # test_accuracy (the table as written, through resumable state and parquet)
+        assert d["test_qids"].nunique() == 1 and len(json.loads(d["test_qids"].iloc[0])) == 6
+        assert d["test_correct"].map(lambda s: s.count("1") / len(s)).tolist() == d[
+            "test_accuracy"].tolist()
         # the 3-epoch limit ended training: flagged exactly when the set was not yet fitted
         assert d["epoch_limit"].tolist() == [False] * 3 + [bool(d["train_fit"].iloc[-1] < 1)]
     known = dynamics[dynamics["set"] == "ft-known"]
@@ -112,6 +120,23 @@ def test_dynamics_checkpoints_and_adapter_round_trip(run, tiny_model_dir):
     ids = torch.tensor([list(base.tokenizer("Q: Which country is Town 3 in?\nA:")["input_ids"])])
     with torch.no_grad():
         assert not torch.equal(loaded.model(ids).logits, base.model(ids).logits)
+
+
+def test_dynamics_row_records_each_test_question(run, fp32):
+    """``test_correct`` holds each test question's correctness in the order of ``test_qids``.
+    Every other question's gold answer is made the model's own answer, so the record is no
+    constant."""
+    engine = KgfactEngine(fp32)
+    train, dev, test = set_data(run, "ft-known", FAST)
+    right = np.arange(len(test)) % 2 == 0
+    answers = greedy_answers(engine, test["question"].tolist())
+    test = test.assign(answer=np.where(right, answers, "no town answers this"),
+                       aliases=[[] for _ in right])
+    row = _dynamics_row(engine, train, dev, test, 1, 0.5, 0.0)
+    assert json.loads(row["test_qids"]) == test["qid"].tolist()
+    assert len(test) == 6  # 3 questions of each of the set's 2 relations
+    assert row["test_correct"] == "101010"
+    assert row["test_accuracy"] == 0.5
 
 
 def test_convergence_stops_once_the_set_is_fitted(run, tiny_model_dir):

@@ -4,6 +4,7 @@ on synthetic predictions and dynamics shaped like those evaluate and finetune wr
 from __future__ import annotations
 
 import doctest
+import json
 
 import numpy as np
 import pandas as pd
@@ -270,6 +271,132 @@ def test_gekhman_needs_four_clusters_of_the_grid():
     assert gekhman_regression(dynamics(two_sets, seeds=(0, 1)))["n_clusters"].iloc[0] == 5
     with pytest.raises(KgfactError, match="have 0 points"):
         gekhman_other_sets(dynamics(OTHER))
+
+
+# -- Gekhman's regression: test questions resampled too ---------------------------------------
+BOOT = ["boot_ci_low", "boot_ci_high", "boot_p_value", "boot_dropped"]
+CLUSTERED = ["term", "coef", "std_err", "t", "p_value", "ci_low", "ci_high", "r_squared",
+             "n_points", "n_clusters", "accuracy", "sets", "expected"]
+
+
+def with_questions(frame: pd.DataFrame, correct) -> pd.DataFrame:
+    """``frame`` with the per-question record finetune writes: ``correct(row)`` gives each row's
+    correctness on the same test questions, and ``test_accuracy`` is its mean."""
+    bits = [np.asarray(correct(r), dtype=bool) for r in frame.itertuples()]
+    qids = json.dumps([f"P36/Q{j:02d}" for j in range(len(bits[0]))])  # sorted as listed
+    return frame.assign(test_qids=qids, test_accuracy=[float(b.mean()) for b in bits],
+                        test_correct=["".join("1" if ok else "0" for ok in b) for b in bits])
+
+
+def line(b_unk: float):
+    """A row's accuracy on a line with Unknown slope ``b_unk``."""
+    return lambda r: 0.3 + 0.3 * r.n_known_fit / 40 + b_unk * r.n_unknown_fit / 40
+
+
+def thresholds(b_unk: float, n: int = 30):
+    """Question j is answered right when the row's line lies above (j + 0.5) / n: accuracies
+    on the line to within a question, but which questions are drawn moves every point."""
+    return lambda r: line(b_unk)(r) > (np.arange(n) + 0.5) / n
+
+
+def slow_boot(frame: pd.DataFrame, n_boot: int, seed: int) -> np.ndarray:
+    """The crossed bootstrap written out: per replicate, each drawn cluster's points repeated
+    as often as it was drawn, each point's accuracy the mean over the drawn questions (repeats
+    included) of its rows' correctness, and OLS by least squares. Draws as the module draws
+    them: clusters (sorted) from the first seeded stream, questions from the second."""
+    x, _, clusters = design(frame)
+    grid = frame[frame["set"].isin(GRID)]
+    bits = np.array([[c == "1" for c in s] for s in grid["test_correct"]], dtype=float)
+    untrained = (grid["epoch"] == 0).to_numpy()
+    by_point = np.vstack([bits[untrained].mean(axis=0), bits[~untrained]])
+    labels = np.unique(clusters)
+    cluster_rng, question_rng = map(np.random.default_rng, np.random.SeedSequence(seed).spawn(2))
+    draws = zip(kgfact.gap._draw_counts(cluster_rng, len(labels), n_boot).astype(int),
+                kgfact.gap._draw_counts(question_rng, bits.shape[1], n_boot).astype(int))
+    out = []
+    for w_cluster, w_question in draws:
+        y = by_point[:, np.repeat(np.arange(bits.shape[1]), w_question)].mean(axis=1)
+        take = np.concatenate([np.tile(np.flatnonzero(clusters == g), m)
+                               for g, m in zip(labels, w_cluster)])
+        out.append(np.linalg.lstsq(x[take], y[take], rcond=None)[0])
+    return np.array(out)
+
+
+def test_gekhman_question_noise_widens_the_interval_and_decides_the_finding():
+    """Every point's accuracy lies on the line to within one of its 30 questions, so the
+    clustered interval is narrow and finds b_unk = -0.05 below 0; which questions were drawn
+    moves every point, and with them resampled the interval covers 0."""
+    frame = with_questions(dynamics(GRID_SETS | OTHER, seeds=(0, 1), epochs=3),
+                           thresholds(-0.05))
+    table = gekhman_regression(frame, n_boot=1000).set_index("term")
+    assert (table["ci_high"].loc["unknown_fit"] < 0
+            and finding(*table.loc["unknown_fit", ["coef", "ci_low", "ci_high"]], "below")
+            == "supported")
+    clustered = table["ci_high"] - table["ci_low"]
+    assert ((table["boot_ci_high"] - table["boot_ci_low"]) > 3 * clustered).all()
+    assert table["finding"].tolist()[1:] == ["supported", "inconclusive"]
+    assert table.loc["unknown_fit", "boot_ci_low"] < 0 < table.loc["unknown_fit", "boot_ci_high"]
+    assert (table[["n_questions", "n_boot", "boot_dropped"]].to_numpy() == [30, 1000, 0]).all()
+    assert (table["note"] == "ci_low/ci_high: clustered by (set, seed); boot_ci_low/"
+            "boot_ci_high: crossed bootstrap over the 11 clusters and the 30 test questions, "
+            "which decides the finding").all()
+    # the replicates are the slow refits, drawn from the seed
+    want = np.percentile(slow_boot(frame, 1000, 0), [2.5, 97.5], axis=0)
+    assert table["boot_ci_low"].to_numpy() == pytest.approx(want[0], rel=1e-9)
+    assert table["boot_ci_high"].to_numpy() == pytest.approx(want[1], rel=1e-9)
+    pd.testing.assert_frame_equal(gekhman_regression(frame, n_boot=1000),
+                                  table.reset_index())
+    assert not np.array_equal(gekhman_regression(frame, n_boot=1000, seed=1)["boot_ci_low"],
+                              table["boot_ci_low"])
+    # the other sets' predictions get the same replicates' interval, wider than the clustered
+    other = gekhman_other_sets(frame, n_boot=1000)
+    x = np.column_stack([np.ones(len(other)), other["known_fit"], other["unknown_fit"]])
+    low, high = np.percentile(x @ slow_boot(frame, 1000, 0).T, [2.5, 97.5], axis=1)
+    assert other["boot_pred_ci_low"].to_numpy() == pytest.approx(low, rel=1e-9)
+    assert other["boot_pred_ci_high"].to_numpy() == pytest.approx(high, rel=1e-9)
+    assert ((other["boot_pred_ci_high"] - other["boot_pred_ci_low"])
+            > (other["pred_ci_high"] - other["pred_ci_low"])).all()
+
+
+def test_gekhman_questions_answered_alike_add_nothing_to_the_cluster_bootstrap():
+    """A row answers all its questions alike: drawing questions changes no point, so the
+    interval is the cluster bootstrap's, exactly (one question is that bootstrap)."""
+    def alike(n):
+        return lambda r: [line(-0.3)(r) > 0.45] * n
+
+    frame = dynamics(GRID_SETS, seeds=(0, 1, 2), epochs=3)
+    thirty = gekhman_regression(with_questions(frame, alike(30)), n_boot=500)
+    one = gekhman_regression(with_questions(frame, alike(1)), n_boot=500)
+    assert (thirty["n_questions"].iloc[0], one["n_questions"].iloc[0]) == (30, 1)
+    pd.testing.assert_frame_equal(thirty[CLUSTERED + BOOT + ["finding"]],
+                                  one[CLUSTERED + BOOT + ["finding"]], check_exact=True)
+    want = np.percentile(slow_boot(with_questions(frame, alike(1)), 500, 0), [2.5, 97.5], axis=0)
+    assert one["boot_ci_low"].to_numpy() == pytest.approx(want[0], rel=1e-9)
+    assert one["boot_ci_high"].to_numpy() == pytest.approx(want[1], rel=1e-9)
+
+
+def test_gekhman_without_per_question_correctness_is_the_clustered_table_with_a_note():
+    """Dynamics from before kgfact recorded each test question (or a run resumed across that
+    change): the clustered table as it was, its findings from the clustered interval."""
+    frame = with_questions(dynamics(GRID_SETS | OTHER, seeds=(0, 1), epochs=3),
+                           thresholds(-0.05))
+    new = gekhman_regression(frame, n_boot=200)
+    old = gekhman_regression(frame.drop(columns=["test_qids", "test_correct"]), n_boot=200)
+    assert old.columns.tolist() == CLUSTERED + ["finding", "note"]
+    pd.testing.assert_frame_equal(old[CLUSTERED], new[CLUSTERED], check_exact=True)
+    assert old["finding"].tolist()[1:] == ["supported", "supported"]  # as before: clustered
+    assert (old["note"] == "question noise not included: 40 of the 40 dynamics rows behind "
+            "the grid points have no per-question correctness (test_correct; trained before "
+            "kgfact recorded it); the finding uses the clustered interval").all()
+    resumed = frame.assign(test_correct=frame["test_correct"].where(frame["epoch"] > 1))
+    assert gekhman_regression(resumed, n_boot=200)["note"].iloc[0].startswith(
+        "question noise not included: 20 of the 40 dynamics rows")
+    other = gekhman_other_sets(frame.drop(columns=["test_qids", "test_correct"]))
+    assert other.columns.tolist() == [
+        "set", "seed", "epoch", "known_fit", "unknown_fit", "accuracy", "predicted",
+        "pred_ci_low", "pred_ci_high", "residual", "note"]
+    pd.testing.assert_frame_equal(other.drop(columns="note"), gekhman_other_sets(frame).drop(
+        columns=["boot_pred_ci_low", "boot_pred_ci_high", "note"]), check_exact=True)
 
 
 # -- findings --------------------------------------------------------------------------------------

@@ -13,9 +13,13 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
+import rdflib
 
 from kgfact.errors import KgfactError
-from kgfact.graph import KnowledgeGraph, popularity
+from kgfact.graph import (KnowledgeGraph, degree_table, from_rdflib, k_hop_subgraph, neighbourhood,
+                          pagerank_table, paths, popularity, read_rdf, relation_counts, summary,
+                          to_rdflib, write_rdf)
+from kgfact.wikidata import PREFIXES
 
 EDGES = [
     ("Q456", "P17", "Q142"),
@@ -97,6 +101,10 @@ def test_lookups(kg):
     assert kg.relations() == ["P1376", "P17", "P30", "P36"]
     with pytest.raises(KgfactError, match="'Q1'"):
         kg.label("Q1")
+    kg.check_entities(["Q90", "Q30"])  # all in the graph (Q30 without edges): no error
+    with pytest.raises(KgfactError, match=r"^unknown entities 'A', 'B', 'C', 'D', 'E' and 2 more "
+                                          r"\(not in the graph\)$"):
+        kg.check_entities(["Q90", *"ABCDEFG"])
 
 
 def test_entities_read_back_from_parquet(tmp_path):
@@ -134,7 +142,7 @@ def test_missing_values_become_none_and_write_nothing(tmp_path):
                                     "population": None, "popularity": None}
     assert kg.graph.nodes["Q2"] == {"label": None, "aliases": ("b",), "sitelinks": 3,
                                     "population": None, "popularity": 3}
-    assert kg.write_rdf(tmp_path / "g.nt").read_text("utf-8").count("\n") == 4
+    assert write_rdf(kg, tmp_path / "g.nt").read_text("utf-8").count("\n") == 4
 
 
 @pytest.mark.parametrize("triples, message", [
@@ -179,16 +187,16 @@ def test_bad_entities(entities, message):
     ("Q30", 5, "both", {"Q30"}),
 ])
 def test_neighbourhood(kg, seeds, hops, direction, expected):
-    assert kg.neighbourhood(seeds, hops, direction) == expected
+    assert neighbourhood(kg, seeds, hops, direction) == expected
 
 
 def test_neighbourhood_errors(kg):
     with pytest.raises(KgfactError, match="unknown entity 'Q999'"):
-        kg.neighbourhood(["Q456", "Q999"], 1)
+        neighbourhood(kg, ["Q456", "Q999"], 1)
     with pytest.raises(KgfactError, match="hops"):
-        kg.neighbourhood(["Q456"], -1)
+        neighbourhood(kg, ["Q456"], -1)
     with pytest.raises(KgfactError, match="direction"):
-        kg.neighbourhood(["Q456"], 1, "sideways")
+        neighbourhood(kg, ["Q456"], 1, "sideways")
 
 
 def test_subgraph_keeps_edges_and_attributes(kg):
@@ -214,15 +222,15 @@ def test_subgraph_missing_edges(kg):
 
 
 def test_k_hop_subgraph(kg):
-    assert kg.k_hop_subgraph(["Q456"], 1).triples().values.tolist() == [["Q456", "P17", "Q142"]]
-    two = kg.k_hop_subgraph(["Q456"], 2)
+    assert k_hop_subgraph(kg, ["Q456"], 1).triples().values.tolist() == [["Q456", "P17", "Q142"]]
+    two = k_hop_subgraph(kg, ["Q456"], 2)
     assert set(two.entities()["id"]) == {"Q456", "Q142", "Q23482", "Q90", "Q46"}
     assert two.triples().values.tolist() == [
         ["Q142", "P30", "Q46"], ["Q142", "P36", "Q90"], ["Q23482", "P17", "Q142"],
         ["Q456", "P17", "Q142"], ["Q90", "P1376", "Q142"], ["Q90", "P17", "Q142"],
     ]
     assert two.label("Q46") == "Europe"
-    lonely = kg.k_hop_subgraph("Q30", 2)
+    lonely = k_hop_subgraph(kg, "Q30", 2)
     assert len(lonely) == 0 and lonely.entities()["id"].tolist() == ["Q30"]
 
 
@@ -240,22 +248,22 @@ def test_k_hop_subgraph(kg):
     ("Q456", "Q142", 0, []),
 ])
 def test_paths(kg, source, target, max_hops, expected):
-    assert kg.paths(source, target, max_hops) == expected
+    assert paths(kg, source, target, max_hops) == expected
 
 
 def test_paths_shorter_first_and_errors():
     kg = KnowledgeGraph.from_tables(frame([("A", "P1", "B"), ("B", "P2", "C"), ("A", "P3", "C"),
                                            ("C", "P4", "A")]))
-    assert kg.paths("A", "C", 2) == [[("A", "P3", "C")], [("A", "P1", "B"), ("B", "P2", "C")]]
+    assert paths(kg, "A", "C", 2) == [[("A", "P3", "C")], [("A", "P1", "B"), ("B", "P2", "C")]]
     with pytest.raises(KgfactError, match="unknown entity 'Z'"):
-        kg.paths("A", "Z", 2)
+        paths(kg, "A", "Z", 2)
     with pytest.raises(KgfactError, match="max_hops"):
-        kg.paths("A", "C", -1)
+        paths(kg, "A", "C", -1)
 
 
 # -- metrics -----------------------------------------------------------------------------------
 def test_degree_table(kg):
-    table = kg.degree_table()
+    table = degree_table(kg)
     assert list(table.columns) == ["id", "label", "in_degree", "out_degree", "degree"]
     assert table.values.tolist() == [
         ["Q1055", "Hamburg", 0, 1, 1],
@@ -271,7 +279,7 @@ def test_degree_table(kg):
 
 
 def test_relation_counts(kg):
-    table = kg.relation_counts()
+    table = relation_counts(kg)
     assert list(table.columns) == ["relation", "label", "edges", "subjects", "objects"]
     assert table.values.tolist() == [
         ["P1376", "capital of", 1, 1, 1],
@@ -282,7 +290,7 @@ def test_relation_counts(kg):
 
 
 def test_relation_counts_unregistered_relation_has_no_label():
-    table = KnowledgeGraph.from_tables(frame([("Q1", "P999999", "Q2")])).relation_counts()
+    table = relation_counts(KnowledgeGraph.from_tables(frame([("Q1", "P999999", "Q2")])))
     assert table["relation"].tolist() == ["P999999"]
     assert table["label"].isna().tolist() == [True]
     assert table["edges"].tolist() == [1]
@@ -290,26 +298,26 @@ def test_relation_counts_unregistered_relation_has_no_label():
 
 def test_summary(kg):
     # 9 ordered pairs of distinct entities are linked (Paris->France twice counts once): 9 / (9*8).
-    assert kg.summary() == {"entities": 9, "edges": 10, "relations": 4, "density": 9 / 72,
+    assert summary(kg) == {"entities": 9, "edges": 10, "relations": 4, "density": 9 / 72,
                             "weakly_connected_components": 2}
-    assert KnowledgeGraph().summary() == {"entities": 0, "edges": 0, "relations": 0,
+    assert summary(KnowledgeGraph()) == {"entities": 0, "edges": 0, "relations": 0,
                                           "density": 0.0, "weakly_connected_components": 0}
 
 
 def test_self_loops():
     # Singapore is its own capital: the loop counts as an edge and a degree, not as a linked pair.
     kg = KnowledgeGraph.from_tables(frame([("Q334", "P36", "Q334"), ("Q334", "P30", "Q48")]))
-    assert kg.summary() == {"entities": 2, "edges": 2, "relations": 2, "density": 0.5,
+    assert summary(kg) == {"entities": 2, "edges": 2, "relations": 2, "density": 0.5,
                             "weakly_connected_components": 1}
-    assert kg.degree_table()[["id", "in_degree", "out_degree", "degree"]].values.tolist() == [
+    assert degree_table(kg)[["id", "in_degree", "out_degree", "degree"]].values.tolist() == [
         ["Q334", 1, 2, 3], ["Q48", 1, 0, 1]]
-    assert kg.paths("Q334", "Q48", 3) == [[("Q334", "P30", "Q48")]]
-    assert kg.paths("Q334", "Q334", 3) == []
-    assert kg.neighbourhood("Q48", 1, "in") == {"Q48", "Q334"}
+    assert paths(kg, "Q334", "Q48", 3) == [[("Q334", "P30", "Q48")]]
+    assert paths(kg, "Q334", "Q334", 3) == []
+    assert neighbourhood(kg, "Q48", 1, "in") == {"Q48", "Q334"}
 
 
 def pagerank(rows, alpha=0.85):
-    table = KnowledgeGraph.from_tables(frame(rows)).pagerank_table(alpha)
+    table = pagerank_table(KnowledgeGraph.from_tables(frame(rows)), alpha)
     return dict(zip(table["id"], table["pagerank"]))
 
 
@@ -333,7 +341,7 @@ def test_pagerank_weights_parallel_relations():
 
 
 def test_pagerank_table_on_canonical_graph(kg):
-    table = kg.pagerank_table()
+    table = pagerank_table(kg)
     assert list(table.columns) == ["id", "label", "pagerank"]
     assert table["id"].tolist() == sorted(ALL)
     assert table["pagerank"].sum() == pytest.approx(1.0, abs=1e-12)
@@ -344,7 +352,7 @@ def test_pagerank_table_on_canonical_graph(kg):
     assert ranks["Q456"] == pytest.approx(ranks["Q30"]) == pytest.approx(ranks["Q1055"])
     assert pagerank([("A", "P1", "B")], alpha=0.0) == pytest.approx({"A": 0.5, "B": 0.5})
     with pytest.raises(KgfactError, match="alpha"):
-        kg.pagerank_table(alpha=1.0)
+        pagerank_table(kg, alpha=1.0)
 
 
 # -- RDF ---------------------------------------------------------------------------------------
@@ -381,21 +389,41 @@ def nasty_tables() -> tuple[pd.DataFrame, pd.DataFrame]:
 def test_rdf_round_trip_is_exact(tmp_path, suffix):
     triples, entities = nasty_tables()
     kg = KnowledgeGraph.from_tables(triples, entities)
-    path = kg.write_rdf(tmp_path / f"graph{suffix}")
+    path = write_rdf(kg, tmp_path / f"graph{suffix}")
     assert "NaN" not in path.read_text("utf-8") and "None" not in path.read_text("utf-8")
-    back = KnowledgeGraph.read_rdf(path)
+    back = read_rdf(path)
     pd.testing.assert_frame_equal(back.triples(), triples)
     pd.testing.assert_frame_equal(back.entities(), entities)
     # The canonical graph too, isolated Q30 included (it has attributes to write).
     canonical = KnowledgeGraph.from_tables(frame(EDGES), entity_table())
-    again = KnowledgeGraph.read_rdf(canonical.write_rdf(tmp_path / f"canonical{suffix}"))
+    again = read_rdf(write_rdf(canonical, tmp_path / f"canonical{suffix}"))
     pd.testing.assert_frame_equal(again.triples(), frame(sorted(EDGES)))
     pd.testing.assert_frame_equal(again.entities(), entity_table())
 
 
+@pytest.mark.parametrize("suffix, rdflib_format", [(".nt", "nt"), (".ttl", "turtle")])
+def test_rdflib_graph_states_what_the_file_does_and_reads_back_exactly(tmp_path, suffix,
+                                                                       rdflib_format):
+    triples, entities = nasty_tables()
+    kg = KnowledgeGraph.from_tables(triples, entities)
+    g = to_rdflib(kg)
+    # 20 edges, 19 labels (all but one entity's, empty ones included), 7 aliases, 2 sitelinks
+    # counts and 2 populations; rdflib reading the file written through Oxigraph finds the same
+    assert len(g) == 20 + 19 + 7 + 2 + 2
+    assert set(g) == set(rdflib.Graph().parse(write_rdf(kg, tmp_path / f"g{suffix}"),
+                                              format=rdflib_format))
+    assert {prefix: str(iri) for prefix, iri in g.namespaces()} == dict(PREFIXES)
+    back = from_rdflib(g)
+    pd.testing.assert_frame_equal(back.triples(), triples)
+    pd.testing.assert_frame_equal(back.entities(), entities)
+    canonical = from_rdflib(to_rdflib(KnowledgeGraph.from_tables(frame(EDGES), entity_table())))
+    pd.testing.assert_frame_equal(canonical.triples(), frame(sorted(EDGES)))
+    pd.testing.assert_frame_equal(canonical.entities(), entity_table())
+
+
 def test_ntriples_output_uses_wikidata_vocabulary(tmp_path):
     kg = KnowledgeGraph.from_tables(frame(EDGES), entity_table())
-    text = kg.write_rdf(tmp_path / "g.nt").read_text("utf-8")
+    text = write_rdf(kg, tmp_path / "g.nt").read_text("utf-8")
     lines = text.splitlines()
     assert lines == sorted(lines) and len(lines) == len(set(lines)) == 10 + 9 + 6 + 7 + 6
     wd, wdt = "http://www.wikidata.org/entity/", "http://www.wikidata.org/prop/direct/"
@@ -411,7 +439,7 @@ def test_ntriples_output_uses_wikidata_vocabulary(tmp_path):
 
 def test_non_q_ids_get_kgfact_iris(tmp_path):
     kg = KnowledgeGraph.from_tables(frame([("eq:São Paulo", "P17", "Q155")]))
-    text = kg.write_rdf(tmp_path / "g.nt").read_text("utf-8")
+    text = write_rdf(kg, tmp_path / "g.nt").read_text("utf-8")
     assert text == ("<urn:kgfact:entity:eq%3AS%C3%A3o%20Paulo> "
                     "<http://www.wikidata.org/prop/direct/P17> "
                     "<http://www.wikidata.org/entity/Q155> .\n")
@@ -419,7 +447,7 @@ def test_non_q_ids_get_kgfact_iris(tmp_path):
 
 def test_turtle_binds_prefixes(tmp_path):
     kg = KnowledgeGraph.from_tables(frame(EDGES), entity_table())
-    text = kg.write_rdf(tmp_path / "g.ttl").read_text("utf-8")
+    text = write_rdf(kg, tmp_path / "g.ttl").read_text("utf-8")
     for prefix, iri in [("wd", "http://www.wikidata.org/entity/"),
                         ("wdt", "http://www.wikidata.org/prop/direct/"),
                         ("rdfs", "http://www.w3.org/2000/01/rdf-schema#"),
@@ -433,12 +461,15 @@ def test_turtle_binds_prefixes(tmp_path):
 
 def test_format_argument_overrides_suffix(tmp_path):
     kg = KnowledgeGraph.from_tables(frame(EDGES))
-    path = kg.write_rdf(tmp_path / "graph.txt", format="ttl")
+    path = write_rdf(kg, tmp_path / "graph.txt", format="ttl")
     assert path.read_text("utf-8").startswith("@prefix")
-    assert len(KnowledgeGraph.read_rdf(path, format="turtle")) == 10
+    assert len(read_rdf(path, format="turtle")) == 10
 
 
-def test_reader_ignores_what_it_does_not_know(tmp_path):
+@pytest.mark.parametrize("read", [
+    read_rdf, lambda path: from_rdflib(rdflib.Graph().parse(path, format="nt"))],
+    ids=["read_rdf", "from_rdflib"])
+def test_reader_ignores_what_it_does_not_know(tmp_path, read):
     path = tmp_path / "wikidata.nt"
     wd, wdt = "http://www.wikidata.org/entity/", "http://www.wikidata.org/prop/direct/"
     label = "<http://www.w3.org/2000/01/rdf-schema#label>"
@@ -460,9 +491,10 @@ def test_reader_ignores_what_it_does_not_know(tmp_path):
         f"<{wd}statement/Q90-abc> <http://www.wikidata.org/prop/statement/P17> <{wd}Q142> .",
         f"<{wd}P17> <{wdt}P31> <{wd}Q18616576> .",
         f"_:b0 <{wdt}P17> <{wd}Q142> .",
+        f"<{wd}Q90> <{wdt}P17> _:b1 .",
         "",
     ]), "utf-8")
-    kg = KnowledgeGraph.read_rdf(path)
+    kg = read(path)
     assert kg.triples().values.tolist() == [["Q90", "P17", "Q142"]]
     ents = kg.entities()
     assert ents["id"].tolist() == ["Q142", "Q90"]
@@ -479,7 +511,7 @@ def test_reader_rejects_conflicting_labels(tmp_path):
     path.write_text(f'<http://www.wikidata.org/entity/Q1> {label} "One"@en .\n'
                     f'<http://www.wikidata.org/entity/Q1> {label} "Uno"@en .\n', "utf-8")
     with pytest.raises(KgfactError, match="Q1 has two different English labels"):
-        KnowledgeGraph.read_rdf(path)
+        read_rdf(path)
 
 
 def test_reader_rejects_fractional_population(tmp_path):
@@ -488,20 +520,20 @@ def test_reader_rejects_fractional_population(tmp_path):
                     '<http://www.wikidata.org/prop/direct/P1082>'
                     ' "2.5"^^<http://www.w3.org/2001/XMLSchema#decimal> .\n', "utf-8")
     with pytest.raises(KgfactError, match="population of Q1 is not a whole number: '2.5'"):
-        KnowledgeGraph.read_rdf(path)
+        read_rdf(path)
 
 
 @pytest.mark.parametrize("name", ["graph.json", "graph", "graph.nt.gz"])
 def test_unknown_suffix(tmp_path, name):
     kg = KnowledgeGraph.from_tables(frame(EDGES))
     with pytest.raises(KgfactError, match="cannot tell the RDF format") as write_error:
-        kg.write_rdf(tmp_path / name)
+        write_rdf(kg, tmp_path / name)
     assert "\n" not in str(write_error.value)
     (tmp_path / name).write_text("x", "utf-8")
     with pytest.raises(KgfactError, match="cannot tell the RDF format"):
-        KnowledgeGraph.read_rdf(tmp_path / name)
+        read_rdf(tmp_path / name)
     with pytest.raises(KgfactError, match="unknown RDF format 'xml'"):
-        kg.write_rdf(tmp_path / "g.nt", format="xml")
+        write_rdf(kg, tmp_path / "g.nt", format="xml")
 
 
 @pytest.mark.parametrize("suffix, text, title", [
@@ -514,10 +546,10 @@ def test_unparseable_file(tmp_path, suffix, text, title):
     path = tmp_path / f"bad{suffix}"
     path.write_text(text, "utf-8")
     with pytest.raises(KgfactError, match=f"is not valid {title}: ") as error:
-        KnowledgeGraph.read_rdf(path)
+        read_rdf(path)
     assert "\n" not in str(error.value)
 
 
 def test_missing_file(tmp_path):
     with pytest.raises(KgfactError, match="does not exist"):
-        KnowledgeGraph.read_rdf(tmp_path / "absent.nt")
+        read_rdf(tmp_path / "absent.nt")

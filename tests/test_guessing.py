@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kgfact.answers import normalize
-from kgfact.guessing import (default_answers, flag_guesses, guess_mix, in_question, own_defaults,
+from kgfact.guessing import (default_answers, flag_guesses, in_question, own_defaults,
                              prior_baselines)
 from tests.test_entityquestions import shared_eq_root  # noqa: F401 (a fixture)
 
@@ -127,14 +127,6 @@ def test_a_fact_is_never_the_default_answer_of_its_own_answers():
     assert table["default_share"].to_dict() == pytest.approx({"R": 1 / 3, "S": 25 / 30,
                                                              "T": 14 / 30})
     assert table["real_default"].to_dict() == {"R": False, "S": True, "T": True}
-
-
-def test_guess_mix_counts_known_guesses():
-    mix = guess_mix(flag_guesses(_slick(), _qa())).set_index(["relation", "category"])
-    assert mix.loc[("P495", "HighlyKnown")].to_dict() == {
-        "n": 3, "guesses": 3, "default-answer": 3, "in-question": 0}
-    assert mix.loc[("all", "MaybeKnown")].to_dict() == {
-        "n": 4, "guesses": 1, "default-answer": 0, "in-question": 1}
 
 
 def test_prior_baselines():

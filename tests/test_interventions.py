@@ -5,6 +5,9 @@ mode), with its crossed-bootstrap interval, p-value and power.
 Synthetic runs: FT-Known, mix-50 and FT-Unknown answer zero-shot with probabilities 0.7, 0.5
 and 0.3 (u = 1, 0, -1: α = 0.2, predicted zero-shot gap Δ = 0.4). Under a prompt of
 augmentation A the gap is set by the scenario; the theory says Δ·(1 - A), a reduction of Δ·A.
+
+Also prediction 1 on held-out sets: α and c are fitted on FT-Known and FT-Unknown (c = 0.5),
+and every other evaluated mixture's zero-shot accuracy is predicted as c + α·u.
 """
 
 from __future__ import annotations
@@ -17,14 +20,17 @@ from kgfact.errors import KgfactError
 from kgfact.theory import CONTROLS, GapStudy, PredictionConfig
 from kgfact.theory.predict import crossed_weights
 
-SHARE = {"ft-known": 0.0, "mix-50": 0.5, "ft-unknown": 1.0}
+SHARE = {"ft-known": 0.0, "mix-25": 0.25, "mix-50": 0.5, "ft-unknown": 1.0}
 ZERO_SHOT = {"ft-known": 0.7, "mix-50": 0.5, "ft-unknown": 0.3}
 KNOWN_VS_UNKNOWN = {"known-vs-unknown": CONTROLS.get("known-vs-unknown")}
 
 
 def synthetic(gap_of, a_of: dict[tuple[str, str], float], queries: int = 60, seeds: int = 3,
-              rng_seed: int = 0, exact: bool = False) -> GapStudy:
-    """A study whose prompted gap under (mode, strategy) is ``gap_of(mode, A)``.
+              rng_seed: int = 0, exact: bool = False, zero_shot: dict[str, float] = ZERO_SHOT,
+              **config) -> GapStudy:
+    """A study whose prompted gap under (mode, strategy) is ``gap_of(mode, A)`` and whose sets
+    answer zero-shot with the probabilities ``zero_shot``; ``config`` overrides
+    :class:`PredictionConfig`.
 
     ``exact``: correctness is not drawn; each (set, seed) answers the share of queries its
     probability says (queries ordered by a seeded permutation), so per-arm means are exact.
@@ -41,7 +47,7 @@ def synthetic(gap_of, a_of: dict[tuple[str, str], float], queries: int = 60, see
 
     qids = [f"q{i}" for i in range(queries)]
     relations = ["P1" if i % 2 else "P2" for i in range(queries)]
-    cells = [("zero-shot", "none", set_, p) for set_, p in ZERO_SHOT.items()]
+    cells = [("zero-shot", "none", set_, p) for set_, p in zero_shot.items()]
     for (mode, strategy), a in a_of.items():
         gap = gap_of(mode, a)
         cells += [(mode, strategy, "ft-known", 0.5 + gap / 2),
@@ -62,7 +68,8 @@ def synthetic(gap_of, a_of: dict[tuple[str, str], float], queries: int = 60, see
     prompts = aug[["prompt_id"]].drop_duplicates().assign(prompt=0)
     return GapStudy(preds, prompts, SHARE, aug, pd.DataFrame(columns=["relation", "distance",
                                                                       "hops"]),
-                    KNOWN_VS_UNKNOWN, PredictionConfig(min_bucket=1, n_boot=300),
+                    KNOWN_VS_UNKNOWN, PredictionConfig(**{"min_bucket": 1, "n_boot": 300,
+                                                          **config}),
                     primary="default")
 
 
@@ -77,7 +84,7 @@ def test_the_slope_of_an_exact_theory_is_one():
     # per arm, known: gap 0.2, reduction 0.4 - 0.2 = 0.2, predicted 2 * 0.2 * 0.5 = 0.2;
     # unknown: reduction 0, predicted 0 -> slope (0.2 - 0) / (0.2 - 0) = 1
     s = synthetic(theory, DESIGN, queries=20, seeds=1, exact=True)
-    alpha = s._alpha(np.ones(len(s.cells)))[1]
+    alpha = s.fit(np.ones(len(s.cells))).alpha
     assert alpha["convergence"] == pytest.approx(0.2)
     assert s.primary_slope(np.ones(len(s.cells)), alpha) == pytest.approx(1.0)
     assert s.design_strategies == ["known", "unknown"]
@@ -109,9 +116,9 @@ def test_pooling_across_modes_does_not_reverse_the_slope():
         return 0.4 * (1 - a) + (0.25 if mode == "few-shot" else -0.25)
     s = synthetic(offset, design, queries=200, seeds=1, exact=True)
     d = s.design
-    x, y = 0.4 * d["default"].to_numpy(), (d["d0"] - d["d"]).to_numpy()
+    x, y = 0.4 * d["default"].to_numpy(), (d["zero_shot_gap"] - d["gap"]).to_numpy()
     assert np.polyfit(x, y, 1)[0] < 0  # the pooled slope
-    alpha = s._alpha(np.ones(len(s.cells)))[1]
+    alpha = s.fit(np.ones(len(s.cells))).alpha
     assert s.primary_slope(np.ones(len(s.cells)), alpha) == pytest.approx(1.0)
 
 
@@ -135,3 +142,44 @@ def test_crossed_weights_draw_only_the_named_factors():
         assert w[0] == w[2] and w[1] == w[3] and w.sum() == 4  # seeds keep weight 1
     with pytest.raises(KgfactError, match="unknown bootstrap factor"):
         crossed_weights(cells, ("prompts",))
+
+
+def held_out(zero_shot: dict[str, float], **config) -> pd.DataFrame:
+    """``theory_heldout`` of a zero-shot-only study with exact accuracies ``zero_shot``."""
+    s = synthetic(theory, {}, queries=600, exact=True, zero_shot=zero_shot, **config)
+    return s.tables()["theory_heldout"].set_index("set")
+
+
+def test_held_out_mixtures_on_the_fitted_line_are_as_predicted():
+    # fitted on FT-Known (0.7, u = 1) and FT-Unknown (0.3, u = -1): α = 0.2, c = 0.5, so
+    # mix-25 (u = 0.5) is predicted 0.6 and mix-50 (u = 0) 0.5, as they answer
+    t = held_out({**ZERO_SHOT, "mix-25": 0.6})
+    assert list(t.index) == ["mix-25", "mix-50", "pooled"]
+    assert t["u"].tolist()[:2] == [0.5, 0.0] and t["n_queries"].tolist() == [600] * 3
+    assert t["predicted"].tolist() == pytest.approx([0.6, 0.5, 0.55])
+    assert t["measured"].tolist() == pytest.approx([0.6, 0.5, 0.55])
+    assert t["difference"].tolist() == pytest.approx([0, 0, 0], abs=1e-12)
+    # equivalence: the interval of the difference lies inside +-margin
+    assert ((-0.05 < t["ci_low"]) & (t["ci_high"] < 0.05)).all()
+    assert t["outcome"].tolist() == ["as predicted"] * 3
+    assert (t["p_value"] < 0.05).all() and t["dropped"].tolist() == [0] * 3
+    assert set(t["fit_sets"]) == {"ft-known, ft-unknown"}
+
+
+def test_a_held_out_mixture_off_the_line_contradicts_prediction_one():
+    # mix-50 answers as FT-Known (0.7) where the fit says the midpoint (0.5): difference 0.2;
+    # mix-25 is on the line; pooled, the mean difference is 0.1
+    t = held_out({**ZERO_SHOT, "mix-25": 0.6, "mix-50": 0.7})
+    assert t["difference"].tolist() == pytest.approx([0.0, 0.2, 0.1], abs=1e-12)
+    assert t["outcome"].tolist() == ["as predicted", "contradicted", "contradicted"]
+    assert t.loc["mix-50", "ci_low"] > 0.05 and t.loc["pooled", "ci_low"] > 0.05
+    # every replicate outside the margin: p = 2 (0 + 1) / (300 + 1)
+    assert t.loc["mix-50", "p_value"] == pytest.approx(2 / 301)
+
+
+def test_fitting_on_every_set_holds_nothing_out():
+    t = held_out({**ZERO_SHOT, "mix-25": 0.6},
+                 fit_sets=("ft-known", "mix-25", "mix-50", "ft-unknown"))
+    assert list(t.index) == ["pooled"] and t.loc["pooled", "outcome"] == "not measured"
+    assert np.isnan(t.loc["pooled", "difference"])
+    assert t.loc["pooled", "note"].startswith("no set held out")

@@ -29,12 +29,12 @@ PRESETS = ["entityquestions", "quickstart", "smoke", "study", "wikidata"]
 # what `kgfact presets` prints: each preset's description, and the time its header states
 PRESET_LINES = [
     "entityquestions  SliCK's relations from EntityQuestions, which you supply; hours on a CPU",
-    "quickstart       the study's design at a small size (2 training seeds), offline with Gemma "
-    "3 270M (measured: 29.0 min)",
+    "quickstart       the study's design at a small size (2 training seeds, 6 queries per "
+    "relation), offline with Gemma 3 270M",
     "smoke            the whole study in miniature, offline with Gemma 3 270M; the test suite "
-    "runs it (measured: 3.5 min)",
-    "study            the design the findings rest on (|D| = 120, 3 seeds), offline with Gemma 3 "
-    "270M (measured: 74.7 min)",
+    "runs it",
+    "study            the design the findings rest on: designed prompt interventions, registered "
+    "claims, offline with Gemma 3 270M",
     "wikidata         SliCK's relations from the public Wikidata endpoint with Qwen2.5-3B on a GPU",
 ]
 NOT_A_PRESET = ("kgfact: error: no config file or preset 'nosuch'; the presets are "

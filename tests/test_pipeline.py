@@ -13,8 +13,9 @@ import pandas as pd
 import pytest
 
 from kgfact.cli import main
+from kgfact.config import from_dict
 from kgfact.errors import KgfactError
-from kgfact.pipeline import ExperimentConfig, from_dict, load_config
+from kgfact.pipeline import ExperimentConfig, load_config
 from kgfact.stages import STAGES
 
 STEPS = list(STAGES)

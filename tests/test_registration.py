@@ -43,7 +43,16 @@ def test_a_config_registering_an_unknown_claim_is_one_line():
         load_config("smoke", ['evaluate.registration.primary="gap-is-big"'])
 
 
-def registered_run(tmp_path, registration: Registration, theory: dict | None = None) -> RunDir:
+def record_evaluation(run: RunDir, registration: Registration) -> RunDir:
+    """``run`` with an evaluation recorded as started under ``registration``."""
+    evaluate = {"bootstrap": 200, "strategies": ["random"],
+                "registration": config_json(r=registration)["r"]}
+    with run.stage("evaluate", {"evaluate": evaluate}):
+        run.annotate("evaluate", registration={"sha256": registration.digest()})
+    return run
+
+
+def registered_run(tmp_path, registration: Registration) -> RunDir:
     """FT-Known right and FT-Unknown wrong on every query in distribution at CONVERGENCE
     (zero-shot and few-shot alike), evaluated under ``registration``."""
     rows = []
@@ -51,14 +60,7 @@ def registered_run(tmp_path, registration: Registration, theory: dict | None = N
         known = set_ == "ft-known"
         for mode in ("zero-shot", "few-shot"):
             rows += _prediction_rows(set_, "convergence", mode, "id", "P36", lambda s, q: known)
-    run = RunDir(tmp_path / "run").create()
-    evaluate = {"bootstrap": 200, "strategies": ["random"],
-                "registration": config_json(r=registration)["r"]}
-    with run.stage("evaluate", {"evaluate": evaluate}):
-        run.annotate("evaluate", registration={"sha256": registration.digest()})
-    if theory is not None:
-        with run.stage("theory", {"theory": theory}):
-            pass
+    run = record_evaluation(RunDir(tmp_path / "run").create(), registration)
     run.write_table("predictions", pd.DataFrame(rows))
     return run
 
@@ -76,12 +78,30 @@ def test_findings_say_which_claims_ran_as_registered(tmp_path):
 
 
 def test_theory_claims_run_off_the_registration_are_exploratory(tmp_path):
-    theory = {"augmentation": "default", "prediction": {"quantiles": 6}}
-    run = registered_run(tmp_path, STUDY, theory=theory)
-    row = findings(run, n_boot=200).set_index("claim").loc["interventions-track-theory"]
-    assert row["registered"] == "exploratory"
-    assert ("registered as primary, but the theory ran with A(P) 'default' where 'graded' was "
-            "registered: exploratory") in row["note"]
+    """The real theory stage, run with another A(P) variant or bins than registered, then as
+    registered."""
+    from kgfact.cli import main
+
+    from .test_theory import write_run
+
+    run = record_evaluation(write_run(tmp_path / "run"), STUDY)
+    for flags, differs in (
+            ([], "A(P) 'default' where 'graded' was registered; 4 A(P) bins where 6 were "
+                 "registered"),
+            (["--augmentation", "graded"], "4 A(P) bins where 6 were registered"),
+            (["--augmentation", "graded", "--quantiles", "6"], None)):
+        assert main(["theory", str(run.path), "--n-boot", "20", "--min-bucket", "1",
+                     *flags]) == 0
+        table = findings(run, n_boot=50).set_index("claim")
+        row = table.loc["interventions-track-theory"]
+        if differs is None:
+            assert row["registered"] == "primary" and "the theory ran with" not in row["note"]
+        else:
+            assert row["registered"] == "exploratory", flags
+            assert (f"registered as primary, but the theory ran with {differs}: exploratory"
+                    in row["note"])
+        # a claim that does not read the theory keeps its role
+        assert table.loc["few-shot-shrinks-gap", "registered"] == "secondary"
 
 
 def test_a_run_evaluated_before_registration_existed_is_all_exploratory(tmp_path):

@@ -346,3 +346,90 @@ def test_a_findings_table_without_p_values_holm_or_margins(tmp_path):
     assert "| 2 | S2 *(src two)* | within 0.000 ± – | -0.056" in block.md
     fig = fig_findings(run)
     assert [t.get_text() for t in fig.axes[0].texts][:2] == ["✓ supported", "✗ contradicted"]
+
+
+# -- what the report and `kgfact theory` show of the regression, dynamics and prediction 1 -----
+HELD_OUT_LINE = ("prediction 1, zero-shot ID accuracy minus c + α·u(D) on the sets held out of "
+                 "the fit at CONVERGENCE: ")
+
+
+def test_the_report_shows_prediction_one_the_regressions_intervals_and_no_question_records(
+        tmp_path, capsys):
+    from kgfact.evaluate import accuracy_table
+    from kgfact.gap import gekhman_regression
+    from kgfact.report import REGRESSION
+
+    from .test_findings import _noisy_dynamics
+    from .test_theory import write_run
+
+    run = write_run(tmp_path / "run")
+    assert main(["theory", str(run.path), "--n-boot", "20", "--min-bucket", "1"]) == 0
+    held = run.read_table("theory_heldout")  # only FT-Known and FT-Unknown: none held out
+    assert HELD_OUT_LINE + f"not measured: {held['note'].iloc[0]}" in (
+        capsys.readouterr().out.splitlines())
+    dynamics = _noisy_dynamics()  # with each test question's record
+    run.write_table("dynamics", dynamics)
+    regression = gekhman_regression(dynamics, n_boot=200)
+    run.write_table("regression", regression)
+    run.write_table("accuracy", accuracy_table(run.read_table("predictions").assign(
+        memorised=False)))
+    write_report(run)
+    md, page = (run.path / "report.md").read_text(), (run.path / "report.html").read_text()
+
+    def section(title: str) -> str:
+        return md.split(f"## {title}\n")[1].split("\n## ")[0]
+
+    # the dynamics table without the per-question record
+    assert "test_qids" not in md + page and "test_correct" not in md + page
+    assert ("| set | seed | epoch | loss | n_known | n_unknown | n_known_fit | n_unknown_fit "
+            "| dev_accuracy | early_stop | convergence | test_accuracy |"
+            ) in section("Training dynamics").splitlines()
+    # the regression: both intervals per coefficient, the note said once, in the caption (and
+    # once among the findings' notes, for the two slopes' claims)
+    note = regression["note"].iloc[0]
+    accuracy = section("Accuracy vs % Unknown")
+    assert note.endswith("which decides the finding") and accuracy.count(note) == 1
+    assert section("Findings").count(note) == 1
+    assert (f"**Gekhman's regression over ft-known,ft-unknown,mix-25,mix-50,mix-75 (31 points "
+            f"in 11 clusters, 30 test questions, 200 bootstrap replicates; R² "
+            f"{number(regression['r_squared'].iloc[0])}): {note}**") in accuracy
+    assert "| " + " | ".join(REGRESSION) + " |" in accuracy.splitlines()
+    b_unk = regression.set_index("term").loc["unknown_fit"]
+    assert ("| unknown_fit | " + " | ".join(number(b_unk[c]) for c in REGRESSION[1:]) + " |"
+            in accuracy.splitlines())
+    assert b_unk["finding"] == "inconclusive"  # decided by the crossed bootstrap's interval
+    # prediction 1 on the held-out sets in the theory's section
+    theory = section("Predicted vs measured gap reduction")
+    assert ("**prediction 1 on the sets held out of the fit (α and c fitted on ft-known, "
+            "ft-unknown)**") in theory
+    assert (f"| convergence | pooled | – | 0 | – | – | – | – | – | 0.050 | not measured "
+            f"| – | {held['note'].iloc[0]} |") in theory.splitlines()
+
+
+def test_kgfact_theory_prints_prediction_one_at_convergence(tmp_path, capsys):
+    from kgfact.cli import show_theory
+
+    from .test_theory import write_run
+
+    run = write_run(tmp_path / "run")
+    assert main(["theory", str(run.path), "--n-boot", "20", "--min-bucket", "1"]) == 0
+    capsys.readouterr()
+    tables = {n: run.read_table(n) for n in ("theory_metrics", "cot_steps", "theory_stats")}
+    row = {"u": 0.0, "n": 12, "n_queries": 6, "measured": 0.7, "predicted": 0.68, "margin": 0.05,
+           "p_value": 0.01, "dropped": 0, "fit_sets": "ft-known, ft-unknown", "note": ""}
+    held = pd.DataFrame([
+        row | {"checkpoint": "early_stop", "set": "mix-50", "difference": 0.3, "ci_low": 0.2,
+               "ci_high": 0.4, "outcome": "contradicted"},
+        row | {"checkpoint": "early_stop", "set": "pooled", "difference": 0.3, "ci_low": 0.2,
+               "ci_high": 0.4, "outcome": "contradicted"},
+        row | {"checkpoint": "convergence", "set": "mix-25", "difference": 0.01,
+               "ci_low": -0.02, "ci_high": 0.04, "outcome": "as predicted"},
+        row | {"checkpoint": "convergence", "set": "mix-50", "difference": 0.03,
+               "ci_low": -0.01, "ci_high": 0.04, "outcome": "as predicted"},
+        row | {"checkpoint": "convergence", "set": "pooled", "difference": 0.02,
+               "ci_low": -0.01, "ci_high": 0.04, "outcome": "as predicted"}])
+    show_theory(run, tables | {"theory_heldout": held})
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[-2] == HELD_OUT_LINE + ("+0.020 [-0.010, +0.040] over mix-25, mix-50: as "
+                                         "predicted (within ±0.05)")
+    assert lines[-1].startswith(f"tables in {run.path}: ")

@@ -273,6 +273,40 @@ def test_any_stage_entry_is_shown_or_one_line_error(built, capsys, stage, fields
             assert "\n" not in str(exc)
 
 
+def test_a_stage_entry_its_config_and_status_as_recorded(built, tmp_path):
+    run = RunDir(copy_of(built, tmp_path))
+    recorded = json.loads(run.manifest_path.read_text())["stages"]["build"]
+    assert run.stage_entry("build") == recorded and run.stage_status("build") == "complete"
+    assert run.stage_config("build") == recorded["config"]
+    qa = run.stage_config("build")["qa"]  # as BUILD gave it
+    assert (qa["in_distribution"], qa["out_of_distribution"]) == (["P36"], ["P30"])
+    assert (run.stage_entry("slick"), run.stage_config("slick"), run.stage_status("slick")) == (
+        {}, None, None)  # never ran
+    with run.stage("slick", None):  # a stage that records no config
+        pass
+    assert run.stage_config("slick") is None and run.stage_status("slick") == "complete"
+
+
+def test_a_directory_without_a_manifest_is_no_run_to_every_reader(built, tmp_path, capsys):
+    from kgfact.report import write_report
+    from kgfact.theory import TheoryConfig, run_theory
+
+    run = RunDir(built)
+    assert run.require_manifest() is run
+    nope = tmp_path / "nope"
+    message = (f"{nope} is not a kgfact run (no manifest.json): make one with "
+               f"'kgfact build --run {nope}' or 'kgfact run CONFIG --run {nope}'")
+    for read in (lambda: RunDir(nope).require_manifest(), lambda: write_report(nope),
+                 lambda: run_theory(nope, TheoryConfig())):
+        with pytest.raises(KgfactError) as err:
+            read()
+        assert str(err.value) == message
+    for argv in (["slick", str(nope)], ["report", str(nope)], ["theory", str(nope)]):
+        assert main(argv) == 2
+        assert one_error(capsys.readouterr().err) == f"kgfact: error: {message}\n"
+    assert not nope.exists()  # checking made nothing
+
+
 def test_a_run_directory_name_that_is_not_utf8_is_one_line_error(mini_store, tmp_path, capsys):
     weird = os.fsencode(tmp_path) + b"/r\xff"
     done = subprocess.run([os.fsencode(a) for a in kgfact_command(

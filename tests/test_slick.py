@@ -18,13 +18,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kgfact.cli import main
+from kgfact.contract import CATEGORIES
 from kgfact.errors import KgfactError
 from kgfact.qa import QAConfig, build_qa
 from kgfact.rundir import RunDir
 from kgfact.sampling import SamplingConfig
 from kgfact.prompts import STRATEGIES, StrategyContext
-from kgfact.slick import (CATEGORIES, SlickConfig, build_requests, categorize, exemplar_sets,
-                          run_slick, score, select_questions)
+from kgfact.slick import (SlickConfig, build_requests, categorize, exemplar_sets, run_slick,
+                          score, select_questions)
 from tests import miniworld
 
 SMALL = SlickConfig(sampling=SamplingConfig(n_samples=3, max_new_tokens=4),

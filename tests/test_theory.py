@@ -497,7 +497,8 @@ def test_verify_steps_table(knowledge):
 # -- predictions -------------------------------------------------------------------------------
 # Four ID test queries, one checkpoint. Zero-shot correctness (q1..q4):
 #   ft-known 1 1 1 0 (0.75), mix-25 1 1 0 0 (0.5), ft-unknown 0 1 0 0 (0.25).
-# u = 1 - 2 * unknown_share: 1, 0.5, -1. OLS slope of acc on u: mean u = 1/6, mean acc = 1/2,
+# u = 1 - 2 * unknown_share: 1, 0.5, -1. Fitted on all three sets (study()'s default):
+#   OLS slope of acc on u: mean u = 1/6, mean acc = 1/2,
 #   Sxy = (5/6)(1/4) + (1/3)(0) + (-7/6)(-1/4) = 1/2, Sxx = 25/36 + 4/36 + 49/36 = 78/36,
 #   alpha = (1/2) / (78/36) = 3/13; delta_u = 2, so the predicted zero-shot gap is 6/13.
 # Few-shot "random" with A = 1/2 everywhere: predicted gap 6/13 * 1/2 = 3/13.
@@ -518,6 +519,7 @@ CORRECT = {
 }
 A_OF = {"none": 0.0, "random": 0.5, "known": 0.75, "unknown": 0.25}
 SHARE = {"ft-known": 0.0, "mix-25": 0.25, "ft-unknown": 1.0}
+FIT_ALL = ("ft-known", "ft-unknown", "mix-25")  # nothing held out
 
 
 def predictions_frame() -> pd.DataFrame:
@@ -533,11 +535,14 @@ def predictions_frame() -> pd.DataFrame:
 
 
 def study(**overrides) -> GapStudy:
+    """The study of :func:`predictions_frame`, fitted on all three sets unless ``overrides``
+    say otherwise (``fit_sets=None``: FT-Known and FT-Unknown, mix-25 held out)."""
     preds = predictions_frame()
     prompts = preds[["prompt_id"]].drop_duplicates().assign(prompt=0)
     aug = preds[["prompt_id", "qid", "strategy"]].drop_duplicates()
     aug["default"] = aug["strategy"].map(A_OF)
-    config = PredictionConfig(min_bucket=1, n_boot=200, **overrides)
+    config = PredictionConfig(**{"min_bucket": 1, "n_boot": 200, "fit_sets": FIT_ALL,
+                                 **overrides})
     controls = {"known-vs-unknown": CONTROLS.get("known-vs-unknown")}
     return GapStudy(preds, prompts, SHARE, aug.drop(columns="strategy"),
                     pd.DataFrame(columns=["relation", "distance", "hops"]), controls, config,
@@ -677,11 +682,70 @@ def test_training_and_ood_statistics():
     dist = pd.DataFrame({"relation": ["P30", "P38", "P47"], "distance": [0.2, 0.5, 0.9],
                          "hops": [1.0, 1.0, 2.0]})
     s = GapStudy(preds, preds[["prompt_id"]].drop_duplicates().assign(prompt=0), SHARE, aug,
-                 dist, {}, PredictionConfig(min_bucket=1, n_boot=2), primary="default")
+                 dist, {}, PredictionConfig(min_bucket=1, n_boot=2, fit_sets=FIT_ALL),
+                 primary="default")
     point = s.estimate(np.ones(len(s.cells)))
     assert point["training"].tolist() == pytest.approx([3 / 13])
     assert point["ood.gap"].tolist() == [1.0, 0.0, 0.0]
     assert point["ood.rho"].tolist() == pytest.approx([-1.5 / math.sqrt(3)])
+
+
+def test_held_out_set_is_predicted_from_the_fit_on_the_others():
+    # fitted on FT-Known (0.75, u = 1) and FT-Unknown (0.25, u = -1): α = 1/4, c = 1/2; mix-25
+    # (u = 1/2) is predicted 1/2 + 1/8 = 5/8 and answers 1/2: difference -1/8
+    tables = study(fit_sets=None, n_boot=20).tables()
+    assert tables["theory_fit"]["set"].tolist() == ["ft-known", "ft-unknown"]
+    assert tables["theory_fit"]["alpha"].tolist() == pytest.approx([1 / 4] * 2)
+    assert tables["theory_fit"]["fitted"].tolist() == pytest.approx([3 / 4, 1 / 4])
+    held = tables["theory_heldout"]
+    assert held["set"].tolist() == ["mix-25", "pooled"]
+    assert held[["measured", "predicted", "difference"]].to_numpy().ravel().tolist() == (
+        pytest.approx([1 / 2, 5 / 8, -1 / 8] * 2))
+    assert held["n_queries"].tolist() == [4, 4] and held["u"].iloc[0] == 0.5
+    # fitted on all three sets, nothing is held out, and the table says so
+    held = study(n_boot=20).tables()["theory_heldout"]
+    assert held[["checkpoint", "set", "outcome"]].values.tolist() == [
+        ["convergence", "pooled", "not measured"]]
+    assert held["note"].iloc[0].startswith("no set held out")
+
+
+def test_statistics_have_p_values_and_count_dropped_replicates():
+    # two training seeds; OOD P38 and P47 answered under both (gap 0), P30 under seed 0 only
+    # (gap 1). A replicate that draws seed 1 twice leaves P30 without weight: two distances,
+    # no Spearman, dropped. Every other replicate has the point's rho = -1.5 / sqrt(3).
+    base = predictions_frame()
+    ood = []
+    for seed in (0, 1):
+        for set_, correct in (("ft-known", [1, 1, 1]), ("ft-unknown", [0, 1, 1])):
+            for (qid, rel), ok in zip((("o1", "P30"), ("o2", "P38"), ("o3", "P47")), correct):
+                if rel != "P30" or seed == 0:
+                    ood.append(base.iloc[0].to_dict() | {
+                        "set": set_, "qid": qid, "relation": rel, "distribution": "ood",
+                        "strategy": "none", "mode": "zero-shot", "prompt_id": f"{set_}/none",
+                        "correct": bool(ok), "seed": seed})
+    preds = pd.concat([base.assign(seed=0), base.assign(seed=1), pd.DataFrame(ood)],
+                      ignore_index=True)
+    aug = preds[["prompt_id", "qid"]].drop_duplicates().assign(default=0.0)
+    dist = pd.DataFrame({"relation": ["P30", "P38", "P47"], "distance": [0.2, 0.5, 0.9],
+                         "hops": [1.0, 1.0, 2.0]})
+    config = PredictionConfig(min_bucket=1, n_boot=200)
+    s = GapStudy(preds, preds[["prompt_id"]].drop_duplicates().assign(prompt=0), SHARE, aug,
+                 dist, {}, config, primary="default")
+    # the draws the bootstrap makes: the replicates in which seed 0 has no weight
+    rng = np.random.default_rng(config.seed)
+    seed0 = (s.cells["seed"] == 0).to_numpy()
+    dropped = sum(int(s.draw_weights(rng)[seed0].sum() == 0) for _ in range(config.n_boot))
+    assert 0 < dropped < config.n_boot
+    stats = s.tables()["theory_stats"]
+    row = stats[stats["statistic"] == "spearman_distance_gap"].iloc[0]
+    assert (row["value"], row["ci_low"], row["ci_high"]) == pytest.approx(
+        (-1.5 / math.sqrt(3),) * 3)
+    assert row["dropped"] == dropped
+    # every finite replicate below 0: p = 2 (0 + 1) / (finite + 1)
+    assert row["p_value"] == pytest.approx(2 / (config.n_boot - dropped + 1))
+    assert row["note"].startswith(f"{dropped} of 200 bootstrap replicates not finite")
+    # a mean absolute error has no null value at 0: no p-value
+    assert stats.loc[stats["statistic"] == "mae_gap", "p_value"].isna().all()
 
 
 def test_relation_distances():
@@ -700,6 +764,7 @@ def test_controls_are_registered_with_predictions():
     assert isinstance(c, Control) and (c.treatment, c.baseline, c.expected) == ("known",
                                                                                 "unknown", "<")
     assert sorted(CONTROLS.names()) == ["from-d-vs-disjoint", "known-vs-unknown",
+                                        "neighbourhood-vs-random", "path-hint-vs-side-steps",
                                         "same-vs-other-relation"]
     from kgfact.prompts import STRATEGIES
 
@@ -836,11 +901,42 @@ def test_theory_command_end_to_end(tmp_path, capsys):
     for name in ("theory_predictions", "theory_stats", "theory_controls", "theory_prompt_edges"):
         assert run.has_table(name)
     stats = run.read_table("theory_stats")  # a missing statistic says why
-    assert ((stats["note"] != "") == stats["value"].isna()).all()
-    assert stats["note"].str.startswith("not computable from").sum() == stats["value"].isna().sum()
+    assert (stats["note"].str.startswith("not computable from") == stats["value"].isna()).all()
+    # a computed one says how many of its replicates were not finite, when some were
+    dropped = stats[stats["value"].notna() & (stats["dropped"] > 0)]
+    assert len(dropped) and all(n.startswith(f"{d} of 50 bootstrap replicates not finite")
+                                for n, d in zip(dropped["note"], dropped["dropped"]))
+    held = run.read_table("theory_heldout")  # only FT-Known and FT-Unknown: none held out
+    assert held["outcome"].tolist() == ["not measured"]
     report = (run.path / "theory_report.md").read_text()
     assert "| convergence | +0.333 [" in report  # alpha with its interval
+    assert "## Prediction 1 on the sets held out of the fit\n\nno set held out" in report
     assert "| ft-known@convergence | 2 | 1 | 1 |" in report  # edge, hallucinated, unparsed
+
+
+def test_the_stage_holds_out_mixtures_but_not_relabelled_sets(tmp_path):
+    # mix-50 and idk-relabel (its Unknown half relabelled) answer zero-shot as FT-Known
+    run = write_run(tmp_path / "run")
+    index, known = run.read_table("ftsets"), run.read_table("ftsets/ft-known")
+    predictions = run.read_table("predictions")
+    zero = predictions[(predictions["set"] == "ft-known") & (predictions["mode"] == "zero-shot")]
+    for name, relabelled in (("mix-50", False), ("idk-relabel", True)):
+        run.write_table(f"ftsets/{name}", known.assign(relabelled=relabelled))
+        index = pd.concat([index, pd.DataFrame({
+            "set": [name], "kind": ["mixture"], "size": [2], "n_known": [1], "n_unknown": [1],
+            "unknown_share": [0.5]})], ignore_index=True)
+        predictions = pd.concat([predictions, zero.assign(set=name, model=f"{name}@convergence")],
+                                ignore_index=True)
+    run.write_table("ftsets", index)
+    run.write_table("predictions", predictions)
+    assert main(["theory", str(run.path), "--n-boot", "20", "--min-bucket", "1"]) == 0
+    held = run.read_table("theory_heldout")
+    # zero-shot ID accuracy: ft-known 3/3, ft-unknown 1/3: α = 1/3, c = 2/3; mix-50 (u = 0)
+    # is predicted 2/3 and answers 3/3
+    assert held["set"].tolist() == ["mix-50", "pooled"]
+    assert held["difference"].tolist() == pytest.approx([1 / 3, 1 / 3])
+    assert "| convergence | mix-50 | +0.000 | +1.000 | +0.667 | +0.333 [" in (
+        run.path / "theory_report.md").read_text()
 
 
 def test_theory_command_without_evaluation_is_a_one_line_error(tmp_path, capsys):

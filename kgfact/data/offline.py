@@ -167,13 +167,13 @@ def build_offline_dataset(min_population: int = 0) -> OfflineDataset:
 
 def default_dataset_file() -> Path:
     """N-Triples file of the offline default dataset, built once and cached in ``$KGFACT_HOME``."""
-    from kgfact.graph import KnowledgeGraph
+    from kgfact.graph import KnowledgeGraph, write_rdf
 
     path = kgfact_home() / "datasets" / f"{DATASET_VERSION}.nt"
     if not path.exists():
         data = build_offline_dataset()
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp.nt")
-        KnowledgeGraph.from_tables(data.triples, data.entities).write_rdf(tmp)
+        write_rdf(KnowledgeGraph.from_tables(data.triples, data.entities), tmp)
         tmp.replace(path)
     return path

@@ -39,6 +39,7 @@ the ``"ray"`` backend (:mod:`kgfact.sampling.ray`) runs it on many Ray workers a
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Sequence
@@ -337,6 +338,11 @@ class KgfactEngine:
         self.max_batch = max_batch
         self.packing, self.max_rows = packing, max_rows or 16 * max_batch
         self.prefix_cache_size = prefix_cache_size
+        # transformers 5 names the KV cache `cache` and warns on every call that says
+        # `past_key_values`; older releases know only the latter
+        base = getattr(loaded.model, "get_base_model", lambda: loaded.model)()  # peft wraps it
+        self._cache_arg = ("cache" if "cache" in inspect.signature(base.forward).parameters
+                           else "past_key_values")
         self._prefixes: OrderedDict[tuple[int, ...], object] = OrderedDict()
         self._stop_ids: dict[tuple[str, ...], frozenset[int]] = {}
         self._eos_ids: frozenset[int] = frozenset()
@@ -383,11 +389,11 @@ class KgfactEngine:
         # for the output layer of a 16-prompt prefill of Gemma 3 here)
         last = torch.tensor([input_ids.shape[1] - 1], device=input_ids.device)
         with torch.inference_mode():
-            out = self.loaded.model(input_ids=input_ids, past_key_values=cache, use_cache=True,
-                                    logits_to_keep=last)
+            out = self.loaded.model(input_ids=input_ids, use_cache=True, logits_to_keep=last,
+                                    **{self._cache_arg: cache})
         self.stats["forwards"] += 1
         self.stats["rows"] += input_ids.shape[0]
-        return out.logits[:, -1, :], out.past_key_values
+        return out.logits[:, -1, :], getattr(out, self._cache_arg)
 
     def _prefix_cache(self, prefix: tuple[int, ...]):
         """KV cache of ``prefix`` (batch of one), computed once and kept in an LRU; None for

@@ -40,10 +40,9 @@ import scipy.sparse as sp
 
 from kgfact.config import check_fields
 from kgfact.errors import KgfactError
+from kgfact.prompts import modes_with
 from kgfact.registry import Registry
 from kgfact.theory.graphs import ModelKnowledge, lookup
-
-MODES = ("zero-shot", "few-shot", "cot")
 
 
 @dataclass(frozen=True)
@@ -114,10 +113,7 @@ class PromptTable:
             Flagged edges with ``prompt_id`` and optionally ``qid`` (query-level edges, see the
             module docstring); generated edges are ignored.
         """
-        bad = sorted(set(prompts["mode"]) - set(MODES))
-        if bad:
-            raise KgfactError(f"unknown prompt mode(s) {', '.join(map(str, bad))}; "
-                              f"use {', '.join(MODES)}")
+        modes_with(prompts["mode"], "exemplars")  # every mode registered: a one-line error
         if prompts["prompt_id"].duplicated().any():
             raise KgfactError("prompts table repeats prompt ids")
         ids = pd.Index(prompts["prompt_id"], dtype=object)
@@ -446,29 +442,35 @@ Augmentation = Callable[[pd.DataFrame], np.ndarray]
 AUGMENTATIONS: Registry[Augmentation] = Registry("augmentation function")
 
 
-def _by_mode(metrics: pd.DataFrame, few_shot: np.ndarray, cot: np.ndarray) -> np.ndarray:
-    """``few_shot`` or ``cot`` per unit by its mode; 0 for zero-shot (no prompt, ``Δ* = Δ``)."""
-    mode = metrics["mode"].to_numpy()
-    return np.select([mode == "few-shot", mode == "cot"], [few_shot, cot], 0.0)
+def _by_mode(metrics: pd.DataFrame, direct: np.ndarray, steps: np.ndarray) -> np.ndarray:
+    """Per unit by its prompt mode (:class:`kgfact.prompts.PromptMode`): ``steps`` where its
+    exemplars state steps (CoT), ``direct`` where they answer directly (few-shot), 0 without
+    exemplars (zero-shot: no prompt, ``Δ* = Δ``)."""
+    exemplars = modes_with(metrics["mode"], "exemplars").to_numpy()
+    stated = modes_with(metrics["mode"], "steps").to_numpy()
+    return np.select([stated, exemplars], [steps, direct], 0.0)
 
 
 def augmentation_default(m: pd.DataFrame) -> np.ndarray:
-    """theory.md's default: ``rel_align · prompt_known``, and for CoT the max with hop_support."""
+    """theory.md's default: ``rel_align · prompt_known``, and for a mode with steps (CoT) the
+    max with hop_support."""
     aligned = (m["rel_align"] * m["prompt_known"]).to_numpy()
     return _by_mode(m, aligned, np.maximum(aligned, m["hop_support"].to_numpy()))
 
 
 def augmentation_graded(m: pd.DataFrame) -> np.ndarray:
-    """The default with graded knownness: ``rel_align · prompt_p_correct``, and for CoT the max
-    with hop_support. Takes many values where ``prompt_known`` takes few (a share of four
-    exemplars), so A(P) quantile buckets stay distinct. Needs SliCK's full protocol (the theory
-    stage refuses it, or leaves it out of the comparison, on a lazy SliCK table)."""
+    """The default with graded knownness: ``rel_align · prompt_p_correct``, and for a mode with
+    steps (CoT) the max with hop_support. Takes many values where ``prompt_known`` takes few (a
+    share of four exemplars), so A(P) quantile buckets stay distinct. Needs SliCK's full
+    protocol (the theory stage refuses it, or leaves it out of the comparison, on a lazy SliCK
+    table)."""
     aligned = (m["rel_align"] * m["prompt_p_correct"]).to_numpy()
     return _by_mode(m, aligned, np.maximum(aligned, m["hop_support"].to_numpy()))
 
 
 def augmentation_aligned_known(m: pd.DataFrame) -> np.ndarray:
-    """``rel_align · prompt_known`` in both modes: the default without CoT's path support."""
+    """``rel_align · prompt_known`` with or without steps: the default without CoT's path
+    support."""
     aligned = (m["rel_align"] * m["prompt_known"]).to_numpy()
     return _by_mode(m, aligned, aligned)
 

@@ -7,15 +7,24 @@ Choices kgfact makes where ``theory.md`` leaves room (each also in the README):
   zero-shot in-distribution accuracy is ``c + α · u(D)``, so ``Δ_fact(D) = acc(D) − c = α · u(D)``
   is the gap of ``D`` to a balanced (half unknown) set, and the gap between two sets is
   ``α · (u₁ − u₂)``: ``2α`` for FT-Known vs FT-Unknown. ``α`` and ``c`` are fitted by least
-  squares on the per-set accuracies, separately per checkpoint (prediction 4 says the gap changes
-  over training); ``c`` cancels in every gap, so ``α`` is the one parameter carried into the
-  prompted predictions.
+  squares on the per-set accuracies of the fitting sets (default FT-Known and FT-Unknown),
+  separately per checkpoint (prediction 4 says the gap changes over training); ``c`` cancels in
+  every gap, so ``α`` is the one parameter carried into the prompted predictions.
+- **Held-out sets.** Every other evaluated set with an ``unknown_share`` (``mix-25``,
+  ``mix-50``, ...) is held out of the fit: its accuracy is predicted as ``c + α · u(D)`` and
+  measured minus predicted is tested for equivalence with 0 (two one-sided tests against
+  ``margin``), per set and pooled (the mean over the held-out sets) per checkpoint. Two points
+  fit a line exactly, so without a held-out set prediction 1 cannot fail.
 - **Prompted gap of a bucket.** Each (checkpoint, mode, strategy, prompt index, query) unit
   pairs the FT-Known and FT-Unknown answers; its ``A`` is the mean of its two prompts' ``A``
   (equal unless exemplars come from the fine-tuning set). Predicted
   ``Δ* = α · Δu · (1 − mean A)``; measured ``Δ*`` = mean of (correct FT-Known − correct
   FT-Unknown); the measured zero-shot ``Δ`` of a bucket is the same difference under the
   zero-shot prompt, averaged over the bucket's units, so ``Δ* ≤ Δ`` compares the same queries.
+- **Zero-shot and prompted** are read from the prompt mode registry, never from mode names:
+  every mode without exemplars (:class:`kgfact.prompts.PromptMode`; the built-in ``zero-shot``)
+  states no fact, so ``A = 0``: its answers fit ``α`` and give ``Δ``; every mode with exemplars
+  is prompted, and the statistics over buckets are given per such mode and over all of them.
 - **Buckets**: in-distribution prompted units grouped by (checkpoint, mode, strategy) and one
   of ``all``, ``relation``, ``category`` (SliCK category of ``e_q``) or ``a_quantile``
   (quantile bins of ``A`` within each mode). Statistics use buckets with at least
@@ -37,6 +46,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -47,11 +57,10 @@ from scipy.stats import ConstantInputWarning, spearmanr
 from kgfact.config import check_fields
 from kgfact.errors import KgfactError
 from kgfact.gap import EQUIVALENCE_MARGIN, bootstrap_p, finding
-from kgfact.prompts import PROMPT_MODES
+from kgfact.prompts import modes_with
 
 FAMILIES = ("all", "relation", "category", "a_quantile")
 STATISTICS = ("spearman_gap", "mae_gap", "spearman_reduction", "mae_reduction", "share_reduced")
-SCOPES = ("few-shot", "cot", "all")
 _UNIT = ["checkpoint", "mode", "strategy", "seed", "prompt", "qid"]
 _CELL = ["qid", "relation", "seed", "prompt"]  # what a bootstrap weight is drawn for
 FACTORS = ("seeds", "exemplar sets", "queries")  # what the crossed bootstrap draws
@@ -66,7 +75,9 @@ class PredictionConfig:
         "help": "The FT-Unknown set."})
     fit_sets: tuple[str, ...] | None = field(default=None, metadata={
         "name": True, "nonempty": True,
-        "help": "Sets whose zero-shot ID accuracy fits α; None: the two above and every mix-*."})
+        "help": "Sets whose zero-shot ID accuracy fits α and c; None: the two above. Every "
+                "other evaluated set with an unknown_share is held out: its accuracy is "
+                "predicted as c + α·u and tested (theory_heldout)."})
     quantiles: int = field(default=4, metadata={"min": 1, "help": "A(P) quantile bins per mode."})
     min_bucket: int = field(default=20, metadata={"min": 1,
         "help": "Units a bucket needs to be tested."})
@@ -77,8 +88,9 @@ class PredictionConfig:
     equal_tolerance: float = field(default=0.01, metadata={"min": 0,
         "help": "Predicted gaps closer than this count as equal in the controls."})
     margin: float = field(default=EQUIVALENCE_MARGIN, metadata={"above": 0,
-        "help": "Equivalence margin of a control measured '=' (two one-sided tests): its gap "
-                "difference must lie within ±margin."})
+        "help": "Equivalence margin (two one-sided tests) of a control measured '=' and of a "
+                "held-out set's measured minus predicted accuracy: the interval must lie "
+                "within ±margin."})
     effect: float = field(default=1.0, metadata={"above": 0,
         "help": "Slope of measured on predicted reductions the primary test's power is "
                 "computed for (1: the theory holds at the run's own α)."})
@@ -97,6 +109,8 @@ class Control:
     expected: str = field(metadata={
         "help": "Order of gaps stated before the run: '<' (treatment smaller) or '='."})
     why: str = field(metadata={"help": "The reason, from the default A(P)."})
+    mode: str = field(default="few-shot", metadata={
+        "help": "Prompt mode its findings claim is judged in (the table has every mode)."})
 
 
 def wmean(groups: np.ndarray, n: int, values: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -253,8 +267,68 @@ def relation_distances(triples: pd.DataFrame, ft_relations: list[str],
     return out[out["relation"].isin(relations)].reset_index(drop=True)
 
 
+class Bucketing(NamedTuple):
+    """One grouping of the prompted units into buckets, under one A(P) function."""
+
+    augmentation: str
+    family: str
+    keys: pd.DataFrame  # one row per bucket: checkpoint, mode, strategy, level, n, n_queries
+    group: np.ndarray  # the bucket (row of ``keys``) of every prompted unit
+
+
+class Comparison(NamedTuple):
+    """One control at one (checkpoint, mode): its two strategies' units on the queries both
+    answered."""
+
+    name: str
+    control: Control
+    checkpoint: str
+    mode: str
+    treatment: pd.DataFrame
+    baseline: pd.DataFrame
+    n_queries: int
+
+
+class ZeroShotFit(NamedTuple):
+    """Prediction 1 fitted for one set of cell weights."""
+
+    accuracy: np.ndarray  # per accuracy group (checkpoint, set), fitting and held-out sets
+    alpha: dict[str, float]  # per checkpoint
+    intercept: dict[str, float]  # c per checkpoint
+
+
+# a verdict of :func:`kgfact.gap.finding` as the theory tables word it
+OUTCOMES = {"supported": "as predicted", "contradicted": "contradicted",
+            "inconclusive": "inconclusive"}
+# the statistics whose sign is a claim (the others have no null value at 0): they get a p-value
+SIGNED = ("spearman_gap", "spearman_reduction", "spearman_distance_gap", "alpha_difference")
+# how a note saying that an estimate lies outside its own interval begins (the findings, which
+# say so themselves, leave it out of the notes they carry over)
+OUTSIDE_INTERVAL = "the estimate lies outside its own interval"
+
+
+def interval_notes(value: float, low: float, high: float, dropped: int, n_boot: int
+                   ) -> list[str]:
+    """What a reader of a bootstrapped estimate must know: replicates that were not finite
+    (left out of its interval and p-value), and an estimate outside its own interval."""
+    notes = []
+    if dropped:
+        notes.append(f"{dropped} of {n_boot} bootstrap replicates not finite (a resampled "
+                     "group without weight, or a rank correlation of too few buckets or of a "
+                     "constant side): the interval and p-value come from the rest")
+    if np.isfinite([value, low, high]).all() and not low - 1e-12 <= value <= high + 1e-12:
+        notes.append(f"{OUTSIDE_INTERVAL} [{low:.3f}, {high:.3f}]: its replicates are shifted "
+                     "from it (a statistic biased under resampling, such as a rank correlation "
+                     "over resampled buckets); read the interval")
+    return notes
+
+
 class GapStudy:
     """Fits ``α``, predicts bucket gaps, and tests predictions against measured gaps.
+
+    The constructor sets up, once, everything each bootstrap replicate reads (each step is a
+    method below); :meth:`estimate` computes every quantity for one set of cell weights and
+    :meth:`tables` runs the bootstrap and writes the tables.
 
     Parameters
     ----------
@@ -281,54 +355,105 @@ class GapStudy:
                  distances: pd.DataFrame, controls: dict[str, Control],
                  config: PredictionConfig, primary: str) -> None:
         self.config, self.primary = config, primary
-        self.augs = [c for c in augmentation.columns if c not in ("prompt_id", "qid")]
-        cfg = config
-        for name in (cfg.known_set, cfg.unknown_set):
-            if name not in unknown_share:
-                raise KgfactError(f"fine-tuning set {name!r} is not in the ftsets index")
-        self.delta_u = 2 * (unknown_share[cfg.unknown_set] - unknown_share[cfg.known_set])
-        pred = predictions[predictions["checkpoint"] != "base"]
-        pred = pred.drop(columns=["prompt"], errors="ignore").merge(
-            prompts[["prompt_id", "prompt"]], on="prompt_id", how="left")
-        if "seed" not in pred:  # predictions of a single, unrecorded seed
-            pred = pred.assign(seed=0)
-        self.qids = pd.Index(pred["qid"].unique())
-        self._fit_setup(pred, unknown_share)
-        self._unit_setup(pred, augmentation)
-        self._cell_setup()
-        self._ood_setup(distances)
-        self._control_setup(controls)
-        self._design_setup(controls)
+        self.augmentations = [c for c in augmentation.columns if c not in ("prompt_id", "qid")]
+        self._set_up_share_difference(unknown_share)
+        answers = self._fine_tuned_answers(predictions, prompts)
+        self._set_up_zero_shot_fit(answers, unknown_share)
+        self._set_up_units(answers, augmentation)
+        self._set_up_cells()
+        self._set_up_buckets()
+        self._set_up_ood(distances)
+        self._set_up_controls(controls)
+        self._set_up_design(controls)
 
     # -- set-up --------------------------------------------------------------------------------
-    def _fit_setup(self, pred: pd.DataFrame, share: dict[str, float]) -> None:
+    def _set_up_share_difference(self, share: dict[str, float]) -> None:
+        """``delta_u``: ``u(FT-Known) − u(FT-Unknown)``, the ``Δu`` that turns ``α`` into the
+        predicted gap between the two sets (2 for shares 0 and 1)."""
         cfg = self.config
-        sets = (cfg.fit_sets if cfg.fit_sets is not None else
-                (cfg.known_set, cfg.unknown_set,
-                 *sorted(s for s in share if s.startswith("mix-"))))
-        rows = pred[(pred["mode"] == "zero-shot") & (pred["distribution"] == "id")
-                    & pred["set"].isin(sets) & pred["set"].isin(list(share))]
-        if rows.empty:
+        for name in (cfg.known_set, cfg.unknown_set):
+            if name not in share:
+                raise KgfactError(f"fine-tuning set {name!r} is not in the ftsets index")
+        self.delta_u = 2 * (share[cfg.unknown_set] - share[cfg.known_set])
+
+    @staticmethod
+    def _fine_tuned_answers(predictions: pd.DataFrame, prompts: pd.DataFrame) -> pd.DataFrame:
+        """The fine-tuned models' predictions (not the base model's), each with the index of
+        its prompt within its strategy (``prompt``) and its training ``seed``."""
+        answers = predictions[predictions["checkpoint"] != "base"]
+        answers = answers.drop(columns=["prompt"], errors="ignore").merge(
+            prompts[["prompt_id", "prompt"]], on="prompt_id", how="left")
+        if "seed" not in answers:  # predictions of a single, unrecorded seed
+            answers = answers.assign(seed=0)
+        return answers
+
+    def _set_up_zero_shot_fit(self, answers: pd.DataFrame, share: dict[str, float]) -> None:
+        """Prediction 1's data: the zero-shot in-distribution answers of every evaluated set
+        with an ``unknown_share``, grouped by (checkpoint, set) (``zero_shot_groups``). The
+        fitting sets (``fit_sets``) fit ``α`` and ``c``; every other set is *held out*: its
+        accuracy is predicted as ``c + α · u`` and tested (``held_out_keys``)."""
+        cfg = self.config
+        self.fit_sets = tuple(cfg.fit_sets if cfg.fit_sets is not None else
+                              (cfg.known_set, cfg.unknown_set))
+        rows = answers[~modes_with(answers["mode"], "exemplars")
+                       & (answers["distribution"] == "id")
+                       & answers["set"].isin(list(share))].reset_index(drop=True)
+        if not rows["set"].isin(self.fit_sets).any():
             raise KgfactError("no zero-shot in-distribution predictions of the fitting sets "
-                              f"({', '.join(sets)}): α cannot be fitted")
+                              f"({', '.join(self.fit_sets)}): α cannot be fitted")
+        self.zero_shot_modes = ", ".join(sorted(set(rows["mode"])))
         groups = rows[["checkpoint", "set"]].drop_duplicates().sort_values(
             ["checkpoint", "set"]).reset_index(drop=True)
         groups["unknown_share"] = groups["set"].map(share)
         groups["u"] = 1 - 2 * groups["unknown_share"]
-        self.fit_groups = groups
-        self.fit_g = pd.MultiIndex.from_frame(groups[["checkpoint", "set"]]).get_indexer(
-            pd.MultiIndex.from_frame(rows[["checkpoint", "set"]]))
-        self.fit_rows = rows[["qid", "relation", "seed"]].assign(prompt=-1)
-        self.fit_y = rows["correct"].to_numpy(dtype=float)
-        self.checkpoints = sorted(groups["checkpoint"].unique())
-        self.groups_n = np.bincount(self.fit_g, minlength=len(groups))
+        by = ["checkpoint", "set"]
+        self.zero_shot_group = pd.MultiIndex.from_frame(groups[by]).get_indexer(
+            pd.MultiIndex.from_frame(rows[by]))
+        groups["n"] = np.bincount(self.zero_shot_group, minlength=len(groups))
+        groups["held_out"] = ~groups["set"].isin(self.fit_sets)
+        self.zero_shot_groups = groups
+        self.zero_shot_rows = rows[["qid", "relation", "seed"]].assign(prompt=-1)
+        self.zero_shot_correct = rows["correct"].to_numpy(dtype=float)
+        fitting = ~groups["held_out"].to_numpy()
+        self.fit_groups = np.flatnonzero(fitting)
+        self.checkpoints = sorted(groups.loc[fitting, "checkpoint"].unique())
+        self.fit_groups_at = {c: fitting & (groups["checkpoint"] == c).to_numpy()
+                              for c in self.checkpoints}
+        self._set_up_held_out(rows)
 
-    def _unit_setup(self, pred: pd.DataFrame, aug: pd.DataFrame) -> None:
+    def _set_up_held_out(self, rows: pd.DataFrame) -> None:
+        """The rows of the held-out table, in order: per checkpoint, one per held-out set
+        (``held_out_group``: its accuracy group) and then the pooled one (``held_out_pools``:
+        its row and the rows it averages; ``held_out_group`` -1)."""
+        groups = self.zero_shot_groups
+        held = rows[~rows["set"].isin(self.fit_sets)]
+        queries = held.groupby(["checkpoint", "set"])["qid"].nunique()
+        keys, pools = [], []
+        for ckpt, members in groups[groups["held_out"]].groupby("checkpoint"):
+            start = len(keys)
+            for g, m in members.iterrows():
+                keys.append({"checkpoint": ckpt, "group": g, "set": m["set"],
+                             "unknown_share": m["unknown_share"], "u": m["u"], "n": m["n"],
+                             "n_queries": queries[(ckpt, m["set"])]})
+            pools.append((len(keys), np.arange(start, len(keys))))
+            keys.append({"checkpoint": ckpt, "group": -1, "set": "pooled",
+                         "unknown_share": np.nan, "u": np.nan, "n": members["n"].sum(),
+                         "n_queries": held.loc[held["checkpoint"] == ckpt, "qid"].nunique()})
+        keys = pd.DataFrame(keys, columns=["checkpoint", "group", "set", "unknown_share", "u",
+                                           "n", "n_queries"])
+        self.held_out_group = keys.pop("group").to_numpy(dtype=int)
+        self.held_out_keys, self.held_out_pools = keys, pools
+
+    def _set_up_units(self, answers: pd.DataFrame, aug: pd.DataFrame) -> None:
+        """``units``: one per (checkpoint, mode, strategy, seed, prompt, query) that FT-Known
+        and FT-Unknown both answered, with its ``gap`` (FT-Known's correctness minus
+        FT-Unknown's), its query's ``zero_shot_gap`` under the same checkpoint and seed, and
+        the mean ``A`` of its two prompts under every augmentation function."""
         cfg = self.config
         a = aug.set_index(["prompt_id", "qid"])
 
         def side(name: str) -> pd.DataFrame:
-            rows = pred[pred["set"] == name]
+            rows = answers[answers["set"] == name]
             if rows.empty:
                 raise KgfactError(f"no predictions of fine-tuning set {name!r}")
             rows = rows.assign(correct=rows["correct"].astype(float),
@@ -339,43 +464,52 @@ class GapStudy:
                 category=("category", "first"))
             values = a.reindex(pd.MultiIndex.from_arrays(
                 [out["prompt_id"], out.index.get_level_values("qid")]))
-            return out.join(pd.DataFrame(values.to_numpy(), index=out.index, columns=self.augs))
+            return out.join(pd.DataFrame(values.to_numpy(), index=out.index,
+                                         columns=self.augmentations))
 
         kn, unk = side(cfg.known_set), side(cfg.unknown_set)
-        units = kn.join(unk[["correct", *self.augs]].add_suffix("_unk"), how="inner").reset_index()
+        units = kn.join(unk[["correct", *self.augmentations]].add_suffix("_unk"),
+                        how="inner").reset_index()
         if units.empty:
             raise KgfactError(f"{cfg.known_set} and {cfg.unknown_set} share no (checkpoint, "
                               "mode, strategy, prompt, query) to compare")
-        units["d"] = units["correct"] - units["correct_unk"]
-        for name in self.augs:
+        units["gap"] = units["correct"] - units["correct_unk"]
+        for name in self.augmentations:
             units[name] = (units[name] + units[f"{name}_unk"]) / 2
-        zero = (units[units["mode"] == "zero-shot"]
-                .groupby(["checkpoint", "seed", "qid"])["d"].mean())
-        units["d0"] = zero.reindex(pd.MultiIndex.from_frame(
+        zero = (units[~modes_with(units["mode"], "exemplars")]
+                .groupby(["checkpoint", "seed", "qid"])["gap"].mean())
+        units["zero_shot_gap"] = zero.reindex(pd.MultiIndex.from_frame(
             units[["checkpoint", "seed", "qid"]])).to_numpy()
-        units["q"] = self.qids.get_indexer(units["qid"])
         self.units = units
 
-    def _cell_setup(self) -> None:
-        """Index every fitted row and unit by its bootstrap cell (``c``)."""
-        zero = self.units["mode"].map(lambda m: not PROMPT_MODES.get(m).exemplars)
+    def _set_up_cells(self) -> None:
+        """``cells``: what a bootstrap weight is drawn for, (query, relation, seed, exemplar
+        set; -1 without one); the ``cell`` of every zero-shot row (``zero_shot_cell``) and
+        unit (column ``cell``), and ``draw_weights``, the crossed draw of cell weights."""
+        zero = ~modes_with(self.units["mode"], "exemplars")
         unit_cells = self.units[["qid", "relation", "seed"]].assign(
             prompt=self.units["prompt"].where(~zero, -1).fillna(-1).astype(int))
-        cells = pd.concat([self.fit_rows, unit_cells]).drop_duplicates(ignore_index=True)
+        cells = pd.concat([self.zero_shot_rows, unit_cells]).drop_duplicates(ignore_index=True)
         index = pd.MultiIndex.from_frame(cells[_CELL])
         self.cells = cells
-        self.fit_c = index.get_indexer(pd.MultiIndex.from_frame(self.fit_rows[_CELL]))
-        self.units["c"] = index.get_indexer(pd.MultiIndex.from_frame(unit_cells[_CELL]))
-        self._bucket_setup()
-        self._draw = crossed_weights(cells)
+        self.zero_shot_cell = index.get_indexer(pd.MultiIndex.from_frame(
+            self.zero_shot_rows[_CELL]))
+        self.units["cell"] = index.get_indexer(pd.MultiIndex.from_frame(unit_cells[_CELL]))
+        self.draw_weights = crossed_weights(cells)
 
-    def _bucket_setup(self) -> None:
+    def _set_up_buckets(self) -> None:
+        """``prompted``: the in-distribution prompted units with a zero-shot gap; ``buckets``:
+        one :class:`Bucketing` per (augmentation, family), and ``bucket_checkpoint``: the index
+        in ``checkpoints`` of each bucket's checkpoint."""
         u = self.units
-        self.prompted = u[(u["mode"] != "zero-shot") & (u["distribution"] == "id")
-                          & u["d0"].notna()].reset_index(drop=True)
+        prompted = modes_with(u["mode"], "exemplars")
+        self.prompted = u[prompted & (u["distribution"] == "id")
+                          & u["zero_shot_gap"].notna()].reset_index(drop=True)
+        # statistics per evaluated mode with exemplars, then over all of them
+        self.scopes = (*sorted(set(u.loc[prompted, "mode"])), "all")
         base = ["checkpoint", "mode", "strategy"]
-        self.buckets, self._bucket_checkpoints = [], {}
-        for aug in self.augs:
+        self.buckets, self.bucket_checkpoint = [], {}
+        for aug in self.augmentations:
             for family in FAMILIES:
                 frame = self.prompted[base].copy()
                 if family == "all":
@@ -391,8 +525,8 @@ class GapStudy:
                                      .reindex(range(len(keys))).to_numpy())
                 keys.insert(0, "family", family)
                 keys.insert(0, "augmentation", aug)
-                self.buckets.append((aug, family, keys, g))
-                self._bucket_checkpoints[(aug, family)] = pd.Index(
+                self.buckets.append(Bucketing(aug, family, keys, g))
+                self.bucket_checkpoint[(aug, family)] = pd.Index(
                     self.checkpoints).get_indexer(keys["checkpoint"])
 
     def _quantile_levels(self, aug: str) -> pd.Series:
@@ -407,48 +541,70 @@ class GapStudy:
             levels[rows.index] = [f"A in [{x:.3f}, {y:.3f}]" for x, y in zip(lo, hi)]
         return levels
 
-    def _ood_setup(self, distances: pd.DataFrame) -> None:
-        """Per-relation gaps beyond the training relations: near-ID and OOD (prediction 3)."""
+    def _set_up_ood(self, distances: pd.DataFrame) -> None:
+        """Per-relation gaps beyond the training relations: near-ID and OOD (prediction 3).
+        ``ood_units``, their group (``ood_group``: a row of ``ood_keys``) and, per checkpoint
+        and mode without exemplars (zero-shot), the rows of ``ood_keys`` whose distances and
+        gaps are correlated (``ood_scopes``: checkpoint, mode, rows)."""
         ood = self.units[self.units["distribution"].isin(["near-id", "ood"])
                          ].reset_index(drop=True)
         by = ["checkpoint", "mode", "strategy", "distribution", "relation"]
         keys = ood[by].drop_duplicates().sort_values(by).reset_index(drop=True)
         keys = keys.merge(distances, on="relation", how="left")
-        self.ood, self.ood_keys = ood, keys
-        self.ood_g = pd.MultiIndex.from_frame(keys[by]).get_indexer(
+        self.ood_units, self.ood_keys = ood, keys
+        self.ood_group = pd.MultiIndex.from_frame(keys[by]).get_indexer(
             pd.MultiIndex.from_frame(ood[by]))
-        keys["n"] = np.bincount(self.ood_g, minlength=len(keys))
-        self.ood_scopes = [(c, np.flatnonzero((keys["checkpoint"] == c)
-                                               & (keys["mode"] == "zero-shot")))
-                           for c in sorted(keys["checkpoint"].unique())]
+        keys["n"] = np.bincount(self.ood_group, minlength=len(keys))
+        unprompted = sorted(set(keys.loc[~modes_with(keys["mode"], "exemplars"), "mode"]))
+        self.ood_scopes = [(c, m, np.flatnonzero((keys["checkpoint"] == c) & (keys["mode"] == m)))
+                           for c in sorted(keys["checkpoint"].unique()) for m in unprompted]
 
-    def _control_setup(self, controls: dict[str, Control]) -> None:
+    def _set_up_controls(self, controls: dict[str, Control]) -> None:
+        """``comparisons``: one :class:`Comparison` per control and (checkpoint, mode) where
+        both of its strategies answered an in-distribution query."""
         u = self.units[self.units["distribution"] == "id"]
-        self.controls = []
+        self.comparisons = []
         for name, c in controls.items():
             for (ckpt, mode), rows in u.groupby(["checkpoint", "mode"]):
                 t, b = rows[rows["strategy"] == c.treatment], rows[rows["strategy"] == c.baseline]
-                common = np.intersect1d(t["q"], b["q"])
+                common = np.intersect1d(t["qid"], b["qid"])
                 if not len(common):
                     continue
-                t, b = t[t["q"].isin(common)], b[b["q"].isin(common)]
-                self.controls.append((name, c, ckpt, mode, t, b, len(common)))
+                t, b = t[t["qid"].isin(common)], b[b["qid"].isin(common)]
+                self.comparisons.append(Comparison(name, c, ckpt, mode, t, b, len(common)))
 
-    def _design_setup(self, controls: dict[str, Control]) -> None:
-        """The primary test's units: prompted in-distribution units of the strategies the
-        controls compare (the designed interventions), grouped by (checkpoint, mode)."""
+    def _set_up_design(self, controls: dict[str, Control]) -> None:
+        """The primary test's units (``design``): prompted in-distribution units of the
+        strategies the controls compare (the designed interventions), grouped by (checkpoint,
+        mode) (``design_group``), and as arrays what every bootstrap replicate reads of them
+        (pandas per replicate dominated its time): each unit's cell, checkpoint (index in
+        ``checkpoints``), ``A · Δu`` (its predicted reduction per unit of ``α``) and measured
+        reduction (zero-shot gap minus prompted gap)."""
         strategies = sorted({s for c in controls.values() for s in (c.treatment, c.baseline)})
         design = self.prompted[self.prompted["strategy"].isin(strategies)].reset_index(drop=True)
         self.design, self.design_strategies = design, strategies
-        self.design_g = pd.factorize(pd.MultiIndex.from_frame(
+        self.design_group = pd.factorize(pd.MultiIndex.from_frame(
             design[["checkpoint", "mode"]]))[0] if len(design) else np.empty(0, dtype=np.int64)
-        # what every bootstrap replicate reads, as arrays (pandas per replicate dominated)
-        self._design_arrays = (
-            design["c"].to_numpy(), pd.Index(self.checkpoints).get_indexer(design["checkpoint"]),
-            design[self.primary].to_numpy(dtype=float) * self.delta_u,
-            (design["d0"] - design["d"]).to_numpy(dtype=float))
+        self.design_cell = design["cell"].to_numpy()
+        self.design_checkpoint = pd.Index(self.checkpoints).get_indexer(design["checkpoint"])
+        self.design_a_delta_u = design[self.primary].to_numpy(dtype=float) * self.delta_u
+        self.design_reduction = (design["zero_shot_gap"] - design["gap"]).to_numpy(dtype=float)
 
     # -- estimation ----------------------------------------------------------------------------
+    def fit(self, w: np.ndarray) -> ZeroShotFit:
+        """Prediction 1 for cell weights ``w``: the zero-shot accuracy of every (checkpoint,
+        set), and per checkpoint ``α`` and ``c`` fitted by least squares on the fitting sets'
+        accuracies against their ``u`` (NaN with fewer than two distinct ``u``)."""
+        acc = wmean(self.zero_shot_group, len(self.zero_shot_groups), self.zero_shot_correct,
+                    w[self.zero_shot_cell])
+        u = self.zero_shot_groups["u"].to_numpy()
+        alpha, intercept = {}, {}
+        for ckpt in self.checkpoints:
+            at = np.flatnonzero(self.fit_groups_at[ckpt] & np.isfinite(acc))
+            alpha[ckpt], intercept[ckpt] = (np.polyfit(u[at], acc[at], 1)
+                                            if len(np.unique(u[at])) > 1 else (np.nan, np.nan))
+        return ZeroShotFit(acc, alpha, intercept)
+
     def primary_slope(self, w: np.ndarray, alpha: dict[str, float]) -> float:
         """The primary test's statistic for cell weights ``w``: the weighted least-squares slope
         of each design unit's measured reduction (zero-shot gap minus prompted gap) on its
@@ -456,59 +612,71 @@ class GapStudy:
         the predictions do not vary within any (checkpoint, mode) that has weight."""
         if self.design.empty:
             return float("nan")
-        c, ckpt, delta_a, y = self._design_arrays
-        wd = w[c]
-        x = np.array([alpha.get(k, np.nan) for k in self.checkpoints])[ckpt] * delta_a
-        n, g = self.design_g.max() + 1, self.design_g
+        wd = w[self.design_cell]
+        x = (np.array([alpha.get(k, np.nan) for k in self.checkpoints])[self.design_checkpoint]
+             * self.design_a_delta_u)
+        y, g = self.design_reduction, self.design_group
+        n = g.max() + 1
         used = wd > 0
         xt = np.where(used, x - wmean(g, n, x, wd)[g], 0.0)
         yt = np.where(used, y - wmean(g, n, y, wd)[g], 0.0)
         sxx = float(np.sum(wd * xt * xt))
         return float(np.sum(wd * xt * yt) / sxx) if sxx > 1e-12 else float("nan")
 
-    def _alpha(self, w: np.ndarray) -> tuple[np.ndarray, dict[str, float]]:
-        acc = wmean(self.fit_g, len(self.fit_groups), self.fit_y, w[self.fit_c])
-        alpha = {}
-        for ckpt in self.checkpoints:
-            at = np.flatnonzero((self.fit_groups["checkpoint"] == ckpt).to_numpy()
-                                & np.isfinite(acc))
-            x = self.fit_groups["u"].to_numpy()[at]
-            alpha[ckpt] = (np.polyfit(x, acc[at], 1)[0] if len(np.unique(x)) > 1
-                           else float("nan"))
-        return acc, alpha
-
     def estimate(self, w: np.ndarray) -> dict[str, np.ndarray]:
-        """Every estimated quantity for query weights ``w`` (see :func:`bootstrap`)."""
-        acc, alpha = self._alpha(w)
-        out = {"fit.acc": acc, "fit.alpha": np.array([alpha[c] for c in self.checkpoints])}
+        """Every estimated quantity for cell weights ``w`` (see :func:`bootstrap`)."""
+        fit = self.fit(w)
+        alpha = fit.alpha
+        out = {"fit.acc": fit.accuracy[self.fit_groups],
+               "fit.alpha": np.array([alpha[c] for c in self.checkpoints]),
+               "fit.intercept": np.array([fit.intercept[c] for c in self.checkpoints]),
+               "heldout": self._held_out_estimates(fit)}
         if {"early_stop", "convergence"} <= alpha.keys():
             out["training"] = np.array([alpha["convergence"] - alpha["early_stop"]])
         p = self.prompted
-        wp = w[p["c"].to_numpy()]
+        wp = w[p["cell"].to_numpy()]
         for aug, family, keys, g in self.buckets:
             n = len(keys)
-            measured = wmean(g, n, p["d"].to_numpy(), wp)
-            zero = wmean(g, n, p["d0"].to_numpy(), wp)
+            measured = wmean(g, n, p["gap"].to_numpy(), wp)
+            zero = wmean(g, n, p["zero_shot_gap"].to_numpy(), wp)
             a = wmean(g, n, p[aug].to_numpy(), wp)
             slope = np.array([alpha.get(c, np.nan) for c in self.checkpoints]
-                             )[self._bucket_checkpoints[(aug, family)]] * self.delta_u
+                             )[self.bucket_checkpoint[(aug, family)]] * self.delta_u
             predicted = slope * (1 - a)
             block = np.vstack([measured, zero, a, predicted, slope * a, zero - measured])
             out[f"b.{aug}.{family}"] = block
             out[f"s.{aug}.{family}"] = self._bucket_statistics(keys, block)
-        wo = w[self.ood["c"].to_numpy()]
-        gaps = wmean(self.ood_g, len(self.ood_keys), self.ood["d"].to_numpy(), wo)
+        wo = w[self.ood_units["cell"].to_numpy()]
+        gaps = wmean(self.ood_group, len(self.ood_keys), self.ood_units["gap"].to_numpy(), wo)
         out["ood.gap"] = gaps
         out["ood.rho"] = np.array([spearman(self.ood_keys["distance"].to_numpy()[at], gaps[at])
-                                   for _, at in self.ood_scopes])
+                                   for *_, at in self.ood_scopes])
         out["controls"] = self._control_estimates(w, alpha)
         out["primary"] = np.array([self.primary_slope(w, alpha)])
+        return out
+
+    def _held_out_estimates(self, fit: ZeroShotFit) -> np.ndarray:
+        """Per row of ``held_out_keys``: measured accuracy, predicted accuracy ``c + α · u``
+        and their difference; a pooled row holds the means of its checkpoint's sets (NaN when
+        one of them is: a set without weight in a replicate drops the replicate)."""
+        out = np.full((len(self.held_out_group), 3), np.nan)
+        sets = np.flatnonzero(self.held_out_group >= 0)
+        g = self.held_out_group[sets]
+        groups = self.zero_shot_groups
+        ckpts = groups["checkpoint"].to_numpy()[g]
+        predicted = (np.array([fit.intercept.get(c, np.nan) for c in ckpts])
+                     + np.array([fit.alpha.get(c, np.nan) for c in ckpts])
+                     * groups["u"].to_numpy()[g])
+        out[sets, 0], out[sets, 1] = fit.accuracy[g], predicted
+        out[sets, 2] = out[sets, 0] - predicted
+        for row, members in self.held_out_pools:
+            out[row] = out[members].mean(axis=0)
         return out
 
     def _bucket_statistics(self, keys: pd.DataFrame, block: np.ndarray) -> np.ndarray:
         measured, zero, _, predicted, pred_red, meas_red = block
         values = []
-        for scope in SCOPES:
+        for scope in self.scopes:
             use = (keys["n"].to_numpy() >= self.config.min_bucket) & (
                 keys["mode"].to_numpy() == scope if scope != "all" else True)
             values += [spearman(predicted[use], measured[use]),
@@ -520,42 +688,84 @@ class GapStudy:
 
     def _control_estimates(self, w: np.ndarray, alpha: dict[str, float]) -> np.ndarray:
         rows = []
-        for _, _, ckpt, _, t, b, _ in self.controls:
-            wt, wb = w[t["c"].to_numpy()], w[b["c"].to_numpy()]
-            gt = np.average(t["d"], weights=wt) if wt.sum() else np.nan
-            gb = np.average(b["d"], weights=wb) if wb.sum() else np.nan
+        for c in self.comparisons:
+            t, b = c.treatment, c.baseline
+            wt, wb = w[t["cell"].to_numpy()], w[b["cell"].to_numpy()]
+            gt = np.average(t["gap"], weights=wt) if wt.sum() else np.nan
+            gb = np.average(b["gap"], weights=wb) if wb.sum() else np.nan
             at = np.average(t[self.primary], weights=wt) if wt.sum() else np.nan
             ab = np.average(b[self.primary], weights=wb) if wb.sum() else np.nan
-            slope = alpha.get(ckpt, np.nan) * self.delta_u
+            slope = alpha.get(c.checkpoint, np.nan) * self.delta_u
             rows.append([gt, gb, gt - gb, at, ab, slope * (1 - at), slope * (1 - ab)])
-        return np.array(rows, dtype=float).reshape(len(self.controls), 7)
+        return np.array(rows, dtype=float).reshape(len(self.comparisons), 7)
 
     # -- tables --------------------------------------------------------------------------------
     def tables(self) -> dict[str, pd.DataFrame]:
-        """``theory_fit``, ``theory_predictions``, ``theory_stats``, ``theory_ood`` and
-        ``theory_controls``, with bootstrap intervals."""
+        """``theory_fit``, ``theory_heldout``, ``theory_predictions``, ``theory_stats``,
+        ``theory_ood``, ``theory_controls`` and ``theory_primary``, with bootstrap
+        intervals."""
         cfg = self.config
         replicates: dict[str, np.ndarray] = {}
         boot = bootstrap(self.estimate, len(self.cells), cfg.n_boot, cfg.level, cfg.seed,
-                         draw=self._draw, keep=replicates)
+                         draw=self.draw_weights, keep=replicates)
         return {"theory_fit": self._fit_table(boot),
+                "theory_heldout": self._held_out_table(boot, replicates["heldout"]),
                 "theory_predictions": self._prediction_table(boot),
-                "theory_stats": self._stats_table(boot),
+                "theory_stats": self._stats_table(boot, replicates),
                 "theory_ood": self._ood_table(boot),
                 "theory_controls": self._control_table(boot, replicates["controls"]),
                 "theory_primary": self._primary_table(boot, replicates["primary"][:, 0])}
 
     def _fit_table(self, boot) -> pd.DataFrame:
-        fit = self.fit_groups.copy()
-        fit["n"] = self.groups_n
+        fit = self.zero_shot_groups.loc[self.fit_groups, ["checkpoint", "set", "unknown_share",
+                                                          "u", "n"]].reset_index(drop=True)
         fit["accuracy"], fit["ci_low"], fit["ci_high"] = boot["fit.acc"]
         alpha = dict(zip(self.checkpoints, zip(*boot["fit.alpha"])))
         fit[["alpha", "alpha_ci_low", "alpha_ci_high"]] = [alpha[c] for c in fit["checkpoint"]]
-        centre = fit.groupby("checkpoint").apply(
-            lambda g: (g["accuracy"] - g["alpha"] * g["u"]).mean(), include_groups=False)
-        fit["fitted"] = fit["checkpoint"].map(centre) + fit["alpha"] * fit["u"]
+        intercept = dict(zip(self.checkpoints, boot["fit.intercept"][0]))
+        fit["fitted"] = fit["checkpoint"].map(intercept) + fit["alpha"] * fit["u"]
         fit["predicted_gap_known_unknown"] = fit["alpha"] * self.delta_u
         return fit
+
+    def _held_out_table(self, boot, replicates: np.ndarray) -> pd.DataFrame:
+        """Prediction 1 on the sets held out of the fit: one row per (checkpoint, held-out
+        set) and a pooled row per checkpoint (the mean over its held-out sets). The difference
+        measured − predicted is tested for equivalence with 0 (two one-sided tests against
+        ``margin``): *as predicted* only when its interval lies inside ±margin, *contradicted*
+        when it lies outside, *inconclusive* otherwise. Without a held-out set, one row per
+        checkpoint says so (outcome ``not measured``)."""
+        cfg = self.config
+        fitted_on = ", ".join(self.fit_sets)
+        columns = ["checkpoint", "set", "unknown_share", "u", "n", "n_queries", "measured",
+                   "predicted", "difference", "ci_low", "ci_high", "margin", "outcome",
+                   "p_value", "dropped", "fit_sets", "note"]
+        if not len(self.held_out_keys):
+            return pd.DataFrame([(c, "pooled", np.nan, np.nan, 0, 0, np.nan, np.nan, np.nan,
+                                  np.nan, np.nan, cfg.margin, "not measured", np.nan, 0,
+                                  fitted_on,
+                                  f"no set held out: every evaluated set with an unknown_share "
+                                  f"fits α and c ({fitted_on}); evaluate a mix-* set besides "
+                                  "them to test prediction 1") for c in self.checkpoints],
+                                columns=columns)
+        point, low, high = boot["heldout"]
+        alpha = dict(zip(self.checkpoints, boot["fit.alpha"][0]))
+        t = self.held_out_keys.copy()
+        t["measured"], t["predicted"], t["difference"] = point[:, 0], point[:, 1], point[:, 2]
+        t["ci_low"], t["ci_high"], t["margin"] = low[:, 2], high[:, 2], cfg.margin
+        t["outcome"] = [OUTCOMES[finding(d, lo, hi, "equal", margin=cfg.margin)]
+                        for d, lo, hi in zip(point[:, 2], low[:, 2], high[:, 2])]
+        t["p_value"] = [bootstrap_p(replicates[:, i, 2], "equal", margin=cfg.margin)
+                        for i in range(len(t))]
+        t["dropped"] = (~np.isfinite(replicates[:, :, 2])).sum(axis=0)
+        t["fit_sets"] = fitted_on
+        t["note"] = [
+            "; ".join(interval_notes(d, lo, hi, n_drop, cfg.n_boot)) if np.isfinite(d)
+            else (f"α and c are not fitted at {c}: the fitting sets ({fitted_on}) need two "
+                  "unknown shares there" if not np.isfinite(alpha.get(c, np.nan)) else
+                  "not computable")
+            for c, d, lo, hi, n_drop in zip(t["checkpoint"], t["difference"], t["ci_low"],
+                                            t["ci_high"], t["dropped"])]
+        return t[columns]
 
     def _prediction_table(self, boot) -> pd.DataFrame:
         parts = []
@@ -571,33 +781,42 @@ class GapStudy:
             parts.append(t)
         return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
-    def _stats_table(self, boot) -> pd.DataFrame:
-        rows = []
+    def _stats_table(self, boot, replicates: dict[str, np.ndarray]) -> pd.DataFrame:
+        """One row per statistic: value, interval, the bootstrap ``p_value`` of its sign (for
+        the statistics of :data:`SIGNED`; the others have no null value at 0), the replicates
+        ``dropped`` (not finite, left out of interval and p-value) and a ``note`` saying why a
+        statistic is missing, what was dropped, or that the value lies outside its interval."""
+        cfg = self.config
+        rows = []  # the row's keys, buckets, and where its estimate is: (name, column)
         for aug, family, keys, _ in self.buckets:
-            point, low, high = boot[f"s.{aug}.{family}"]
             i = 0
-            for scope in SCOPES:
-                use = (keys["n"] >= self.config.min_bucket) & (
+            for scope in self.scopes:
+                use = (keys["n"] >= cfg.min_bucket) & (
                     (keys["mode"] == scope) if scope != "all" else True)
                 for stat in STATISTICS:
-                    rows.append((aug, family, "all", scope, stat, point[i], low[i], high[i],
-                                 int(use.sum())))
+                    rows.append(((aug, family, "all", scope, stat), int(use.sum()),
+                                 f"s.{aug}.{family}", i))
                     i += 1
-        for (ckpt, at), value, low, high in zip(self.ood_scopes, *boot["ood.rho"]):
-            rows.append(("none", "ood", ckpt, "zero-shot", "spearman_distance_gap", value, low,
-                         high, len(at)))
+        for i, (ckpt, mode, at) in enumerate(self.ood_scopes):
+            rows.append((("none", "ood", ckpt, mode, "spearman_distance_gap"), len(at),
+                         "ood.rho", i))
         if "training" in boot:
-            point, low, high = boot["training"]
-            rows.append(("none", "training", "convergence-early_stop", "zero-shot",
-                         "alpha_difference", point[0], low[0], high[0], len(self.checkpoints)))
-        table = pd.DataFrame(rows, columns=["augmentation", "family", "checkpoint", "mode",
-                                            "statistic", "value", "ci_low", "ci_high",
-                                            "n_buckets"])
-        # say why a statistic is missing instead of leaving a bare NaN in every report
-        table["note"] = np.where(
-            table["value"].isna(), "not computable from " + table["n_buckets"].astype(str)
-            + f" bucket(s) of at least {self.config.min_bucket} units; enlarge the study", "")
-        return table
+            rows.append((("none", "training", "convergence-early_stop", self.zero_shot_modes,
+                          "alpha_difference"), len(self.checkpoints), "training", 0))
+        records = []
+        for keys, n_buckets, name, i in rows:
+            value, low, high = (float(x[i]) for x in boot[name])
+            reps = replicates[name][:, i]
+            dropped = int((~np.isfinite(reps)).sum())
+            p = bootstrap_p(reps, "above") if keys[-1] in SIGNED else np.nan
+            # say why a statistic is missing instead of leaving a bare NaN in every report
+            note = (f"not computable from {n_buckets} bucket(s) of at least {cfg.min_bucket} "
+                    "units; enlarge the study" if np.isnan(value) else
+                    "; ".join(interval_notes(value, low, high, dropped, cfg.n_boot)))
+            records.append((*keys, value, low, high, p, dropped, n_buckets, note))
+        return pd.DataFrame(records, columns=[
+            "augmentation", "family", "checkpoint", "mode", "statistic", "value", "ci_low",
+            "ci_high", "p_value", "dropped", "n_buckets", "note"])
 
     def _ood_table(self, boot) -> pd.DataFrame:
         t = self.ood_keys.copy()
@@ -612,9 +831,7 @@ class GapStudy:
         point, low, high = boot["controls"]
         cfg, rows = self.config, []
         claims = {"<": "below", ">": "above", "=": "equal"}
-        outcomes = {"supported": "as predicted", "contradicted": "contradicted",
-                    "inconclusive": "inconclusive"}
-        for i, (name, c, ckpt, mode, _, _, n) in enumerate(self.controls):
+        for i, c in enumerate(self.comparisons):
             gt, gb, diff, at, ab, pt, pb = point[i]
             tol = cfg.equal_tolerance
             predicted = "<" if pt < pb - tol else ">" if pt > pb + tol else "="
@@ -622,9 +839,10 @@ class GapStudy:
             measured = "<" if hi < 0 else ">" if lo > 0 else "="
             verdict = finding(diff, lo, hi, claims[predicted], margin=cfg.margin)
             p = bootstrap_p(replicates[:, i, 2], claims[predicted], margin=cfg.margin)
-            rows.append((name, ckpt, mode, c.treatment, c.baseline, c.metric, c.expected, c.why,
-                         predicted, at, ab, pt, pb, gt, gb, diff, lo, hi, measured,
-                         outcomes[verdict], p, n))
+            rows.append((c.name, c.checkpoint, c.mode, c.control.treatment, c.control.baseline,
+                         c.control.metric, c.control.expected, c.control.why, predicted, at, ab,
+                         pt, pb, gt, gb, diff, lo, hi, measured, OUTCOMES[verdict], p,
+                         c.n_queries))
         return pd.DataFrame(rows, columns=[
             "control", "checkpoint", "mode", "treatment", "baseline", "metric", "expected",
             "why", "predicted", "A_treatment", "A_baseline", "predicted_gap_treatment",
@@ -651,7 +869,7 @@ class GapStudy:
         se = float(finite.std(ddof=1)) if len(finite) > 1 else float("nan")
         z = norm.ppf(1 - (1 - cfg.level) / 2)
         power = float(norm.cdf(cfg.effect / se - z)) if se > 0 else float("nan")
-        alpha = self._alpha(np.ones(len(self.cells)))[1]
+        alpha = self.fit(np.ones(len(self.cells))).alpha
         components = {}
         for factor in FACTORS:
             draw = crossed_weights(self.cells, (factor,))

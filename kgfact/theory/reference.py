@@ -10,7 +10,7 @@ import math
 
 import networkx as nx
 
-from kgfact.graph import KnowledgeGraph
+from kgfact.graph import KnowledgeGraph, neighbourhood
 from kgfact.theory.graphs import PromptSubgraph
 from kgfact.theory.metrics import MetricConfig
 
@@ -50,7 +50,7 @@ def reference_metrics(graph: KnowledgeGraph, known: nx.MultiDiGraph,
     graded = {(a, k, b): p for a, k, b, p in
               prompt.given[["subject", "relation", "object", "p_correct"]].itertuples(
                   index=False, name=None)}
-    hood = graph.neighbourhood(s, config.neighbourhood_hops) if s in graph.graph else {s}
+    hood = neighbourhood(graph, s, config.neighbourhood_hops) if s in graph.graph else {s}
     h = nx.compose(known, gp)
     if known.has_edge(s, o, key=r) and not gp.has_edge(s, o, key=r):
         h.remove_edge(s, o, key=r)

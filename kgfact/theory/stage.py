@@ -2,9 +2,10 @@
 
 Reads ``triples``, ``entities``, ``qa``, ``slick``, ``ftsets`` (+ ``ftsets/<set>``), ``prompts``,
 ``prompt_edges`` and ``predictions``; writes ``theory_prompt_edges``, ``theory_metrics``,
-``cot_steps``, ``theory_fit``, ``theory_predictions``, ``theory_stats``, ``theory_ood`` and
-``theory_controls``, ``theory_primary`` (the primary test) and ``theory_report.md``: predicted
-vs measured in Markdown.
+``cot_steps``, ``theory_fit``, ``theory_heldout`` (prediction 1 on the sets held out of the
+fit), ``theory_predictions``, ``theory_stats``, ``theory_ood`` and ``theory_controls``,
+``theory_primary`` (the primary test) and ``theory_report.md``: predicted vs measured in
+Markdown.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import pandas as pd
 from kgfact.config import check_fields
 from kgfact.errors import KgfactError
 from kgfact.markdown import markdown_table
+from kgfact.prompts import modes_with
 from kgfact.rundir import RunDir, atomic_write_text
 from kgfact.theory.controls import CONTROLS
 from kgfact.theory.graphs import TRIPLE, FineTuningSet, ModelKnowledge, flag_edges
@@ -66,9 +68,7 @@ def run_theory(run: RunDir | str | Path, config: TheoryConfig = TheoryConfig()
     base model (``set`` missing) against the union of the FT-Known and FT-Unknown sets, the two
     models whose gap the theory predicts.
     """
-    run = RunDir.of(run)
-    if not run.manifest_path.exists():
-        raise KgfactError(f"{run.path} is not a kgfact run (no manifest.json)")
+    run = RunDir.of(run).require_manifest()
     pcfg = config.prediction
     triples, qa, slick, entities = (_read(run, n) for n in ("triples", "qa", "slick", "entities"))
     prompts, edges, predictions, index = (_read(run, n) for n in
@@ -123,15 +123,22 @@ def run_theory(run: RunDir | str | Path, config: TheoryConfig = TheoryConfig()
         metrics = metrics[["prompt_id", "qid", "set", "mode", "strategy", *TRIPLE,
                            *METRICS.names(), "A"]]
 
-        cot = predictions[predictions["mode"] == "cot"]
-        steps = verify_steps(cot, StepParser(knowledge, entities), flagged)
+        # the answers of modes with steps (CoT) state steps to verify
+        stepped = predictions[modes_with(predictions["mode"], "steps")]
+        steps = verify_steps(stepped, StepParser(knowledge, entities), flagged)
 
         ft_relations = sorted(set(ftsets[pcfg.known_set].relations)
                               | set(ftsets[pcfg.unknown_set].relations))
         distances = relation_distances(triples, ft_relations,
                                        sorted(predictions["relation"].unique()))
         controls = {n: CONTROLS.get(n) for n in (config.controls or CONTROLS.names())}
-        study = GapStudy(predictions, prompts, share,
+        # a relabelled set (idk-relabel) trains its Unknown facts as "I don't know": u(D) does
+        # not say what it learnt, so it is not held out to test prediction 1 unless named
+        named = {pcfg.known_set, pcfg.unknown_set, *(pcfg.fit_sets or ())}
+        relabelled = {n for n, t in ft_tables.items()
+                      if "relabelled" in t and t["relabelled"].any() and n not in named}
+        study = GapStudy(predictions, prompts,
+                         {n: s for n, s in share.items() if n not in relabelled},
                          pd.concat([units[["prompt_id", "qid"]], a], axis=1), distances,
                          controls, pcfg, primary=config.augmentation)
         tables = study.tables()
@@ -200,7 +207,7 @@ def report_markdown(tables: dict[str, pd.DataFrame], config: TheoryConfig,
     stats = tables["theory_stats"]
     main = stats[(stats["family"] == "all") & (stats["mode"] == "all")]
     ood, controls, steps = tables["theory_ood"], tables["theory_controls"], tables["cot_steps"]
-    ood = ood[ood["mode"] == "zero-shot"]
+    ood = ood[~modes_with(ood["mode"], "exemplars")]
     parts = [
         "# Theory: predicted vs measured factuality gaps",
         f"Intervals: {level} crossed bootstrap over training seeds, exemplar sets and test "
@@ -215,6 +222,8 @@ def report_markdown(tables: dict[str, pd.DataFrame], config: TheoryConfig,
             "checkpoint": fit["checkpoint"],
             "α": [_ci(*r) for r in fit[["alpha", "alpha_ci_low", "alpha_ci_high"]].to_numpy()],
             "predicted zero-shot gap": fit["predicted_gap_known_unknown"]})),
+        "## Prediction 1 on the sets held out of the fit",
+        _held_out_markdown(tables["theory_heldout"], level),
         f"## Exploratory: predicted vs measured gap per bucket (A = {config.augmentation})",
         "Buckets group observational units (A(P) is not varied by design within them); read "
         "them as exploratory, whatever their intervals.",
@@ -229,6 +238,7 @@ def report_markdown(tables: dict[str, pd.DataFrame], config: TheoryConfig,
         _markdown_table(pd.DataFrame({
             "A(P)": main["augmentation"], "statistic": main["statistic"],
             "value": [_ci(*r) for r in main[["value", "ci_low", "ci_high"]].to_numpy()],
+            "p": [_p(v) for v in main["p_value"]], "dropped replicates": main["dropped"],
             "buckets": main["n_buckets"]})),
         "## Out of distribution: zero-shot gap vs relation distance",
         _markdown_table(pd.DataFrame({
@@ -252,6 +262,25 @@ def report_markdown(tables: dict[str, pd.DataFrame], config: TheoryConfig,
     return "\n\n".join(parts) + "\n"
 
 
+def _p(value: float) -> str:
+    return "–" if np.isnan(value) else f"{value:.3g}"
+
+
+def _held_out_markdown(held: pd.DataFrame, level: str) -> str:
+    """Measured against predicted (c + α·u) zero-shot accuracy of every held-out set, or the
+    note saying that no set was held out."""
+    if (held["outcome"] == "not measured").all():
+        return held["note"].iloc[0] + "."
+    return (f"α and c fitted on {held['fit_sets'].iloc[0]}; the difference measured − "
+            f"predicted with its {level} interval is *as predicted* when the interval lies "
+            f"within ±{held['margin'].iloc[0]:g}.\n\n" + _markdown_table(pd.DataFrame({
+                "checkpoint": held["checkpoint"], "set": held["set"], "u": held["u"],
+                "measured": held["measured"], "predicted": held["predicted"],
+                "difference": [_ci(*r) for r in held[["difference", "ci_low", "ci_high"]]
+                               .to_numpy()],
+                "outcome": held["outcome"], "p": [_p(v) for v in held["p_value"]]})))
+
+
 def _primary_markdown(primary: pd.DataFrame, level: str) -> str:
     """The primary test in a few sentences: slope, interval, verdict, power."""
     r = primary.iloc[0]
@@ -269,7 +298,7 @@ def _primary_markdown(primary: pd.DataFrame, level: str) -> str:
             f"{r['var_queries']:.3g}.")
 
 
-def run_stage(run: RunDir | str | Path, config: TheoryConfig, *, progress: bool = True,
-              force: bool = False) -> dict[str, pd.DataFrame]:
+def run_stage(run: RunDir | str | Path, config: TheoryConfig, *,
+              progress: bool = True) -> dict[str, pd.DataFrame]:
     """The theory stage (:mod:`kgfact.stages`): :func:`run_theory`."""
     return run_theory(run, config)
