@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from scipy.stats import norm
 
 from kgfact.errors import KgfactError
 from kgfact.theory import CONTROLS, GapStudy, PredictionConfig
@@ -130,6 +131,14 @@ def test_variance_components_and_power_add_up():
     # with fewer queries the same design has a wider interval and less power
     small = synthetic(theory, DESIGN, queries=25).tables()["theory_primary"].iloc[0]
     assert small["se"] > row["se"] and small["power"] < row["power"]
+    # the factor of queries 80 % power needs says the same as the power: above 1 below 0.8
+    for r in (row, small):
+        assert (r["queries_for_power"] > 1) == (r["power"] < 0.8)
+    target = (1 / (norm.ppf(0.975) + norm.ppf(0.8))) ** 2  # the variance 80 % power allows
+    for r in (row, small):
+        rest = r["var_seeds"] + r["var_exemplar_sets"]
+        want = (r["se"] ** 2 - rest) / (target - rest) if target > rest else np.inf
+        assert r["queries_for_power"] == pytest.approx(want)
 
 
 def test_crossed_weights_draw_only_the_named_factors():

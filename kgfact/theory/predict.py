@@ -879,7 +879,10 @@ class GapStudy:
             components[factor] = float(reps.var(ddof=1)) if len(reps) > 1 else float("nan")
         target = (cfg.effect / (z + norm.ppf(0.8))) ** 2  # the variance 80 % power allows
         rest = components["seeds"] + components["exemplar sets"]
-        grow = (components["queries"] / (target - rest) if target > rest else float("inf"))
+        # what the seed and exemplar-set draws alone do not explain (queries, their interactions
+        # and α's refit, all shrinking with more queries) is the part more queries divide, so
+        # the factor is above 1 exactly when the power is below 0.8
+        grow = ((se ** 2 - rest) / (target - rest) if target > rest else float("inf"))
         d = self.design
         return pd.DataFrame([{
             "augmentation": self.primary, "strategies": ", ".join(self.design_strategies),
