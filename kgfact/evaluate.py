@@ -407,18 +407,17 @@ def greedy_answers(backend: SamplingBackend, requests: list[Request], modes: lis
     return out
 
 
-def evaluate_model(backend: SamplingBackend, model: EvalModel, jobs: list[tuple[str, str]],
-                   queries_: pd.DataFrame, builder: PromptBuilder, config: EvalConfig
-                   ) -> pd.DataFrame:
-    """Predictions of one model under every (mode, strategy) of ``jobs`` (strategy ``"none"``
-    for modes without exemplars), all generated in one batched pass per token budget."""
-    requests, frame = model_requests(model, jobs, queries_, builder)
+def evaluate_model(backend: SamplingBackend, model: EvalModel, requests: list[Request],
+                   frame: pd.DataFrame, config: EvalConfig) -> pd.DataFrame:
+    """Predictions of one model for its :func:`model_requests` (``requests`` and what each
+    asks, ``frame``), all generated in one batched pass per token budget."""
     if not requests:
         return pd.DataFrame()
     generations = greedy_answers(backend, requests, frame["mode"].tolist())
     parsed = [PROMPT_MODES.get(mode).parse(g) for g, mode in zip(generations, frame["mode"])]
     answers = [a for a, _ in parsed]
-    modes, strategies = frame.pop("mode"), frame.pop("strategy")
+    modes, strategies = frame["mode"], frame["strategy"]
+    frame = frame.drop(columns=["mode", "strategy"])  # re-added after the model columns
     return frame.assign(
         model=model.name, set=model.set, checkpoint=model.checkpoint,
         seed=pd.array([model.seed] * len(frame), dtype="Int64"),
@@ -512,13 +511,13 @@ def evaluate(run: RunDir | str, config: EvalConfig | None = None,
             for m in targets:
                 bar.set_postfix(model=m.name)
                 # prompts are rebuilt even for finished models: the prompt tables need them
-                model_requests(m, jobs, qs, builder)
+                requests, frame = model_requests(m, jobs, qs, builder)
                 if (saved := checkpoints.load(m.name)) is None:
                     # one engine for the whole evaluation where the backend can switch
                     # adapters: the base model is loaded once
                     engine = serve_model(backend, replace(base, adapter=m.adapter), engine,
                                          max_batch, label=m.name, **(backend_options or {}))
-                    saved = evaluate_model(engine, m, jobs, qs, builder, config)
+                    saved = evaluate_model(engine, m, requests, frame, config)
                     meter.add(len(saved))  # one generation per prediction
                     checkpoints.save(m.name, saved)
                 parts.append(saved)
