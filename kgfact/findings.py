@@ -271,15 +271,29 @@ def _control(name: str) -> Callable[[RunDir, dict], dict]:
         row = t[(t["control"] == name) & (t["checkpoint"] == "convergence")
                 & (t["mode"] == mode)]
         if row.empty:
-            c = CONTROLS.get(name)
-            return {"note": f"not evaluated: add {c.treatment} and {c.baseline} to "
-                            "evaluate.strategies"}
+            return {"note": _unmeasured_control(run, name)}
         r = row.iloc[0]
         return {"estimate": r["difference"], "ci_low": r["ci_low"], "ci_high": r["ci_high"],
                 "p_value": r.get("p_value", np.nan), "n": int(r["n_queries"]),
                 "source": f"theory_controls: gap({r['treatment']}) - gap({r['baseline']}), "
                           f"{mode}, id, convergence"}
     return measure
+
+
+def _unmeasured_control(run: RunDir, name: str) -> str:
+    """Why control ``name`` has no row: its strategies were not evaluated, or were and gave no
+    query a prompt (per-query strategies apply only where the graph allows; the evaluation
+    recorded each relation's share of queries that had one)."""
+    c = CONTROLS.get(name)
+    evaluation = run.stage_entry("evaluate")
+    strategies = (evaluation.get("config") or {}).get("evaluate", {}).get("strategies", [])
+    if not {c.treatment, c.baseline} <= set(strategies):
+        return f"not evaluated: add {c.treatment} and {c.baseline} to evaluate.strategies"
+    shares = evaluation.get("report", {}).get(f"{c.treatment.replace('-', '_')}_share", {})
+    per_relation = ", ".join(f"{r} {v:.2f}" for r, v in sorted(shares.items()))
+    return (f"evaluated, but no test query had both a {c.treatment} and a {c.baseline} prompt "
+            f"in {c.mode}" + (f" (share of queries with a {c.treatment} prompt: {per_relation})"
+                              if shares else ""))
 
 
 def _idk(run: RunDir, context: dict) -> dict:
@@ -307,8 +321,8 @@ def _idk(run: RunDir, context: dict) -> dict:
 def _control_claim(name: str) -> Claim:
     """The findings claim of control ``name``: its stated order, in its mode, at CONVERGENCE."""
     c = CONTROLS.get(name)
-    order = "smaller" if c.expected == "<" else "practically equal"
-    return Claim(f"control-{name}", f"{c.treatment} exemplars give a {order} gap than "
+    order = "smaller than" if c.expected == "<" else "practically equal to"
+    return Claim(f"control-{name}", f"{c.treatment} exemplars give a gap {order} that of "
                  f"{c.baseline} ones ({c.mode}, in distribution, CONVERGENCE): {c.why}",
                  {"<": "below", "=": "equal"}[c.expected], _control(name))
 

@@ -120,7 +120,9 @@ def graph_correlations(run: RunDir) -> pd.DataFrame:
     rows = []
     for measure in ("popularity", "degree", "pagerank"):
         d = data[["p_correct_greedy", measure]].astype(float).dropna()
-        rho = spearmanr(d["p_correct_greedy"], d[measure]).statistic if len(d) > 2 else np.nan
+        # undefined (nan) for too few subjects or a constant side, as on tiny runs
+        varied = len(d) > 2 and d.nunique().min() > 1
+        rho = spearmanr(d["p_correct_greedy"], d[measure]).statistic if varied else np.nan
         rows.append((measure, float(rho), len(d)))
     return pd.DataFrame(rows, columns=["measure", "spearman_rho", "n"])
 
@@ -329,7 +331,8 @@ def fig_dynamics(run: RunDir):
             ax.axvline(stop.iloc[0], color="grey", ls=":", label="EARLY_STOP")
         ax.set_title(name)
         ax.set_xlabel("epoch")
-        ax.legend(fontsize="small")
+        if ax.get_legend_handles_labels()[0]:  # a set with no fitted shares has nothing to label
+            ax.legend(fontsize="small")
     axes[0][0].set_ylabel("share of training examples fitted")
     fig.tight_layout()
     return fig

@@ -408,3 +408,11 @@ def test_a_control_claim_is_read_in_its_registered_mode(run):
     run.write_table("theory_controls", pd.DataFrame(rows[1:]))
     r = findings(run, n_boot=200).set_index("claim").loc["control-path-hint-vs-side-steps"]
     assert r["verdict"] == "not measured"
+    assert r["note"] == "not evaluated: add path-hint and side-steps to evaluate.strategies"
+    # evaluated, yet the graph gave no query a path hint: the note says so, not "add them"
+    run.annotate("evaluate", config={"evaluate": {"strategies": ["path-hint", "side-steps"]}},
+                 report={"path_hint_share": {"P36": 0.0, "P17": 0.25}})
+    r = findings(run, n_boot=200).set_index("claim").loc["control-path-hint-vs-side-steps"]
+    assert r["note"] == ("evaluated, but no test query had both a path-hint and a side-steps "
+                         "prompt in cot (share of queries with a path-hint prompt: P17 0.25, "
+                         "P36 0.00)")
