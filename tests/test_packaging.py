@@ -34,7 +34,7 @@ PRESET_LINES = [
     "smoke            the whole study in miniature, offline with Gemma 3 270M; the test suite "
     "runs it",
     "study            the design the findings rest on: designed prompt interventions, registered "
-    "claims, offline with Gemma 3 270M",
+    "claims, offline with Gemma 3 270M (measured: 100.5 min)",
     "wikidata         SliCK's relations from the public Wikidata endpoint with Qwen2.5-3B on a GPU",
 ]
 NOT_A_PRESET = ("kgfact: error: no config file or preset 'nosuch'; the presets are "
