@@ -285,11 +285,11 @@ def _unmeasured_control(run: RunDir, name: str) -> str:
     query a prompt (per-query strategies apply only where the graph allows; the evaluation
     recorded each relation's share of queries that had one)."""
     c = CONTROLS.get(name)
-    evaluation = run.stage_entry("evaluate")
-    strategies = (evaluation.get("config") or {}).get("evaluate", {}).get("strategies", [])
+    strategies = (run.stage_config("evaluate") or {}).get("evaluate", {}).get("strategies", [])
     if not {c.treatment, c.baseline} <= set(strategies):
         return f"not evaluated: add {c.treatment} and {c.baseline} to evaluate.strategies"
-    shares = evaluation.get("report", {}).get(f"{c.treatment.replace('-', '_')}_share", {})
+    report = run.stage_entry("evaluate").get("report", {})
+    shares = report.get(f"{c.treatment.replace('-', '_')}_share", {})
     per_relation = ", ".join(f"{r} {v:.2f}" for r, v in sorted(shares.items()))
     return (f"evaluated, but no test query had both a {c.treatment} and a {c.baseline} prompt "
             f"in {c.mode}" + (f" (share of queries with a {c.treatment} prompt: {per_relation})"
